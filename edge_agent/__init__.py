@@ -1,0 +1,1 @@
+"""The `edge-agent` command line, the embedded stack and the development tools."""

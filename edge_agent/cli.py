@@ -1,0 +1,116 @@
+"""`edge-agent`: the one command-line entry point (front, worker, fake-upstream, up)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from shared.config import PROVIDERS, ConfigError, load_settings
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level if level in logging.getLevelNamesMapping() else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(message: str) -> None:
+    print(f"edge-agent: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def cmd_front(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from edge_front.app import create_app
+
+    if args.host:
+        os.environ["HOST"] = args.host
+    if args.port:
+        os.environ["PORT"] = str(args.port)
+    settings, models = load_settings()
+    if not settings.master_key:
+        _fail("EDGE_MASTER_KEY: not set; it is the key clients must send (`edge-agent up` makes one)")
+    uvicorn.run(
+        create_app(settings, models),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,  # one log line per request costs more CPU than an L1 hit
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from edge_workers.worker import run
+
+    load_settings()  # fail fast on a bad config, with one clear line
+    port = args.metrics_port if args.metrics_port is not None else int(os.environ.get("METRICS_PORT") or 0)
+    run(args.provider, port or None)
+
+
+def cmd_fake_upstream(args: argparse.Namespace) -> None:
+    from edge_agent.fake_upstream import main_from_args
+
+    main_from_args(args)
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from edge_agent.embedded import run_stack
+
+    run_stack(host=args.host, port=args.port, workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edge_agent.fake_upstream import add_arguments
+
+    parser = argparse.ArgumentParser(prog="edge-agent", description="An OpenAI-compatible LLM gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    front = sub.add_parser("front", help="run the HTTP tier")
+    front.add_argument("--host", help="listen address (env HOST, default 0.0.0.0)")
+    front.add_argument("--port", type=int, help="listen port (env PORT, default 8080)")
+    front.set_defaults(handler=cmd_front)
+
+    worker = sub.add_parser("worker", help="run one worker process for one provider's queue")
+    worker.add_argument("--provider", required=True, choices=PROVIDERS)
+    worker.add_argument(
+        "--metrics-port", type=int, help="serve this worker's metrics here (env METRICS_PORT)"
+    )
+    worker.set_defaults(handler=cmd_worker)
+
+    fake = sub.add_parser("fake-upstream", help="run a fake OpenAI + Anthropic upstream for tests and demos")
+    add_arguments(fake)
+    fake.set_defaults(handler=cmd_fake_upstream)
+
+    up = sub.add_parser(
+        "up", help="run everything: Redis (if REDIS_URL is unset), front, workers, fake upstream"
+    )
+    up.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    up.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8080))
+    up.add_argument("--workers", type=int, default=1, help="worker processes per provider")
+    up.set_defaults(handler=cmd_up)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    try:
+        args.handler(args)
+    except ConfigError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""`edge-agent up`: the whole stack as child processes, with nothing installed.
+
+Starts a private redis-server when REDIS_URL is unset, and a fake upstream (with both
+providers pointed at it) when no provider key is set, so that `curl` works on a bare machine.
+Ctrl-C (or SIGTERM) stops every child; if any child dies, the others are stopped too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from types import FrameType
+
+from edge_agent.redis_server import RedisServer, free_port
+from shared.config import API_KEY_ENV, PROVIDERS, load_settings
+
+
+class _Stop(Exception):
+    pass
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "edge_agent", *args], env=env)
+
+
+def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for child in children:
+            if child.poll() is not None:
+                raise RuntimeError(f"a child process exited at start (code {child.returncode})")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the stack was not ready after {timeout_s:.0f} s ({url})")
+
+
+def run_stack(host: str, port: int, workers: int) -> None:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    load_settings(env)  # a bad config stops here, before anything starts
+    redis: RedisServer | None = None
+    children: list[subprocess.Popen[bytes]] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        if not env.get("REDIS_URL"):
+            redis = RedisServer().start()
+            env["REDIS_URL"] = redis.url
+            print(f"edge-agent: started a private redis-server on {redis.url}", flush=True)
+        providers = [p for p in PROVIDERS if env.get(API_KEY_ENV[p])]
+        if not providers and not env.get("EDGE_CONFIG"):
+            fake_port = free_port()
+            children.append(_spawn(["fake-upstream", "--port", str(fake_port)], env))
+            env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{fake_port}/v1"
+            env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{fake_port}"
+            for p in PROVIDERS:
+                env[API_KEY_ENV[p]] = "fake-upstream-key"
+            providers = list(PROVIDERS)
+            print(
+                f"edge-agent: no provider key set; answering from a fake upstream on port {fake_port}",
+                flush=True,
+            )
+        elif not providers:
+            _, models = load_settings(env)
+            providers = sorted(models.providers())
+        if not env.get("EDGE_MASTER_KEY"):
+            env["EDGE_MASTER_KEY"] = "sk-edge-" + secrets.token_urlsafe(18)
+        for provider in providers:
+            for _ in range(workers):
+                children.append(
+                    _spawn(["worker", "--provider", provider, "--metrics-port", str(free_port())], env)
+                )
+        children.append(_spawn(["front", "--host", host, "--port", str(port)], env))
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        _wait_ready(f"http://{shown_host}:{port}/health/ready", children)
+        model = "gpt-4o-mini" if "openai" in providers else "claude-sonnet-4-5"
+        print(
+            "\nedge-agent is up. Try:\n\n"
+            f"  curl -s http://{shown_host}:{port}/v1/chat/completions \\\n"
+            f"    -H 'Authorization: Bearer {env['EDGE_MASTER_KEY']}' -H 'Content-Type: application/json' \\\n"
+            f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'\n\n'
+            f"Metrics: http://{shown_host}:{port}/metrics   Health: http://{shown_host}:{port}/health\n"
+            "Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while all(child.poll() is None for child in children):
+            time.sleep(0.2)
+        print("edge-agent: a child process exited; stopping the stack", file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    except _Stop:
+        pass
+    except RuntimeError as e:
+        print(f"edge-agent: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if redis is not None:
+            redis.stop()

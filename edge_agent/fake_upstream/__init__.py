@@ -1,0 +1,21 @@
+"""A fake OpenAI + Anthropic upstream: a real aiohttp server for tests, benchmarks and the demo.
+
+Endpoints: `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic), and, outside
+both APIs, `GET /_fake/stats`, `POST /_fake/reset`, `GET|POST /_fake/config`, `GET /health`.
+
+Answers are deterministic (a function of the messages). Behaviour is steered by markers in the
+last user message, combinable: `[[fake:status=429]]`, `[[fake:retry_after=0.2]]`,
+`[[fake:delay_ms=300]]`, `[[fake:timeout]]`, `[[fake:drop]]`, `[[fake:chunk_delay_ms=50]]`,
+`[[fake:stream_error_after=3]]`, `[[fake:stream_drop_after=3]]`, `[[fake:words=N]]`.
+"""
+
+from edge_agent.fake_upstream.app import (
+    BackgroundServer,
+    add_arguments,
+    create_app,
+    main_from_args,
+    run,
+    start_runner,
+)
+
+__all__ = ["BackgroundServer", "add_arguments", "create_app", "main_from_args", "run", "start_runner"]

@@ -1,0 +1,202 @@
+"""What both fake APIs share: settings, stats, the request pipeline and the SSE writer."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from edge_agent.fake_upstream.content import Markers, decode, last_user_text, parse_markers, strip_markers
+
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+JSON_CONTENT_TYPE = "application/json"
+
+
+@dataclass(slots=True)
+class Settings:
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    error_rate: float = 0.0
+    error_status: int = 500
+    require_key: str | None = None
+
+
+@dataclass(slots=True)
+class Stats:
+    requests: int = 0
+    cancelled: int = 0
+    by_path: dict[str, int] = field(default_factory=dict)
+    by_model: dict[str, int] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.cancelled = 0
+        self.by_path.clear()
+        self.by_model.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "by_path": dict(self.by_path),
+            "by_model": dict(self.by_model),
+            "cancelled": self.cancelled,
+        }
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(body), status=status, headers=headers, content_type=JSON_CONTENT_TYPE
+    )
+
+
+def drop_connection(request: web.Request) -> None:
+    """Close the connection under the handler: the client sees a disconnect, not a response."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds:g}"
+
+
+class Streamer:
+    """Writes SSE frames, applying the chunk delay and the stream error / drop markers.
+
+    `content()` and `end_of_content()` return False once a marker ended the stream; the caller
+    then returns the response without writing anything else.
+    """
+
+    def __init__(self, request: web.Request, resp: web.StreamResponse, markers: Markers, error_frame: bytes):
+        self.request = request
+        self.resp = resp
+        self.delay = markers.chunk_delay_ms / 1000
+        self.error_after = markers.stream_error_after
+        self.drop_after = markers.stream_drop_after
+        self.error_frame = error_frame
+        self.sent = 0  # content chunks written
+        self.started = False
+
+    async def frame(self, data: bytes) -> None:
+        if self.delay and self.started:
+            await asyncio.sleep(self.delay)
+        self.started = True
+        await self.resp.write(data)
+
+    async def _interrupt(self) -> bool:
+        if self.error_after is not None and self.sent >= self.error_after:
+            await self.frame(self.error_frame)
+            return True
+        if self.drop_after is not None and self.sent >= self.drop_after:
+            drop_connection(self.request)
+            return True
+        return False
+
+    async def content(self, data: bytes) -> bool:
+        if await self._interrupt():
+            return False
+        await self.frame(data)
+        self.sent += 1
+        return True
+
+    async def end_of_content(self) -> bool:
+        """Fire a pending error / drop marker even when fewer content chunks were generated."""
+        if self.error_after is not None:
+            self.error_after = 0
+        if self.drop_after is not None:
+            self.drop_after = 0
+        return not await self._interrupt()
+
+
+class BaseApi:
+    """The request pipeline; subclasses supply the provider's auth, validation, errors and answers."""
+
+    retry_after_ms_header = False
+
+    def __init__(self, settings: Settings, stats: Stats) -> None:
+        self.settings = settings
+        self.stats = stats
+
+    # -- provider hooks -------------------------------------------------------------------------
+
+    def check_headers(self, request: web.Request) -> web.Response | None:
+        raise NotImplementedError
+
+    def validate(self, body: dict[str, Any]) -> web.Response | None:
+        raise NotImplementedError
+
+    def error(
+        self, status: int, message: str | None = None, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        raise NotImplementedError
+
+    def marker_text(self, body: dict[str, Any]) -> str:
+        return last_user_text(body["messages"])
+
+    async def respond(
+        self, request: web.Request, body: dict[str, Any], text: str, markers: Markers
+    ) -> web.StreamResponse:
+        raise NotImplementedError
+
+    # -- pipeline -------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        stats = self.stats
+        stats.requests += 1
+        path = request.path
+        stats.by_path[path] = stats.by_path.get(path, 0) + 1
+        try:
+            return await self._process(request)
+        except (asyncio.CancelledError, ConnectionError):
+            # The client went away: the handler was cancelled or a write failed.
+            stats.cancelled += 1
+            raise
+
+    async def _process(self, request: web.Request) -> web.StreamResponse:
+        rejected = self.check_headers(request)
+        if rejected is not None:
+            return rejected
+        try:
+            body = decode(await request.read())
+        except msgspec.DecodeError:
+            return self.error(400, "We could not parse the JSON body of your request.")
+        if not isinstance(body, dict):
+            return self.error(400, "The request body must be a JSON object.")
+        rejected = self.validate(body)
+        if rejected is not None:
+            return rejected
+        model = str(body["model"])
+        by_model = self.stats.by_model
+        by_model[model] = by_model.get(model, 0) + 1
+
+        text = self.marker_text(body)
+        markers = parse_markers(text)
+        settings = self.settings
+        delay_ms = settings.latency_ms + markers.delay_ms
+        if settings.jitter_ms > 0:
+            delay_ms += random.uniform(0, settings.jitter_ms)
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000)
+        if markers.timeout:
+            await asyncio.sleep(3600)
+        if markers.drop:
+            drop_connection(request)
+            return web.Response()
+        if markers.status is not None:
+            return self.status_error(markers.status, markers.retry_after)
+        if settings.error_rate > 0 and random.random() < settings.error_rate:
+            return self.status_error(settings.error_status, markers.retry_after)
+        return await self.respond(request, body, strip_markers(text), markers)
+
+    def status_error(self, status: int, retry_after: float | None) -> web.Response:
+        headers: dict[str, str] | None = None
+        if status == 429 or retry_after is not None:
+            seconds = 1.0 if retry_after is None else retry_after
+            headers = {"retry-after": format_seconds(seconds)}
+            if self.retry_after_ms_header:
+                headers["retry-after-ms"] = str(round(seconds * 1000))
+        return self.error(status, headers=headers)

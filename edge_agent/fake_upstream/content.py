@@ -1,0 +1,232 @@
+"""Deterministic content, behaviour markers and small helpers shared by both fake APIs."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import string
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+encode = msgspec.json.encode
+decode = msgspec.json.decode
+
+MARKER_PREFIX = "[[fake:"
+MARKER_RE = re.compile(r"\[\[fake:([a-z_]+)(?:=([^\]]*))?\]\]")
+
+_ALNUM = string.ascii_letters + string.digits
+
+# 64 words, so one hash byte picks one word without bias (byte & 63).
+VOCAB = (
+    "the quick answer is simple and the model agrees that every cache should stay warm "
+    "while workers drain their queues quietly under steady load so latency remains low "
+    "for each request we echo a little context then add some plain filler words here "
+    "because tests need stable text that never changes between runs of this fake server "
+    "and every reply ends right on time"
+).split()
+assert len(VOCAB) == 64
+
+
+@dataclass(frozen=True, slots=True)
+class Markers:
+    """Behaviour switches read from `[[fake:key=value]]` markers in the last user message."""
+
+    status: int | None = None
+    retry_after: float | None = None
+    delay_ms: float = 0.0
+    timeout: bool = False
+    drop: bool = False
+    chunk_delay_ms: float = 0.0
+    stream_error_after: int | None = None
+    stream_drop_after: int | None = None
+    words: int | None = None
+
+
+NO_MARKERS = Markers()
+_INT_MARKERS = frozenset({"status", "stream_error_after", "stream_drop_after", "words"})
+_FLOAT_MARKERS = frozenset({"retry_after", "delay_ms", "chunk_delay_ms"})
+_FLAG_MARKERS = frozenset({"timeout", "drop"})
+
+
+def parse_markers(text: str) -> Markers:
+    """Read the markers in `text`; unknown keys and unparsable values are ignored."""
+    if MARKER_PREFIX not in text:
+        return NO_MARKERS
+    values: dict[str, Any] = {}
+    for key, value in MARKER_RE.findall(text):
+        try:
+            if key in _INT_MARKERS:
+                values[key] = int(value)
+            elif key in _FLOAT_MARKERS:
+                values[key] = float(value)
+            elif key in _FLAG_MARKERS:
+                values[key] = True
+        except ValueError:
+            continue
+    return Markers(**values) if values else NO_MARKERS
+
+
+def strip_markers(text: str) -> str:
+    return MARKER_RE.sub("", text) if MARKER_PREFIX in text else text
+
+
+def random_id(length: int) -> str:
+    return "".join(random.choices(_ALNUM, k=length))
+
+
+def text_of(content: Any) -> str:
+    """The text of a message's content: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def last_user_text(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return text_of(message.get("content"))
+    return ""
+
+
+def content_words(content: Any) -> int:
+    """Approximate token count of message content (text parts and tool results)."""
+    if isinstance(content, str):
+        return len(content.split())
+    total = 0
+    if isinstance(content, list):
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            text = part.get("text")
+            if isinstance(text, str):
+                total += len(text.split())
+            elif "content" in part:
+                total += content_words(part["content"])
+    return total
+
+
+def prompt_tokens(messages: list[Any], system: Any = None) -> int:
+    """Words in the messages plus 3 per message (and the system prompt's words)."""
+    total = content_words(system)
+    for message in messages:
+        if isinstance(message, dict):
+            total += content_words(message.get("content")) + 3
+    return total
+
+
+def generate_words(seed: bytes, index: int, echo: str, count: int | None) -> list[str]:
+    """8-40 words (or exactly `count`), a function of `seed`, `index` and `echo` only."""
+    digest = hashlib.blake2b(seed + index.to_bytes(4, "little"), digest_size=64).digest()
+    if count is None:
+        count = 8 + digest[0] % 33
+    count = max(count, 0)
+    echo_words = echo.split()[:6]
+    words = (["Re:", *echo_words] if echo_words else [])[:count]
+    pool = digest[1:]
+    while len(words) < count:
+        if not pool:
+            digest = hashlib.blake2b(digest, digest_size=64).digest()
+            pool = digest
+        take = min(count - len(words), len(pool))
+        words.extend(VOCAB[b & 63] for b in pool[:take])
+        pool = pool[take:]
+    return words
+
+
+@dataclass(slots=True)
+class Completion:
+    """Generated text after the token limit and stop sequences were applied."""
+
+    text: str
+    tokens: int
+    truncated: bool = False
+    stop_sequence: str | None = None
+
+    def pieces(self) -> list[str]:
+        """Stream pieces, one per word, with the separating space leading; they join to `text`."""
+        parts = self.text.split(" ")
+        pieces = [parts[0], *(" " + part for part in parts[1:])]
+        return pieces if pieces[0] else pieces[1:]
+
+
+def complete(
+    seed: bytes, index: int, echo: str, count: int | None, limit: int | None, stops: list[str]
+) -> Completion:
+    words = generate_words(seed, index, echo, count)
+    truncated = limit is not None and len(words) > limit
+    if limit is not None and truncated:
+        words = words[: max(limit, 0)]
+    text = " ".join(words)
+    cut, matched = -1, None
+    for stop in stops:
+        pos = text.find(stop) if stop else -1
+        if pos >= 0 and (cut < 0 or pos < cut):
+            cut, matched = pos, stop
+    if matched is not None:
+        text = text[:cut]
+        return Completion(text, len(text.split()), stop_sequence=matched)
+    return Completion(text, len(words), truncated=truncated)
+
+
+def string_list(value: Any) -> list[str]:
+    """A `stop` / `stop_sequences` value as a list of strings."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    return []
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    input: dict[str, Any]
+    arguments: str  # `input` as a JSON string
+
+    @property
+    def tokens(self) -> int:
+        return max(1, len(self.arguments) // 4)
+
+    def fragments(self, size: int = 8) -> list[str]:
+        return [self.arguments[i : i + size] for i in range(0, len(self.arguments), size)]
+
+
+def _fake_value(schema: Any, snippet: str) -> Any:
+    if not isinstance(schema, dict):
+        return snippet
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    kind = schema.get("type")
+    if kind == "integer" or kind == "number":
+        return 1
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return [snippet]
+    if kind == "object":
+        return {}
+    return snippet
+
+
+def make_tool_call(id_: str, name: str, schema: Any, text: str) -> ToolCall:
+    """A deterministic call: the schema's required properties (or its first) filled from `text`."""
+    snippet = text.strip()[:20]
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if isinstance(props, dict) and props:
+        required = schema.get("required") if isinstance(schema, dict) else None
+        keys = [k for k in required if k in props] if isinstance(required, list) else []
+        args = {key: _fake_value(props[key], snippet) for key in keys or [next(iter(props))]}
+    else:
+        args = {"query": snippet}
+    return ToolCall(id_, name, args, encode(args).decode())

@@ -1,0 +1,1 @@
+"""The HTTP tier: validates, authenticates, serves cache hits, and queues misses."""

@@ -1,0 +1,192 @@
+"""POST /v1/chat/completions: validate, look in L1 then L2, else queue for a provider worker.
+
+Redis round trips per request: L1 hit 0; L2 hit 1 (GET); miss 2 (GET, then one pipelined
+enqueue) plus the shared reply reader's XREAD, amortized over every waiting request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+import msgspec
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edge_front import metrics
+from edge_front.http import error_response, json_response, read_body, request_id_of
+from edge_front.state import FrontState
+from shared import keyspace
+from shared.cache_keys import chat_cache_key
+from shared.config import Deployment
+from shared.errors import EdgeError
+from shared.queue import Job, Reply, enqueue
+from shared.wire import ChatCompletionRequest
+
+log = logging.getLogger("edge.front")
+_decode_json = msgspec.json.decode
+
+
+def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
+    """The client's JSON object (forwarded as-is) and its validated view. Raises EdgeError(400)."""
+    try:
+        raw = _decode_json(body)
+    except msgspec.DecodeError as e:
+        raise EdgeError(400, f"Request body is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise EdgeError(400, "Request body must be a JSON object.")
+    try:
+        return raw, msgspec.convert(raw, ChatCompletionRequest)
+    except msgspec.ValidationError as e:
+        message, _, where = str(e).partition(" - at `$")
+        param = where.rstrip("`").lstrip(".") or None
+        if param is None and message.startswith("Object missing required field"):
+            param = message.rpartition("`")[0].rpartition("`")[2] or None
+        return_message = f"Invalid request: {message}" + (f" (at '{param}')" if param else "")
+        raise EdgeError(400, return_message, param=param) from None
+
+
+def cache_control(request: Request) -> tuple[bool, bool]:
+    """(skip lookup, skip write) from the Cache-Control header."""
+    value = request.headers.get("cache-control")
+    if not value:
+        return False, False
+    value = value.lower()
+    return "no-cache" in value, "no-store" in value
+
+
+class _Labels:
+    """What the metrics of one request are labelled with, filled in as the request is understood."""
+
+    __slots__ = ("cache", "model", "provider")
+
+    def __init__(self) -> None:
+        self.provider = self.model = ""
+        self.cache = "none"
+
+
+async def chat_completions(request: Request) -> Response:
+    started = time.perf_counter()
+    state: FrontState = request.app.state.edge
+    request_id = request_id_of(request)
+    labels = _Labels()
+    metrics.ACTIVE.inc()
+    try:
+        response = await _handle(request, state, request_id, labels)
+    except EdgeError as e:
+        response = _error(e, request_id)
+    except Exception:
+        # The client gets an envelope, never a traceback; the log gets the traceback.
+        log.exception("request %s: unexpected error", request_id)
+        response = _error(EdgeError(500, "The gateway failed to handle this request."), request_id)
+    finally:
+        metrics.ACTIVE.dec()
+    metrics.REQUESTS.labels(labels.provider, labels.model, str(response.status_code)).inc()
+    metrics.DURATION.labels(labels.cache).observe((time.perf_counter() - started) * 1000)
+    return response
+
+
+async def _handle(request: Request, state: FrontState, request_id: str, labels: _Labels) -> Response:
+    body = await read_body(request, state.settings.max_body_bytes)
+    raw, chat = parse_chat_request(body)
+    if chat.stream:
+        raise EdgeError(400, "Streaming (stream: true) is not supported by this gateway yet.", param="stream")
+    deployment = state.models.resolve(chat.model)
+    if deployment is None:
+        raise EdgeError(404, f"The model '{chat.model}' does not exist or is not served here.", param="model")
+    # Only routed models become label values: a client cannot grow the metric's cardinality.
+    labels.provider, labels.model = deployment.provider, chat.model
+    skip_lookup, skip_write = cache_control(request)
+    key = chat_cache_key(raw)
+    if not skip_lookup:
+        hit = await _lookup(state, key)
+        if hit is not None:
+            labels.cache = hit[0]
+            return json_response(hit[1], 200, {"x-request-id": request_id, "x-edge-cache": hit[0]})
+    labels.cache = "miss"
+    reply = await _ask_worker(state, request_id, deployment, chat.model, body, None if skip_write else key)
+    if reply.status == 200:
+        if not skip_write:
+            state.l1.set(key, reply.body)
+        if reply.prompt_tokens or reply.completion_tokens:
+            metrics.TOKENS.labels(labels.provider, labels.model, "prompt").inc(reply.prompt_tokens)
+            metrics.TOKENS.labels(labels.provider, labels.model, "completion").inc(reply.completion_tokens)
+    headers = {"x-request-id": request_id, "x-edge-cache": "miss"}
+    if reply.retry_after is not None:
+        headers["retry-after"] = f"{reply.retry_after:g}"
+    return json_response(reply.body, reply.status, headers)
+
+
+def _error(error: EdgeError, request_id: str) -> Response:
+    if error.status >= 500:
+        log.warning("request %s: %d %s", request_id, error.status, error.message)
+    return error_response(error, request_id)
+
+
+async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:
+    value = state.l1.get(key)
+    if value is not None:
+        metrics.CACHE_HITS.labels("l1").inc()
+        return "hit-l1", value
+    metrics.CACHE_MISSES.labels("l1").inc()
+    if not state.settings.enable_l2_cache:
+        return None
+    try:
+        value = await state.cache_redis.get(keyspace.cache_entry(key))
+    except (TimeoutError, RedisError, OSError):
+        # A slow or dead Redis is a miss, not an error: the request still gets answered.
+        metrics.CACHE_ERRORS.inc()
+        value = None
+    if value is None:
+        metrics.CACHE_MISSES.labels("l2").inc()
+        return None
+    metrics.CACHE_HITS.labels("l2").inc()
+    state.l1.set(key, value)
+    return "hit-l2", value
+
+
+async def _ask_worker(
+    state: FrontState, request_id: str, deployment: Deployment, model: str, body: bytes, cache_key: str | None
+) -> Reply:
+    settings = state.settings
+    deadline = time.time() + settings.request_timeout_s
+    job = Job(
+        request_id=request_id + ":" + secrets.token_hex(4),  # unique even if the client reuses ids
+        reply_to=state.replies.stream,
+        provider=deployment.provider,
+        deployment_id=deployment.id,
+        upstream_model=model if deployment.model == "*" else deployment.model,
+        body=body,
+        deadline=deadline,
+        cache_key=cache_key,
+        cache_ttl_s=settings.l2_ttl_s,
+    )
+    try:
+        if not await state.provider_alive(deployment.provider):
+            raise EdgeError(
+                503,
+                f"No worker is serving provider '{deployment.provider}' right now.",
+                code="no_worker",
+                headers={"retry-after": "5"},
+            )
+        future = state.replies.expect(job.request_id)
+        await enqueue(state.queue_redis, secrets.token_hex(16), job)
+    except (TimeoutError, RedisError, OSError) as e:
+        state.replies.forget(job.request_id)
+        raise EdgeError(
+            503, f"The gateway's queue is unavailable ({type(e).__name__}).", headers={"retry-after": "1"}
+        ) from None
+    metrics.WAITING.inc()
+    try:
+        return await asyncio.wait_for(future, settings.request_timeout_s)
+    except TimeoutError:
+        raise EdgeError(
+            504, f"No answer from provider '{deployment.provider}' within the deadline."
+        ) from None
+    finally:
+        metrics.WAITING.dec()
+        state.replies.forget(job.request_id)

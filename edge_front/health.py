@@ -1,0 +1,92 @@
+"""Health probes, the model list and the metrics endpoint."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edge_front.state import FrontState
+from shared import keyspace
+from shared.errors import error_body
+from shared.wire import Model, ModelList, json_encoder
+
+_JSON = "application/json"
+
+
+def _state(request: Request) -> FrontState:
+    state: FrontState = request.app.state.edge
+    return state
+
+
+async def live(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type=_JSON)
+
+
+async def _providers(state: FrontState) -> dict[str, dict[str, object]]:
+    names = sorted(state.models.providers())
+    async with state.queue_redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.exists(keyspace.queue_health(name))
+            pipe.zcard(keyspace.queue(name))
+        results = await pipe.execute()
+    return {
+        name: {"worker_alive": bool(results[2 * i]), "queue_depth": int(results[2 * i + 1])}
+        for i, name in enumerate(names)
+    }
+
+
+async def ready(request: Request) -> Response:
+    """Ready when Redis answers and at least one provider has a live worker."""
+    state = _state(request)
+    try:
+        providers = await _providers(state)
+    except (RedisError, OSError) as e:
+        return Response(error_body(503, f"Redis unreachable: {type(e).__name__}"), 503, media_type=_JSON)
+    if not any(p["worker_alive"] for p in providers.values()):
+        return Response(error_body(503, "No provider has a live worker."), 503, media_type=_JSON)
+    return Response(b'{"status":"ready"}', media_type=_JSON)
+
+
+async def health(request: Request) -> Response:
+    """Per-component detail; 200 when everything is up, 503 otherwise."""
+    state = _state(request)
+    started = time.perf_counter()
+    detail: dict[str, object] = {"front_id": state.front_id}
+    try:
+        await state.queue_redis.ping()
+        detail["redis"] = {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+        providers = await _providers(state)
+    except (RedisError, OSError) as e:
+        detail["redis"] = {"status": "down", "error": type(e).__name__}
+        providers = {}
+    detail["providers"] = providers
+    detail["l1"] = {"entries": len(state.l1), "bytes": state.l1.bytes, "max_entries": state.l1.max_entries}
+    detail["waiting_replies"] = len(state.replies)
+    healthy = detail["redis"]["status"] == "ok" and all(  # type: ignore[index]
+        p["worker_alive"] for p in providers.values()
+    )
+    detail["status"] = "ok" if healthy else "degraded"
+    return Response(json_encoder.encode(detail), 200 if healthy else 503, media_type=_JSON)
+
+
+async def models(request: Request) -> Response:
+    state = _state(request)
+    listing = ModelList(
+        data=[
+            Model(id=name, created=state.started, owned_by=provider)
+            for name, provider in state.models.public_models()
+        ]
+    )
+    return Response(json_encoder.encode(listing), media_type=_JSON)
+
+
+async def prometheus(request: Request) -> Response:
+    if not _state(request).settings.enable_metrics:
+        return Response(
+            error_body(404, "Metrics are disabled (ENABLE_METRICS=false)."), 404, media_type=_JSON
+        )
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

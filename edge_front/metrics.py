@@ -1,0 +1,25 @@
+"""Prometheus metrics of a front process, with the seed's names."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "llm_edge_requests_total",
+    "Chat requests answered, by provider, model and status",
+    ["provider", "model", "status"],
+)
+DURATION = Histogram(
+    "llm_edge_request_duration_ms",
+    "Time from request to response, as seen by the front",
+    ["cache"],
+    buckets=(0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000),
+)
+CACHE_HITS = Counter("llm_edge_cache_hits_total", "Cache hits by tier", ["tier"])
+CACHE_MISSES = Counter("llm_edge_cache_misses_total", "Cache misses by tier", ["tier"])
+CACHE_ERRORS = Counter(
+    "llm_edge_cache_errors_total", "L2 operations that failed or timed out (counted as misses)"
+)
+TOKENS = Counter("llm_edge_tokens_total", "Tokens in upstream answers", ["provider", "model", "type"])
+ACTIVE = Gauge("llm_edge_active_requests", "Chat requests in progress in this front process")
+WAITING = Gauge("llm_edge_waiting_replies", "Requests waiting for a worker's answer in this front process")

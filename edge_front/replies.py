@@ -1,0 +1,62 @@
+"""Answers from workers, for every request waiting in this front process.
+
+All waiting requests share one reader task and one Redis connection: the reader blocks on this
+process's reply stream and hands each reply to the future of its request. A request that waits
+holds no connection, so 2,000 waiting requests cost 2,000 futures, not 2,000 sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.queue import Reply, decode_reply
+
+log = logging.getLogger("edge.front")
+
+
+class ReplyRouter:
+    def __init__(self, redis: Redis, stream: str) -> None:
+        self.redis = redis
+        self.stream = stream
+        self._waiters: dict[str, asyncio.Future[Reply]] = {}
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def expect(self, request_id: str) -> asyncio.Future[Reply]:
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = future
+        return future
+
+    def forget(self, request_id: str) -> None:
+        self._waiters.pop(request_id, None)
+
+    async def run(self) -> None:
+        last_id: bytes | str = "0-0"  # the stream is new and private to this process
+        while True:
+            try:
+                batches = await self.redis.xread({self.stream: last_id}, count=1000, block=1000)
+            except RedisError as e:
+                log.warning("reply stream read failed (%s); retrying", type(e).__name__)
+                await asyncio.sleep(0.2)
+                continue
+            for _, entries in batches:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    self._deliver(fields.get(b"r"))
+
+    def _deliver(self, data: bytes | None) -> None:
+        if data is None:
+            return
+        try:
+            reply = decode_reply(data)
+        except Exception:
+            log.error("undecodable reply on %s dropped", self.stream)
+            return
+        future = self._waiters.pop(reply.request_id, None)
+        if future is not None and not future.done():
+            future.set_result(reply)

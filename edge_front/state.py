@@ -1,0 +1,92 @@
+"""Everything a front process holds for its lifetime, built once at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from edge_front.l1 import L1Cache
+from edge_front.replies import ReplyRouter
+from shared import keyspace
+from shared.config import ModelTable, Settings
+
+# Connections a front process may hold: 2 pools of 24 plus the reply reader's one (limit: 64).
+POOL_SIZE = 24
+LIVENESS_TTL_S = 2.0
+
+
+@dataclass
+class FrontState:
+    settings: Settings
+    models: ModelTable
+    l1: L1Cache
+    cache_redis: Redis  # L2 reads: a slow or dead Redis must count as a miss within l2_timeout_s
+    queue_redis: Redis  # enqueue, health
+    reader_redis: Redis  # the one blocking reader of this process's reply stream
+    replies: ReplyRouter
+    front_id: str
+    started: int = field(default_factory=lambda: int(time.time()))
+    _live: dict[str, float] = field(default_factory=dict)  # provider -> when last seen alive
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, settings: Settings, models: ModelTable) -> FrontState:
+        front_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        l2_timeout = settings.l2_timeout_s
+        cache_pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=POOL_SIZE,
+            timeout=l2_timeout,
+            socket_timeout=l2_timeout,
+            socket_connect_timeout=l2_timeout,
+        )
+        queue_pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=POOL_SIZE,
+            timeout=2,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
+        reader = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_keepalive=True)
+        return cls(
+            settings=settings,
+            models=models,
+            l1=L1Cache(settings.l1_max_entries, settings.l1_max_bytes, settings.l1_ttl_s),
+            cache_redis=Redis(connection_pool=cache_pool),
+            queue_redis=Redis(connection_pool=queue_pool),
+            reader_redis=reader,
+            replies=ReplyRouter(reader, keyspace.replies(front_id)),
+            front_id=front_id,
+        )
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.replies.run(), name="reply-reader"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.queue_redis.delete(self.replies.stream)
+        except Exception:
+            pass
+        for client in (self.cache_redis, self.queue_redis, self.reader_redis):
+            await client.aclose()
+
+    async def provider_alive(self, provider: str) -> bool:
+        """Whether some worker serves `provider` (arq's health-check key), cached for 2 s."""
+        now = time.monotonic()
+        seen = self._live.get(provider)
+        if seen is not None and now - seen < LIVENESS_TTL_S:
+            return True
+        if await self.queue_redis.exists(keyspace.queue_health(provider)):
+            self._live[provider] = now
+            return True
+        self._live.pop(provider, None)
+        return False

@@ -1,0 +1,1 @@
+"""Provider worker processes: arq workers that call upstream LLM APIs with aiohttp."""

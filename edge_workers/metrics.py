@@ -1,0 +1,24 @@
+"""Prometheus metrics of a worker process (served on its own port; see `edge_workers.worker`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+_MS_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000)
+
+JOBS = Counter(
+    "llm_edge_worker_jobs_total", "Jobs finished by this worker, by answer status", ["provider", "status"]
+)
+QUEUE_WAIT = Histogram(
+    "llm_edge_queue_wait_ms",
+    "Time a job waited in the queue before a worker took it",
+    ["provider"],
+    buckets=(0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
+)
+UPSTREAM_DURATION = Histogram(
+    "llm_edge_upstream_duration_ms",
+    "Upstream call duration seen by the worker",
+    ["provider"],
+    buckets=_MS_BUCKETS,
+)
+TOKENS = Counter("llm_edge_tokens_total", "Tokens counted from upstream usage", ["provider", "model", "type"])

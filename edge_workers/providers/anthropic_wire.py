@@ -1,0 +1,198 @@
+"""Anthropic Messages API wire shapes, as msgspec Structs, plus the small vocabularies (stop
+reasons, usage, error types) mapped to OpenAI's terms, shared by the non-streaming adapter and
+a stream translator.
+
+Only what the gateway sends or reads is modelled. Request Structs use `omit_defaults=True`
+so optional fields left at None never reach the wire (Anthropic rejects some explicit nulls).
+Response Structs are deliberately loose: unknown fields are ignored by msgspec, and content
+blocks are decoded into one permissive Struct so a block type added by Anthropic tomorrow
+(thinking, server tools, ...) is skipped instead of failing the whole answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from msgspec import Struct, field
+
+from shared.wire import ErrorDetail, Usage
+
+# ---- request: content blocks ------------------------------------------------------------
+
+
+class TextBlockParam(Struct, tag_field="type", tag="text"):
+    text: str
+
+
+class Base64Source(Struct, tag_field="type", tag="base64"):
+    media_type: str
+    data: str
+
+
+class URLSource(Struct, tag_field="type", tag="url"):
+    url: str
+
+
+class ImageBlockParam(Struct, tag_field="type", tag="image"):
+    source: Base64Source | URLSource
+
+
+class DocumentBlockParam(Struct, tag_field="type", tag="document", omit_defaults=True):
+    source: Base64Source | URLSource
+    title: str | None = None
+
+
+class ToolUseBlockParam(Struct, tag_field="type", tag="tool_use"):
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResultBlockParam(Struct, tag_field="type", tag="tool_result", omit_defaults=True):
+    tool_use_id: str
+    # Omitted (not "") when the tool answered nothing: `content` is optional upstream.
+    content: str | list[TextBlockParam] | None = None
+    is_error: bool | None = None
+
+
+ContentBlockParam = (
+    TextBlockParam | ImageBlockParam | DocumentBlockParam | ToolUseBlockParam | ToolResultBlockParam
+)
+
+
+class MessageParam(Struct):
+    role: Literal["user", "assistant"]
+    content: list[ContentBlockParam]
+
+
+# ---- request: tools ---------------------------------------------------------------------
+
+
+class ToolParam(Struct, omit_defaults=True):
+    name: str
+    input_schema: dict[str, Any]
+    description: str | None = None
+
+
+class ToolChoiceParam(Struct, omit_defaults=True):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+
+class Metadata(Struct, omit_defaults=True):
+    user_id: str | None = None
+
+
+class MessagesRequest(Struct, omit_defaults=True):
+    model: str
+    messages: list[MessageParam]
+    max_tokens: int
+    system: str | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: Any = None  # passed through from the raw body as the client wrote it
+    metadata: Metadata | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: ToolChoiceParam | None = None
+    thinking: Any = None  # passed through from the raw body as the client wrote it
+    stream: bool | None = None
+
+
+# ---- response ---------------------------------------------------------------------------
+
+
+class ContentBlock(Struct):
+    """Any response content block. `text` is set for text blocks; `id`, `name`, `input` for
+    tool_use blocks. Other block types decode too and are ignored by the translator."""
+
+    type: str
+    text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: Any = None
+
+
+class AnthropicUsage(Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class AnthropicMessage(Struct):
+    id: str
+    model: str
+    content: list[ContentBlock]
+    usage: AnthropicUsage = field(default_factory=AnthropicUsage)
+    type: str = "message"
+    role: str = "assistant"
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+
+
+# ---- errors -----------------------------------------------------------------------------
+
+
+class ErrorObject(Struct):
+    type: str
+    message: str = ""
+
+
+class ErrorResponse(Struct):
+    error: ErrorObject
+    type: str = "error"
+    request_id: str | None = None
+
+
+# ---- vocabularies in OpenAI's terms -------------------------------------------------------
+
+_STOP_REASONS: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",  # a server-tool loop paused; what was said so far is the answer
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# Anthropic error type -> OpenAI (type, code).
+_ERRORS: dict[str, tuple[str, str | None]] = {
+    "invalid_request_error": ("invalid_request_error", None),
+    "authentication_error": ("authentication_error", None),
+    "permission_error": ("permission_error", None),
+    "not_found_error": ("invalid_request_error", "not_found"),
+    "rate_limit_error": ("rate_limit_error", "rate_limit_exceeded"),
+    "request_too_large": ("invalid_request_error", "request_too_large"),
+    "api_error": ("server_error", None),
+    "overloaded_error": ("server_error", "overloaded"),
+    "billing_error": ("insufficient_quota", "insufficient_quota"),
+    "timeout_error": ("timeout_error", "request_timeout"),
+}
+
+
+def map_stop_reason(reason: str | None) -> str | None:
+    """Anthropic stop_reason -> OpenAI finish_reason. None stays None (a stream not done yet);
+    a reason Anthropic adds later reads as "stop" rather than failing the answer."""
+    if reason is None:
+        return None
+    return _STOP_REASONS.get(reason, "stop")
+
+
+def map_usage(usage: AnthropicUsage) -> Usage:
+    """Anthropic counts cached prompt tokens apart from `input_tokens`; OpenAI's prompt_tokens
+    includes them, so they are added back."""
+    cached = (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+    prompt = usage.input_tokens + cached
+    return Usage(
+        prompt_tokens=prompt, completion_tokens=usage.output_tokens, total_tokens=prompt + usage.output_tokens
+    )
+
+
+def map_error(status: int, error_type: str, message: str) -> ErrorDetail:
+    """An Anthropic error -> OpenAI's terms. An unknown type goes by status and keeps its name as code."""
+    fallback = ("server_error" if status >= 500 else "invalid_request_error", error_type or None)
+    type_, code = _ERRORS.get(error_type, fallback)
+    return ErrorDetail(message=message or f"upstream answered {status}", type=type_, code=code)

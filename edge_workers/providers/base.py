@@ -1,0 +1,34 @@
+"""What a provider adapter does: translate an OpenAI chat request to the provider's HTTP request,
+and the provider's answer back to an OpenAI chat.completion (or to an OpenAI error)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import msgspec
+
+from shared.config import Deployment
+from shared.wire import ErrorDetail, Usage
+
+
+class UpstreamRequest(msgspec.Struct):
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Adapter(Protocol):
+    def build_request(
+        self, body: dict[str, Any], upstream_model: str, deployment: Deployment, api_key: str
+    ) -> UpstreamRequest:
+        """The HTTP request for the upstream. Raises `EdgeError(400, ...)` for a request this
+        provider cannot honour. `body` is the client's decoded JSON (already validated)."""
+        ...
+
+    def parse_response(self, body: bytes) -> tuple[bytes, Usage | None]:
+        """A 2xx upstream body -> (OpenAI chat.completion JSON, usage)."""
+        ...
+
+    def parse_error(self, status: int, body: bytes) -> ErrorDetail:
+        """A non-2xx upstream body -> the error in OpenAI's terms (message, type, code, param)."""
+        ...

@@ -1,0 +1,103 @@
+"""The upstream HTTP call: one pooled aiohttp session per worker process.
+
+aiohttp, not httpx, because it costs ~20x less CPU per request under concurrency (measured in
+../shared/NOTES.md), and this call is the worker's hot path. The outcome of a call is always an
+`Outcome`: a chat.completion to return, or an error already in the gateway's terms.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from edge_workers.providers import ADAPTERS
+from shared.config import Deployment
+from shared.errors import EdgeError, error_body
+from shared.wire import Usage
+
+
+class Outcome(msgspec.Struct):
+    status: int
+    body: bytes
+    usage: Usage | None = None
+    retry_after: float | None = None
+
+
+def new_session(connect_timeout_s: float, max_connections: int) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=60, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(sock_connect=connect_timeout_s),
+        skip_auto_headers=("User-Agent",),
+        auto_decompress=True,
+    )
+
+
+def _retry_after(headers: Any) -> float | None:
+    ms = headers.get("retry-after-ms")
+    value = float(ms) / 1000 if ms and ms.replace(".", "", 1).isdigit() else None
+    if value is None:
+        seconds = headers.get("retry-after")
+        if seconds and seconds.replace(".", "", 1).isdigit():
+            value = float(seconds)
+    return value
+
+
+def gateway_status(upstream_status: int) -> int:
+    """Upstream 4xx keeps its status (the client's request is at fault); 5xx becomes 502."""
+    return upstream_status if 400 <= upstream_status < 500 else 502
+
+
+async def call_upstream(
+    session: aiohttp.ClientSession,
+    deployment: Deployment,
+    api_key: str,
+    upstream_model: str,
+    body: dict[str, Any],
+    deadline: float,
+) -> Outcome:
+    adapter = ADAPTERS[deployment.provider]
+    try:
+        request = adapter.build_request(body, upstream_model, deployment, api_key)
+    except EdgeError as e:
+        return Outcome(e.status, e.body())
+    remaining = deadline - time.time()
+    if remaining <= 0:
+        return Outcome(504, error_body(504, "request deadline passed before the upstream call"))
+    try:
+        async with session.post(
+            request.url,
+            data=request.body,
+            headers=request.headers,
+            timeout=aiohttp.ClientTimeout(total=remaining, sock_connect=min(remaining, 10.0)),
+        ) as response:
+            raw = await response.read()
+            status = response.status
+            retry_after = _retry_after(response.headers)
+    except TimeoutError:
+        return Outcome(504, error_body(504, f"upstream {deployment.provider} did not answer in time"))
+    except aiohttp.ClientError as e:
+        return Outcome(
+            502, error_body(502, f"upstream {deployment.provider} connection failed: {type(e).__name__}")
+        )
+    if 200 <= status < 300:
+        try:
+            completion, usage = adapter.parse_response(raw)
+        except EdgeError as e:
+            return Outcome(e.status, e.body())
+        return Outcome(200, completion, usage)
+    detail = adapter.parse_error(status, raw)
+    gw_status = gateway_status(status)
+    message = (
+        detail.message
+        if gw_status == status
+        else f"upstream {deployment.provider} error {status}: {detail.message}"
+    )
+    return Outcome(
+        gw_status,
+        error_body(gw_status, message, detail.type, detail.param, detail.code),
+        retry_after=retry_after,
+    )

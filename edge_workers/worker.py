@@ -1,0 +1,172 @@
+"""One arq worker process for one provider's queue.
+
+`EdgeWorker` is arq's `Worker` with two changes, both for latency:
+- it blocks on the provider's wake stream (XREAD) instead of sleeping `poll_delay` between
+  polls, so a job is picked up as soon as the front enqueues it; the timed poll stays as a
+  fallback;
+- it claims a batch of job ids with one Lua script instead of arq's four round trips per job.
+Everything else (job keys, retries, health-check key, shutdown) is arq's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from arq import Worker
+from arq.connections import RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
+from arq.worker import func
+from prometheus_client import start_http_server
+from redis.exceptions import RedisError
+
+from edge_workers.jobs import WorkerState, chat_completion
+from edge_workers.upstream import new_session
+from shared import keyspace
+from shared.config import Settings, load_settings
+from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
+
+log = logging.getLogger("edge.worker")
+
+# Claim each id whose job is due and not already running; return the claimed ids and scores.
+_CLAIM_LUA = """
+local claimed = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) <= tonumber(ARGV[1]) then
+    if redis.call('SET', KEYS[2] .. id, '1', 'PX', ARGV[2], 'NX') then
+      claimed[#claimed + 1] = id
+      claimed[#claimed + 1] = score
+    end
+  end
+end
+return claimed
+"""
+
+HEALTH_CHECK_INTERVAL_S = 5
+FALLBACK_POLL_S = 0.5
+
+
+class EdgeWorker(Worker):
+    async def main(self) -> None:
+        if self._pool is None:
+            self._pool = await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        self._claim = self.pool.register_script(_CLAIM_LUA)
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        wake_stream = self.ctx["wake_stream"]
+        last_id = await self._latest_wake_id(wake_stream)
+        log.info("worker ready on queue %s", self.queue_name)
+        while True:
+            await self._poll_iteration()
+            try:
+                woke = await self.pool.xread(
+                    {wake_stream: last_id}, count=1000, block=int(self.poll_delay_s * 1000)
+                )
+            except RedisError as e:
+                log.warning("wake stream read failed (%s); polling", type(e).__name__)
+                await asyncio.sleep(self.poll_delay_s)
+                continue
+            if woke:
+                last_id = woke[0][1][-1][0]
+
+    async def _latest_wake_id(self, stream: str) -> bytes | str:
+        newest = await self.pool.xrevrange(stream, count=1)
+        return newest[0][0] if newest else "0-0"
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        free = self.max_jobs - self.job_counter
+        if free <= 0 or not job_ids:
+            return
+        claimed = await self._claim(
+            keys=[self.queue_name, in_progress_key_prefix],
+            args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), *job_ids[:free]],
+        )
+        for i in range(0, len(claimed), 2):
+            job_id = claimed[i].decode()
+            await self.sem.acquire()
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, int(float(claimed[i + 1]))))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+
+def _api_keys(settings_models: Any) -> dict[str, str]:
+    keys = {}
+    for d in settings_models.deployments():
+        key = os.environ.get(d.api_key_env, "")
+        if not key:
+            log.warning("no API key in $%s for deployment %s", d.api_key_env, d.id)
+        keys[d.id] = key
+    return keys
+
+
+def build_worker(provider: str, settings: Settings | None = None, models: Any = None) -> EdgeWorker:
+    if settings is None or models is None:
+        settings, models = load_settings()
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["edge"] = WorkerState(
+            provider=provider,
+            settings=settings,
+            models=models,
+            api_keys=_api_keys(models),
+            session=new_session(settings.upstream_connect_timeout_s, settings.worker_concurrency),
+            redis=ctx["redis"],
+        )
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        state: WorkerState | None = ctx.get("edge")
+        if state is not None:
+            await state.session.close()
+
+    return EdgeWorker(
+        functions=[func(chat_completion, name=JOB_FUNCTION, max_tries=1)],
+        queue_name=keyspace.queue(provider),
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        job_serializer=arq_serialize,
+        job_deserializer=arq_deserialize,
+        max_jobs=settings.worker_concurrency,
+        job_timeout=settings.request_timeout_s + 5,
+        keep_result=0,
+        poll_delay=FALLBACK_POLL_S,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        ctx={"wake_stream": keyspace.wake(provider)},
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        handle_signals=True,
+    )
+
+
+def run(provider: str, metrics_port: int | None) -> None:
+    settings, models = load_settings()
+    logging.getLogger("arq").setLevel(logging.WARNING)  # arq logs every job at INFO
+    if settings.enable_metrics and metrics_port:
+        try:
+            start_http_server(metrics_port, addr=settings.host)
+        except OSError as e:
+            log.warning("metrics port %d unavailable (%s); metrics not served", metrics_port, e.strerror)
+    asyncio.set_event_loop(new_event_loop())
+    try:
+        build_worker(provider, settings, models).run()  # arq handles SIGINT/SIGTERM
+    except asyncio.CancelledError:
+        pass  # jobs still running at shutdown were cancelled; their requests get 504 or retry
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard] on Linux
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

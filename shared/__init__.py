@@ -1,0 +1,1 @@
+"""What both tiers import: wire types, config, cache keys, the Redis keyspace and the queue protocol."""

@@ -1,0 +1,25 @@
+"""Deterministic cache keys for chat requests.
+
+The key is a hash of the request with the fields that cannot change the answer removed
+(`stream`, `stream_options`, `user`, `metadata`, `store`), serialized with sorted keys so that
+field order in the client's JSON does not matter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+_IGNORED = frozenset({"stream", "stream_options", "user", "metadata", "store"})
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+
+KEY_VERSION = "v1"
+
+
+def chat_cache_key(body: dict[str, Any], scope: str = "global") -> str:
+    """`scope` is the tenant the entry belongs to; entries never leak across scopes."""
+    normalized = {k: v for k, v in body.items() if k not in _IGNORED and v is not None}
+    digest = hashlib.sha256(_encode_sorted(normalized)).hexdigest()
+    return f"{KEY_VERSION}:{scope}:{digest}"

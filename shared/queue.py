@@ -1,0 +1,96 @@
+"""The queue protocol between the front and the provider workers.
+
+A cache miss becomes one arq job on its provider's queue. The job's only argument is a msgpack
+`Job` (never pickle). Answers come back as msgpack `Reply` entries on the asking front
+process's reply stream.
+
+`enqueue` writes exactly the keys arq's `ArqRedis.enqueue_job` writes (job key with expiry,
+queue sorted-set entry) so stock arq workers and tools understand them, and in the same round
+trip appends the job id to the provider's wake stream: workers block on that stream instead of
+sleeping in arq's poll loop (which would add ~500 ms to every miss).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import msgspec
+from arq.constants import job_key_prefix
+from arq.jobs import serialize_job
+from redis.asyncio import Redis
+
+from shared import keyspace
+
+JOB_FUNCTION = "chat_completion"
+WAKE_STREAM_MAXLEN = 10_000
+REPLY_STREAM_MAXLEN = 100_000
+# Extra life for a job key past its deadline, so a late worker sees "expired", not garbage.
+JOB_KEY_GRACE_MS = 5_000
+
+
+class Job(msgspec.Struct, frozen=True):
+    request_id: str
+    reply_to: str  # the reply stream of the front process that waits for the answer
+    provider: str
+    deployment_id: str  # resolved by the worker in its own config; never a URL
+    upstream_model: str
+    body: bytes  # the client's JSON request as received (already validated by the front)
+    deadline: float  # unix time; a worker drops the job instead of calling upstream after it
+    cache_key: str | None = None  # None: do not write the answer to L2 (Cache-Control: no-store)
+    cache_ttl_s: int = 3600
+    stream: bool = False
+
+
+class Reply(msgspec.Struct, frozen=True):
+    request_id: str
+    kind: Literal["final"] = "final"
+    status: int = 200
+    body: bytes = b""  # chat.completion JSON, or an OpenAI error envelope
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retry_after: float | None = None
+
+
+_job_encoder = msgspec.msgpack.Encoder()
+_job_decoder = msgspec.msgpack.Decoder(Job)
+_reply_decoder = msgspec.msgpack.Decoder(Reply)
+_arq_decoder = msgspec.msgpack.Decoder()
+
+
+def arq_serialize(data: dict[str, Any]) -> bytes:
+    """arq's job_serializer: msgpack instead of its default pickle."""
+    return _job_encoder.encode(data)
+
+
+def arq_deserialize(data: bytes) -> dict[str, Any]:
+    result: dict[str, Any] = _arq_decoder.decode(data)
+    return result
+
+
+def encode_job(job: Job) -> bytes:
+    return _job_encoder.encode(job)
+
+
+def decode_job(data: bytes) -> Job:
+    return _job_decoder.decode(data)
+
+
+def encode_reply(reply: Reply) -> bytes:
+    return _job_encoder.encode(reply)
+
+
+def decode_reply(data: bytes) -> Reply:
+    return _reply_decoder.decode(data)
+
+
+async def enqueue(redis: Redis, job_id: str, job: Job) -> None:
+    """Put `job` on its provider's queue and wake that provider's workers: one round trip."""
+    now_ms = int(time.time() * 1000)
+    ttl_ms = max(1, int((job.deadline - time.time()) * 1000)) + JOB_KEY_GRACE_MS
+    data = serialize_job(JOB_FUNCTION, (encode_job(job),), {}, None, now_ms, serializer=arq_serialize)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.psetex(job_key_prefix + job_id, ttl_ms, data)
+        pipe.zadd(keyspace.queue(job.provider), {job_id: now_ms})
+        pipe.xadd(keyspace.wake(job.provider), {b"j": job_id}, maxlen=WAKE_STREAM_MAXLEN, approximate=True)
+        await pipe.execute()
