@@ -96,6 +96,9 @@ def pick_tool(body: dict[str, Any]) -> tuple[str, Any] | None:
 class AnthropicApi(BaseApi):
     def check_headers(self, request: web.Request) -> web.Response | None:
         key = request.headers.get("x-api-key", "").strip()
+        if not key:  # newer SDKs send the key as a bearer token
+            auth = request.headers.get("Authorization", "")
+            key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         if not key:
             return self.error(401, "x-api-key header is required")
         required = self.settings.require_key

@@ -25,7 +25,8 @@ Mapping decisions, beyond the one-to-one fields:
   `thinking.budget_tokens` and no max_tokens, the default grows by the budget (Anthropic
   wants max_tokens > budget). Thinking blocks are not returned: OpenAI has no field for them.
 
-`to_messages_request` and `to_chat_completion` are pure so the stream translator can reuse them.
+`to_messages_request` and `to_chat_completion` are pure so the stream translator can reuse them,
+as are `map_stop_reason`, `map_usage` and `map_error` in `anthropic_wire`.
 """
 
 from __future__ import annotations

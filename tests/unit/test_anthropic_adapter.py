@@ -492,19 +492,21 @@ def test_requests_match_the_anthropic_sdk_types(body: dict[str, Any]) -> None:
     pydantic = pytest.importorskip("pydantic")
     types = anthropic.types
     payload = json.loads(ADAPTER.build_request(body, "claude-sonnet-4-5", DEP, "k").body)
-    pydantic.TypeAdapter(types.MessageCreateParams).validate_python(payload)
-    # MessageCreateParams validates `messages` lazily (an Iterable), so check them as a list.
-    pydantic.TypeAdapter(list.__class_getitem__(types.MessageParam)).validate_python(payload["messages"])
 
-    # TypedDicts ignore unknown keys when validating, so check key names separately.
-    def keys_known(obj: dict[str, Any], typed_dict: Any, extra: frozenset[str] = frozenset()) -> None:
-        assert set(obj) <= typed_dict.__required_keys__ | typed_dict.__optional_keys__ | extra, obj
+    def valid(value: Any, sdk_type: Any, extra_keys: frozenset[str] = frozenset()) -> None:
+        pydantic.TypeAdapter(sdk_type).validate_python(value)
+        # TypedDicts ignore unknown keys when validating, so check key names separately.
+        if isinstance(value, dict) and hasattr(sdk_type, "__required_keys__"):
+            known = sdk_type.__required_keys__ | sdk_type.__optional_keys__ | extra_keys
+            assert set(value) <= known, value
 
     # SDK 1.0 dropped the sampling parameters from its typed signature (newer models reject
     # them); the API still takes them on models that sample, and only the client's own
     # values are ever sent.
     sampling = frozenset({"temperature", "top_p", "top_k"})
-    keys_known(payload, types.message_create_params.MessageCreateParamsNonStreaming, sampling)
+    valid(payload, types.MessageCreateParams)
+    valid(payload, types.message_create_params.MessageCreateParamsNonStreaming, sampling)
+    # The SDK types hold lists as lazily validated Iterables: walk them by hand.
     blocks = {
         "text": types.TextBlockParam,
         "image": types.ImageBlockParam,
@@ -513,10 +515,15 @@ def test_requests_match_the_anthropic_sdk_types(body: dict[str, Any]) -> None:
         "tool_result": types.ToolResultBlockParam,
     }
     for message in payload["messages"]:
+        valid(message, types.MessageParam)
         for block in message["content"]:
-            keys_known(block, blocks[block["type"]])
+            valid(block, types.ContentBlockParam)
+            valid(block, blocks[block["type"]])
+            if block["type"] == "tool_result" and isinstance(block.get("content"), list):
+                for inner in block["content"]:
+                    valid(inner, types.TextBlockParam)
     for tool in payload.get("tools", []):
-        keys_known(tool, types.ToolParam)
+        valid(tool, types.ToolParam)
 
 
 # ---- response ---------------------------------------------------------------------------

@@ -1,0 +1,166 @@
+"""The gateway benchmark: real processes on this machine, wrk as the load generator.
+
+    ./edge bench [--runs 3] [--duration 5]
+
+Starts redis-server, the fake upstream (zero added latency), one worker and one front, then
+measures, each scenario `--runs` times, reporting medians:
+- L1-hit throughput and latency of one front process (wrk, 32 connections, one cached body);
+- miss-path added latency: gateway minus direct-to-upstream, p50 and p99, at 1 and 64
+  connections, every request a unique body so every one is a miss through the queue;
+- miss throughput at 64 connections;
+- resident memory (RSS) of the front and the worker after the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge_agent.devstack import MASTER_KEY, DevStack  # noqa: E402
+
+# A ~1 KB chat request, like the ones the targets were set for.
+SYSTEM = "You are a helpful assistant. " * 30
+WRK_SCRIPT = r"""
+local counter = 0
+local unique = os.getenv("BENCH_UNIQUE") == "1"
+local prefix = os.getenv("BENCH_PREFIX") or "p"
+local system = os.getenv("BENCH_SYSTEM") or ""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "x")
+local function body(n)
+  return '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"' .. system ..
+         '"},{"role":"user","content":"benchmark ' .. prefix .. ' ' .. n .. '"}],"temperature":0}'
+end
+wrk.body = body("fixed")
+request = function()
+  if unique then
+    counter = counter + 1
+    return wrk.format(nil, nil, nil, body(tostring(math.random(1, 1e9)) .. "-" .. counter))
+  end
+  return wrk.format()
+end
+"""
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(url: str, connections: int, duration: int, script: Path, env: dict[str, str]) -> Run:
+    threads = 1 if connections == 1 else 2
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, env=env, check=True,
+    ).stdout
+    pct = {m[0]: _ms(m[1], m[2]) for m in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)}
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    if socket_errors:
+        errors += sum(int(x) for x in socket_errors.groups())
+    return Run(rps=rps, p50_ms=pct["50"], p99_ms=pct["99"], errors=errors)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def median(runs: list[Run], attr: str) -> float:
+    return statistics.median(getattr(r, attr) for r in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("bench: wrk not found; install it (Debian: apt-get install wrk)")
+
+    tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    script = tmp / "chat.lua"
+    script.write_text(WRK_SCRIPT)
+    stack = DevStack(env_overrides={"LOG_LEVEL": "WARNING"})
+    try:
+        stack.start_redis()
+        stack.start_upstream()
+        worker = stack.start_worker("openai")
+        front = stack.start_front(wait_path="/health/ready")
+        gateway = f"{front.url}/v1/chat/completions"
+        direct = f"{stack.upstream_url}/v1/chat/completions"
+        base_env = {**stack.env, "BENCH_KEY": MASTER_KEY, "BENCH_SYSTEM": SYSTEM}
+        d = args.duration
+
+        def scenario(url: str, c: int, unique: bool, tag: str) -> list[Run]:
+            runs = []
+            for i in range(args.runs):
+                env = {**base_env, "BENCH_UNIQUE": "1" if unique else "0", "BENCH_PREFIX": f"{tag}{i}"}
+                runs.append(wrk(url, c, d, script, env))
+            return runs
+
+        # Warm up: connections, L1 entry for the fixed body, JIT-free but caches and pools.
+        wrk(gateway, 8, 2, script, {**base_env, "BENCH_UNIQUE": "1", "BENCH_PREFIX": "warm"})
+        urllib.request.urlopen(urllib.request.Request(
+            gateway, data=f'{{"model":"gpt-4o-mini","messages":[{{"role":"system","content":"{SYSTEM}"}},'
+            '{"role":"user","content":"benchmark p fixed"}],"temperature":0}'.encode(),
+            headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
+        )).read()
+
+        l1 = scenario(gateway, 32, False, "l1")
+        miss1 = scenario(gateway, 1, True, "m1")
+        direct1 = scenario(direct, 1, True, "d1")
+        miss64 = scenario(gateway, 64, True, "m64")
+        direct64 = scenario(direct, 64, True, "d64")
+        front_rss, worker_rss = rss_mb(front.process.pid), rss_mb(worker.pid)
+    finally:
+        stack.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    errors = sum(r.errors for r in l1 + miss1 + miss64)
+    rows = [
+        ("L1 hit, c=32: requests/s", median(l1, "rps"), ">= 8000"),
+        ("L1 hit, c=32: p50 ms", median(l1, "p50_ms"), ""),
+        ("L1 hit, c=32: p99 ms", median(l1, "p99_ms"), "<= 5"),
+        ("miss, c=1: added p50 ms", median(miss1, "p50_ms") - median(direct1, "p50_ms"), "<= 2.5"),
+        ("miss, c=1: added p99 ms", median(miss1, "p99_ms") - median(direct1, "p99_ms"), "<= 6"),
+        ("miss, c=64: added p50 ms", median(miss64, "p50_ms") - median(direct64, "p50_ms"), ""),
+        ("miss, c=64: added p99 ms", median(miss64, "p99_ms") - median(direct64, "p99_ms"), ""),
+        ("miss, c=64: requests/s through the queue", median(miss64, "rps"), ">= 1000"),
+        ("direct to upstream, c=1: p50 ms", median(direct1, "p50_ms"), ""),
+        ("direct to upstream, c=64: requests/s", median(direct64, "rps"), ""),
+        ("front RSS MB", front_rss, "<= 120"),
+        ("worker RSS MB", worker_rss, "<= 120"),
+    ]
+    print(f"\n{args.runs} runs of {args.duration} s each, medians; non-2xx or socket errors: {errors}\n")
+    print("| measure | value | target |\n|---|---:|---|")
+    for name, value, target in rows:
+        print(f"| {name} | {value:,.2f} | {target} |")
+
+
+if __name__ == "__main__":
+    main()
