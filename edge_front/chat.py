@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -72,7 +71,7 @@ class _Labels:
 async def chat_completions(request: Request) -> Response:
     started = time.perf_counter()
     state: FrontState = request.app.state.edge
-    request_id = request_id_of(request)
+    request_id = request_id_of(request, state.new_id)
     labels = _Labels()
     metrics.ACTIVE.inc()
     try:
@@ -155,7 +154,8 @@ async def _ask_worker(
     settings = state.settings
     deadline = time.time() + settings.request_timeout_s
     job = Job(
-        request_id=request_id + ":" + secrets.token_hex(4),  # unique even if the client reuses ids
+        job_id=state.new_id(),  # unique even when clients reuse their request ids
+        request_id=request_id,
         reply_to=state.replies.stream,
         provider=deployment.provider,
         deployment_id=deployment.id,
@@ -173,10 +173,10 @@ async def _ask_worker(
                 code="no_worker",
                 headers={"retry-after": "5"},
             )
-        future = state.replies.expect(job.request_id)
-        await enqueue(state.queue_redis, secrets.token_hex(16), job)
+        future = state.replies.expect(job.job_id)
+        await enqueue(state.queue_redis, job)
     except (TimeoutError, RedisError, OSError) as e:
-        state.replies.forget(job.request_id)
+        state.replies.forget(job.job_id)
         raise EdgeError(
             503, f"The gateway's queue is unavailable ({type(e).__name__}).", headers={"retry-after": "1"}
         ) from None
@@ -189,4 +189,4 @@ async def _ask_worker(
         ) from None
     finally:
         metrics.WAITING.dec()
-        state.replies.forget(job.request_id)
+        state.replies.forget(job.job_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -10,12 +10,12 @@ from starlette.responses import Response
 from shared.errors import EdgeError
 
 
-def request_id_of(request: Request) -> str:
+def request_id_of(request: Request, new_id: Callable[[], str]) -> str:
     """The client's x-request-id when it is sane, else a new one."""
     given = request.headers.get("x-request-id")
     if given and len(given) <= 128 and given.isascii() and given.isprintable():
         return given
-    return "req_" + secrets.token_hex(12)
+    return "req_" + new_id()
 
 
 async def read_body(request: Request, limit: int) -> bytes:

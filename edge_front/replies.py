@@ -27,13 +27,13 @@ class ReplyRouter:
     def __len__(self) -> int:
         return len(self._waiters)
 
-    def expect(self, request_id: str) -> asyncio.Future[Reply]:
+    def expect(self, job_id: str) -> asyncio.Future[Reply]:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._waiters[request_id] = future
+        self._waiters[job_id] = future
         return future
 
-    def forget(self, request_id: str) -> None:
-        self._waiters.pop(request_id, None)
+    def forget(self, job_id: str) -> None:
+        self._waiters.pop(job_id, None)
 
     async def run(self) -> None:
         last_id: bytes | str = "0-0"  # the stream is new and private to this process
@@ -57,6 +57,6 @@ class ReplyRouter:
         except Exception:
             log.error("undecodable reply on %s dropped", self.stream)
             return
-        future = self._waiters.pop(reply.request_id, None)
+        future = self._waiters.pop(reply.job_id, None)
         if future is not None and not future.done():
             future.set_result(reply)

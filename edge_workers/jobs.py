@@ -75,7 +75,7 @@ async def _answer(state: WorkerState, job: Job) -> Outcome:
 async def _publish(state: WorkerState, job: Job, outcome: Outcome) -> None:
     usage = outcome.usage
     reply = Reply(
-        request_id=job.request_id,
+        job_id=job.job_id,
         status=outcome.status,
         body=outcome.body,
         prompt_tokens=usage.prompt_tokens if usage else 0,

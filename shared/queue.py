@@ -30,7 +30,8 @@ JOB_KEY_GRACE_MS = 5_000
 
 
 class Job(msgspec.Struct, frozen=True):
-    request_id: str
+    job_id: str  # unique across the cluster; the front's answer waits under this id
+    request_id: str  # the client-visible x-request-id, for logs
     reply_to: str  # the reply stream of the front process that waits for the answer
     provider: str
     deployment_id: str  # resolved by the worker in its own config; never a URL
@@ -43,7 +44,7 @@ class Job(msgspec.Struct, frozen=True):
 
 
 class Reply(msgspec.Struct, frozen=True):
-    request_id: str
+    job_id: str
     kind: Literal["final"] = "final"
     status: int = 200
     body: bytes = b""  # chat.completion JSON, or an OpenAI error envelope
@@ -84,13 +85,13 @@ def decode_reply(data: bytes) -> Reply:
     return _reply_decoder.decode(data)
 
 
-async def enqueue(redis: Redis, job_id: str, job: Job) -> None:
+async def enqueue(redis: Redis, job: Job) -> None:
     """Put `job` on its provider's queue and wake that provider's workers: one round trip."""
     now_ms = int(time.time() * 1000)
     ttl_ms = max(1, int((job.deadline - time.time()) * 1000)) + JOB_KEY_GRACE_MS
     data = serialize_job(JOB_FUNCTION, (encode_job(job),), {}, None, now_ms, serializer=arq_serialize)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.psetex(job_key_prefix + job_id, ttl_ms, data)
-        pipe.zadd(keyspace.queue(job.provider), {job_id: now_ms})
-        pipe.xadd(keyspace.wake(job.provider), {b"j": job_id}, maxlen=WAKE_STREAM_MAXLEN, approximate=True)
+        pipe.psetex(job_key_prefix + job.job_id, ttl_ms, data)
+        pipe.zadd(keyspace.queue(job.provider), {job.job_id: now_ms})
+        pipe.xadd(keyspace.wake(job.provider), {b"j": job.job_id}, maxlen=WAKE_STREAM_MAXLEN, approximate=True)
         await pipe.execute()
