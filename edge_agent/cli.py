@@ -66,7 +66,9 @@ def cmd_fake_upstream(args: argparse.Namespace) -> None:
 def cmd_up(args: argparse.Namespace) -> None:
     from edge_agent.embedded import run_stack
 
-    run_stack(host=args.host, port=args.port, workers=args.workers)
+    settings, _ = load_settings()
+    host = args.host or os.environ.get("HOST") or "127.0.0.1"  # the demo stays on loopback unless asked
+    run_stack(host=host, port=args.port or settings.port, workers=args.workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser(
         "up", help="run everything: Redis (if REDIS_URL is unset), front, workers, fake upstream"
     )
-    up.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    up.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8080))
+    up.add_argument("--host", help="front listen address (env HOST, default 127.0.0.1)")
+    up.add_argument("--port", type=int, help="front listen port (env PORT, default 8080)")
     up.add_argument("--workers", type=int, default=1, help="worker processes per provider")
     up.set_defaults(handler=cmd_up)
     return parser

@@ -44,8 +44,10 @@ class FrontState:
     def create(cls, settings: Settings, models: ModelTable) -> FrontState:
         front_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         l2_timeout = settings.l2_timeout_s
+        name = f"edge-front:{front_id}"  # CLIENT LIST shows which connections are this front's
         cache_pool = BlockingConnectionPool.from_url(
             settings.redis_url,
+            client_name=name,
             max_connections=POOL_SIZE,
             timeout=l2_timeout,
             socket_timeout=l2_timeout,
@@ -53,12 +55,15 @@ class FrontState:
         )
         queue_pool = BlockingConnectionPool.from_url(
             settings.redis_url,
+            client_name=name,
             max_connections=POOL_SIZE,
             timeout=2,
             socket_timeout=2,
             socket_connect_timeout=2,
         )
-        reader = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_keepalive=True)
+        reader = Redis.from_url(
+            settings.redis_url, client_name=name, socket_connect_timeout=2, socket_keepalive=True
+        )
         return cls(
             settings=settings,
             models=models,
