@@ -9,30 +9,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
+from edge_agent.probes import wait_http
 from edge_agent.redis_server import RedisServer, free_port
 
 MASTER_KEY = "sk-edge-test-key"
-
-
-def wait_http(url: str, timeout_s: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} while waiting for {url}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} not ready after {timeout_s} s")
 
 
 @dataclass
@@ -77,12 +61,15 @@ class DevStack:
         return f"http://127.0.0.1:{self.upstream_port}"
 
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        out = subprocess.DEVNULL
+        out: int | IO[bytes] = subprocess.DEVNULL
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self.log_dir / f"{name}-{len(self.processes)}.log", "wb")  # noqa: SIM115
+            out = open(self.log_dir / f"{name}-{len(self.processes)}.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", *args], env=env or self.env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "edge_agent", *args],
+            env=env or self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         self.processes.append(proc)
         return proc
@@ -93,17 +80,19 @@ class DevStack:
     def start_upstream(self, *flags: str) -> None:
         self.upstream_port = free_port()
         proc = self.spawn("upstream", ["fake-upstream", "--port", str(self.upstream_port), *flags])
-        wait_http(f"{self.upstream_url}/health", proc=proc)
+        wait_http(f"{self.upstream_url}/health", watch=[proc])
 
     def start_worker(self, provider: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        return self.spawn(f"worker-{provider}", ["worker", "--provider", provider, "--metrics-port", "0"], env)
+        return self.spawn(
+            f"worker-{provider}", ["worker", "--provider", provider, "--metrics-port", "0"], env
+        )
 
     def start_front(self, env: dict[str, str] | None = None, wait_path: str = "/health") -> Front:
         """`wait_path` "/health" waits for every provider's worker, "/health/live" for the front only."""
         port = free_port()
         proc = self.spawn("front", ["front", "--host", "127.0.0.1", "--port", str(port)], env)
         front = Front(port, proc)
-        wait_http(front.url + wait_path, proc=proc)
+        wait_http(front.url + wait_path, watch=[proc])
         return front
 
     def start(self, providers: tuple[str, ...] = ("openai", "anthropic")) -> Front:

@@ -13,10 +13,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from types import FrameType
 
+from edge_agent.probes import wait_http
 from edge_agent.redis_server import RedisServer, free_port
 from shared.config import API_KEY_ENV, PROVIDERS, load_settings
 
@@ -27,22 +26,6 @@ class _Stop(Exception):
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "edge_agent", *args], env=env)
-
-
-def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for child in children:
-            if child.poll() is not None:
-                raise RuntimeError(f"a child process exited at start (code {child.returncode})")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the stack was not ready after {timeout_s:.0f} s ({url})")
 
 
 def run_stack(host: str, port: int, workers: int) -> None:
@@ -62,7 +45,7 @@ def run_stack(host: str, port: int, workers: int) -> None:
             redis = RedisServer().start()
             env["REDIS_URL"] = redis.url
             print(f"edge-agent: started a private redis-server on {redis.url}", flush=True)
-        providers = [p for p in PROVIDERS if env.get(API_KEY_ENV[p])]
+        providers: list[str] = [p for p in PROVIDERS if env.get(API_KEY_ENV[p])]
         if not providers and not env.get("EDGE_CONFIG"):
             fake_port = free_port()
             children.append(_spawn(["fake-upstream", "--port", str(fake_port)], env))
@@ -87,12 +70,13 @@ def run_stack(host: str, port: int, workers: int) -> None:
                 )
         children.append(_spawn(["front", "--host", host, "--port", str(port)], env))
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        _wait_ready(f"http://{shown_host}:{port}/health/ready", children)
+        wait_http(f"http://{shown_host}:{port}/health/ready", watch=children)
         model = "gpt-4o-mini" if "openai" in providers else "claude-sonnet-4-5"
         print(
             "\nedge-agent is up. Try:\n\n"
             f"  curl -s http://{shown_host}:{port}/v1/chat/completions \\\n"
-            f"    -H 'Authorization: Bearer {env['EDGE_MASTER_KEY']}' -H 'Content-Type: application/json' \\\n"
+            f"    -H 'Authorization: Bearer {env['EDGE_MASTER_KEY']}' \\\n"
+            "    -H 'Content-Type: application/json' \\\n"
             f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'\n\n'
             f"Metrics: http://{shown_host}:{port}/metrics   Health: http://{shown_host}:{port}/health\n"
             "Ctrl-C stops everything.\n",

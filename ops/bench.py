@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_agent.devstack import MASTER_KEY, DevStack  # noqa: E402
+from edge_agent.devstack import MASTER_KEY, DevStack
 
 # A ~1 KB chat request, like the ones the targets were set for.
 SYSTEM = "You are a helpful assistant. " * 30
@@ -69,7 +69,10 @@ def wrk(url: str, connections: int, duration: int, script: Path, env: dict[str, 
     threads = 1 if connections == 1 else 2
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     ).stdout
     pct = {m[0]: _ms(m[1], m[2]) for m in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -95,7 +98,9 @@ def median(runs: list[Run], attr: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     args = parser.parse_args()
@@ -125,11 +130,14 @@ def main() -> None:
 
         # Warm up: connections, L1 entry for the fixed body, JIT-free but caches and pools.
         wrk(gateway, 8, 2, script, {**base_env, "BENCH_UNIQUE": "1", "BENCH_PREFIX": "warm"})
-        urllib.request.urlopen(urllib.request.Request(
-            gateway, data=f'{{"model":"gpt-4o-mini","messages":[{{"role":"system","content":"{SYSTEM}"}},'
-            '{"role":"user","content":"benchmark p fixed"}],"temperature":0}'.encode(),
-            headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
-        )).read()
+        urllib.request.urlopen(
+            urllib.request.Request(
+                gateway,
+                data=f'{{"model":"gpt-4o-mini","messages":[{{"role":"system","content":"{SYSTEM}"}},'
+                '{"role":"user","content":"benchmark p fixed"}],"temperature":0}'.encode(),
+                headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
+            )
+        ).read()
 
         l1 = scenario(gateway, 32, False, "l1")
         miss1 = scenario(gateway, 1, True, "m1")

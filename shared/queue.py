@@ -93,5 +93,7 @@ async def enqueue(redis: Redis, job: Job) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.psetex(job_key_prefix + job.job_id, ttl_ms, data)
         pipe.zadd(keyspace.queue(job.provider), {job.job_id: now_ms})
-        pipe.xadd(keyspace.wake(job.provider), {b"j": job.job_id}, maxlen=WAKE_STREAM_MAXLEN, approximate=True)
+        pipe.xadd(
+            keyspace.wake(job.provider), {b"j": job.job_id}, maxlen=WAKE_STREAM_MAXLEN, approximate=True
+        )
         await pipe.execute()

@@ -21,7 +21,9 @@ def unique(text: str = "hello") -> list[dict[str, str]]:
 
 
 def create(client: openai.OpenAI, model: str = "gpt-4o-mini", **kwargs):
-    raw = client.chat.completions.with_raw_response.create(model=model, messages=kwargs.pop("messages", unique()), **kwargs)
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=kwargs.pop("messages", unique()), **kwargs
+    )
     return raw.headers, raw.parse()
 
 
@@ -55,7 +57,10 @@ def test_anthropic_tool_calls_round_trip(client: openai.OpenAI) -> None:
     tools = [
         {
             "type": "function",
-            "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}},
+            "function": {
+                "name": "lookup",
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            },
         }
     ]
     _, first = create(client, "claude-sonnet-4-5", tools=tools)
@@ -119,7 +124,9 @@ def test_request_id_is_echoed(front: Front) -> None:
 
 
 def test_invalid_json_is_400(front: Front) -> None:
-    r = httpx.post(f"{front.url}/v1/chat/completions", headers={**AUTH, "content-type": "application/json"}, content=b"{")
+    r = httpx.post(
+        f"{front.url}/v1/chat/completions", headers={**AUTH, "content-type": "application/json"}, content=b"{"
+    )
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request_error"
 
@@ -148,8 +155,14 @@ def test_unknown_model_is_404(client: openai.OpenAI) -> None:
 
 
 def test_body_over_the_limit_is_413(front: Front) -> None:
-    big = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "' + b"x" * (10 * 1024 * 1024) + b'"}]}'
-    r = httpx.post(f"{front.url}/v1/chat/completions", headers={**AUTH, "content-type": "application/json"}, content=big)
+    big = (
+        b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "'
+        + b"x" * (10 * 1024 * 1024)
+        + b'"}]}'
+    )
+    r = httpx.post(
+        f"{front.url}/v1/chat/completions", headers={**AUTH, "content-type": "application/json"}, content=big
+    )
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "request_too_large"
 

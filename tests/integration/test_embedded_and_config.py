@@ -47,7 +47,9 @@ def test_up_starts_everything_prints_a_working_curl_and_stops_on_ctrl_c() -> Non
         redis_port = int(re.search(r"redis-server on redis://127\.0\.0\.1:(\d+)", output).group(1))  # type: ignore[union-attr]
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
         for model in ("gpt-4o-mini", "claude-sonnet-4-5"):
-            answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello!"}])
+            answer = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "Hello!"}]
+            )
             assert answer.choices[0].message.content
     finally:
         proc.send_signal(signal.SIGINT)
@@ -104,7 +106,9 @@ def test_config_file_routes_public_names_to_deployments(stack: DevStack, tmp_pat
         front = stack.start_front(env)
         client = openai.OpenAI(base_url=f"{front.url}/v1", api_key=env["EDGE_MASTER_KEY"], max_retries=0)
         assert {m.id for m in client.models.list()} == {"house-model", "legacy"}
-        answer = client.chat.completions.create(model="house-model", messages=[{"role": "user", "content": "hi"}])
+        answer = client.chat.completions.create(
+            model="house-model", messages=[{"role": "user", "content": "hi"}]
+        )
         assert answer.model == "claude-3-5-haiku-latest"
         answer = client.chat.completions.create(model="legacy", messages=[{"role": "user", "content": "hi"}])
         assert answer.model == "gpt-4o-mini"

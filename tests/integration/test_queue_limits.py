@@ -26,7 +26,10 @@ def test_2000_waiting_requests_hold_a_bounded_number_of_redis_connections(stack:
     run = uuid.uuid4().hex
 
     async def one(client: httpx.AsyncClient, i: int) -> int:
-        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"[[fake:delay_ms=1500]] {run} {i}"}]}
+        body = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"[[fake:delay_ms=1500]] {run} {i}"}],
+        }
         r = await client.post(f"{front.url}/v1/chat/completions", json=body, headers=AUTH)
         return r.status_code
 
@@ -48,18 +51,28 @@ def test_2000_waiting_requests_hold_a_bounded_number_of_redis_connections(stack:
 def test_a_job_whose_deadline_passed_in_the_queue_never_reaches_the_upstream(stack: DevStack) -> None:
     private = RedisServer().start()
     try:
-        env = {**stack.env, "REDIS_URL": private.url, "EDGE_WORKER_CONCURRENCY": "1", "EDGE_REQUEST_TIMEOUT": "1"}
+        env = {
+            **stack.env,
+            "REDIS_URL": private.url,
+            "EDGE_WORKER_CONCURRENCY": "1",
+            "EDGE_REQUEST_TIMEOUT": "1",
+        }
         stack.start_worker("openai", env)
         front = stack.start_front(env, wait_path="/health/ready")
         model = f"gpt-deadline-{uuid.uuid4().hex[:8]}"
         with httpx.Client(timeout=10, headers=AUTH) as client:
             # The only worker slot is busy for 2.5 s, so the second request waits in the queue...
-            slow = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "[[fake:delay_ms=2500]] busy"}]}
+            slow = {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": "[[fake:delay_ms=2500]] busy"}],
+            }
             queued = {"model": model, "messages": [{"role": "user", "content": "too late"}]}
             with httpx.Client(timeout=10, headers=AUTH) as other:
                 import threading
 
-                busy = threading.Thread(target=other.post, args=(f"{front.url}/v1/chat/completions",), kwargs={"json": slow})
+                busy = threading.Thread(
+                    target=other.post, args=(f"{front.url}/v1/chat/completions",), kwargs={"json": slow}
+                )
                 busy.start()
                 time.sleep(0.3)
                 started = time.monotonic()

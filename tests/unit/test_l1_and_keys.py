@@ -40,7 +40,13 @@ def test_l1_replacing_a_key_keeps_byte_count_right():
 
 def test_cache_key_ignores_field_order_and_non_semantic_fields():
     a = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
-    b = {"temperature": 0, "stream": True, "user": "u1", "messages": [{"content": "hi", "role": "user"}], "model": "gpt-4o"}
+    b = {
+        "temperature": 0,
+        "stream": True,
+        "user": "u1",
+        "messages": [{"content": "hi", "role": "user"}],
+        "model": "gpt-4o",
+    }
     assert chat_cache_key(a) == chat_cache_key(b)
 
 

@@ -10,7 +10,7 @@ def body(**fields):
 
 
 def test_accepts_every_role_and_content_shape():
-    raw, chat = parse_chat_request(
+    _, chat = parse_chat_request(
         body(
             messages=[
                 {"role": "system", "content": "be brief"},
@@ -19,19 +19,27 @@ def test_accepts_every_role_and_content_shape():
                     "role": "user",
                     "content": [
                         {"type": "text", "text": "what is this?"},
-                        {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "https://example.com/a.png", "detail": "low"},
+                        },
                     ],
                 },
                 {
                     "role": "assistant",
                     "content": None,
-                    "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                    "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                    ],
                 },
                 {"role": "tool", "tool_call_id": "call_1", "content": "42"},
             ],
             tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
             tool_choice={"type": "function", "function": {"name": "f"}},
-            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "object"}},
+            },
             temperature=0.2,
             top_p=0.9,
             max_tokens=10,
