@@ -11,10 +11,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from edge_front import health
-from edge_front.auth import AuthMiddleware
+from edge_front.auth import OPEN_PATHS, UNAUTHORIZED_BODY, is_authorized
 from edge_front.chat import chat_completions
+from edge_front.http import send_json
 from edge_front.state import FrontState
 from shared.config import ModelTable, Settings
 from shared.errors import error_body
@@ -35,7 +37,37 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(settings: Settings, models: ModelTable) -> AuthMiddleware:
+CHAT_PATHS = frozenset({b"/v1/chat/completions", b"/chat/completions"})
+
+
+class EdgeApp:
+    """The front door: authenticates every request on its raw path, sends chat completions
+    straight to their handler, and everything else (health, models, metrics) to Starlette."""
+
+    def __init__(self, app: Starlette, master_key: str) -> None:
+        self.app = app
+        self.master_key = master_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan
+            await self.app(scope, receive, send)
+            return
+        path = (scope.get("raw_path") or scope["path"].encode()).partition(b"?")[0]
+        if path not in OPEN_PATHS and not is_authorized(scope["headers"], self.master_key):
+            await send_json(send, 401, UNAUTHORIZED_BODY, [(b"www-authenticate", b"Bearer")])
+            return
+        if path in CHAT_PATHS:
+            if scope["method"] == "POST":
+                await chat_completions(self.app.state.edge, scope, receive, send)
+                return
+            await send_json(
+                send, 405, error_body(405, "Use POST for chat completions."), [(b"allow", b"POST")]
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = FrontState.create(settings, models)
@@ -49,8 +81,6 @@ def create_app(settings: Settings, models: ModelTable) -> AuthMiddleware:
 
     app = Starlette(
         routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", health.models, methods=["GET"]),
             Route("/health", health.health, methods=["GET"]),
             Route("/health/live", health.live, methods=["GET"]),
@@ -60,4 +90,4 @@ def create_app(settings: Settings, models: ModelTable) -> AuthMiddleware:
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
-    return AuthMiddleware(app, settings.master_key)
+    return EdgeApp(app, settings.master_key)

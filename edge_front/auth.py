@@ -1,19 +1,14 @@
-"""Client authentication: a pure ASGI middleware (no per-request Request object).
-
-The decision is made on the raw request path as received, never on a URL rebuilt from the Host
-header, and keys are compared in constant time.
-"""
+"""Client authentication, decided on the raw request path as received (never on a URL rebuilt
+from the Host header), with keys compared in constant time."""
 
 from __future__ import annotations
 
 import hmac
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from shared.errors import error_body
 
 OPEN_PATHS = frozenset({b"/health", b"/health/live", b"/health/ready", b"/metrics"})
-_UNAUTHORIZED = error_body(
+UNAUTHORIZED_BODY = error_body(
     401, "Missing or invalid API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
 )
 
@@ -29,33 +24,6 @@ def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     return None
 
 
-class AuthMiddleware:
-    def __init__(self, app: ASGIApp, master_key: str) -> None:
-        self.app = app
-        self.master_key = master_key.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        path = raw_path.partition(b"?")[0]
-        if path in OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        key = presented_key(scope["headers"])
-        if key is not None and hmac.compare_digest(key, self.master_key):
-            await self.app(scope, receive, send)
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(_UNAUTHORIZED)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+def is_authorized(headers: list[tuple[bytes, bytes]], master_key: bytes) -> bool:
+    key = presented_key(headers)
+    return key is not None and hmac.compare_digest(key, master_key)

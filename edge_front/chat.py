@@ -13,11 +13,10 @@ from typing import Any
 
 import msgspec
 from redis.exceptions import RedisError
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from edge_front import metrics
-from edge_front.http import error_response, json_response, read_body, request_id_of
+from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.state import FrontState
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
@@ -49,13 +48,13 @@ def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionReque
         raise EdgeError(400, return_message, param=param) from None
 
 
-def cache_control(request: Request) -> tuple[bool, bool]:
+def cache_control(headers: dict[bytes, bytes]) -> tuple[bool, bool]:
     """(skip lookup, skip write) from the Cache-Control header."""
-    value = request.headers.get("cache-control")
+    value = headers.get(b"cache-control")
     if not value:
         return False, False
     value = value.lower()
-    return "no-cache" in value, "no-store" in value
+    return b"no-cache" in value, b"no-store" in value
 
 
 class _Labels:
@@ -68,29 +67,38 @@ class _Labels:
         self.cache = "none"
 
 
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(state: FrontState, scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /v1/chat/completions as a plain ASGI handler (see `edge_front.http` for why)."""
     started = time.perf_counter()
-    state: FrontState = request.app.state.edge
-    request_id = request_id_of(request, state.new_id)
+    headers = header_map(scope)
+    request_id = request_id_of(headers) or "req_" + state.new_id()
     labels = _Labels()
     metrics.ACTIVE.inc()
     try:
-        response = await _handle(request, state, request_id, labels)
+        status, body, extra = await _handle(state, receive, headers, request_id, labels)
     except EdgeError as e:
-        response = _error(e, request_id)
+        status, body, extra = _error(e, request_id)
+    except ClientDisconnected:
+        return
     except Exception:
         # The client gets an envelope, never a traceback; the log gets the traceback.
         log.exception("request %s: unexpected error", request_id)
-        response = _error(EdgeError(500, "The gateway failed to handle this request."), request_id)
+        status, body, extra = _error(EdgeError(500, "The gateway failed to handle this request."), request_id)
     finally:
         metrics.ACTIVE.dec()
-    metrics.REQUESTS.labels(labels.provider, labels.model, str(response.status_code)).inc()
+    await send_json(send, status, body, [(b"x-request-id", request_id.encode()), *extra])
+    metrics.REQUESTS.labels(labels.provider, labels.model, str(status)).inc()
     metrics.DURATION.labels(labels.cache).observe((time.perf_counter() - started) * 1000)
-    return response
 
 
-async def _handle(request: Request, state: FrontState, request_id: str, labels: _Labels) -> Response:
-    body = await read_body(request, state.settings.max_body_bytes)
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+_HIT_HEADERS = {"hit-l1": [(b"x-edge-cache", b"hit-l1")], "hit-l2": [(b"x-edge-cache", b"hit-l2")]}
+
+
+async def _handle(
+    state: FrontState, receive: Receive, headers: dict[bytes, bytes], request_id: str, labels: _Labels
+) -> Answer:
+    body = await read_body(receive, headers, state.settings.max_body_bytes)
     raw, chat = parse_chat_request(body)
     if chat.stream:
         raise EdgeError(400, "Streaming (stream: true) is not supported by this gateway yet.", param="stream")
@@ -99,13 +107,13 @@ async def _handle(request: Request, state: FrontState, request_id: str, labels: 
         raise EdgeError(404, f"The model '{chat.model}' does not exist or is not served here.", param="model")
     # Only routed models become label values: a client cannot grow the metric's cardinality.
     labels.provider, labels.model = deployment.provider, chat.model
-    skip_lookup, skip_write = cache_control(request)
+    skip_lookup, skip_write = cache_control(headers)
     key = chat_cache_key(raw)
     if not skip_lookup:
         hit = await _lookup(state, key)
         if hit is not None:
             labels.cache = hit[0]
-            return json_response(hit[1], 200, {"x-request-id": request_id, "x-edge-cache": hit[0]})
+            return 200, hit[1], _HIT_HEADERS[hit[0]]
     labels.cache = "miss"
     reply = await _ask_worker(state, request_id, deployment, chat.model, body, None if skip_write else key)
     if reply.status == 200:
@@ -114,16 +122,16 @@ async def _handle(request: Request, state: FrontState, request_id: str, labels: 
         if reply.prompt_tokens or reply.completion_tokens:
             metrics.TOKENS.labels(labels.provider, labels.model, "prompt").inc(reply.prompt_tokens)
             metrics.TOKENS.labels(labels.provider, labels.model, "completion").inc(reply.completion_tokens)
-    headers = {"x-request-id": request_id, "x-edge-cache": "miss"}
+    extra = [(b"x-edge-cache", b"miss")]
     if reply.retry_after is not None:
-        headers["retry-after"] = f"{reply.retry_after:g}"
-    return json_response(reply.body, reply.status, headers)
+        extra.append((b"retry-after", f"{reply.retry_after:g}".encode()))
+    return reply.status, reply.body, extra
 
 
-def _error(error: EdgeError, request_id: str) -> Response:
+def _error(error: EdgeError, request_id: str) -> Answer:
     if error.status >= 500:
         log.warning("request %s: %d %s", request_id, error.status, error.message)
-    return error_response(error, request_id)
+    return error.status, error.body(), [(k.encode(), v.encode()) for k, v in error.headers.items()]
 
 
 async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:

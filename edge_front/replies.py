@@ -40,8 +40,15 @@ class ReplyRouter:
         while True:
             try:
                 batches = await self.redis.xread({self.stream: last_id}, count=1000, block=1000)
-            except RedisError as e:
+            except (RedisError, OSError) as e:
                 log.warning("reply stream read failed (%s); retrying", type(e).__name__)
+                await asyncio.sleep(0.2)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # This task serves every waiting request: it must outlive any surprise.
+                log.exception("reply reader failed; retrying")
                 await asyncio.sleep(0.2)
                 continue
             for _, entries in batches:

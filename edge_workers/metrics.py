@@ -21,4 +21,8 @@ UPSTREAM_DURATION = Histogram(
     ["provider"],
     buckets=_MS_BUCKETS,
 )
-TOKENS = Counter("llm_edge_tokens_total", "Tokens counted from upstream usage", ["provider", "model", "type"])
+TOKENS = Counter(
+    "llm_edge_upstream_tokens_total",
+    "Tokens in upstream answers, by upstream model name",
+    ["provider", "model", "type"],
+)

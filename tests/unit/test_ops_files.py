@@ -1,0 +1,473 @@
+"""The deployment files (Dockerfile, compose, Prometheus, Grafana, Kubernetes) agree with the code.
+
+Nothing here runs Docker or a cluster: each file is parsed and checked against what the code
+actually offers: the `edge-agent` argument parser, the environment variables it reads, the HTTP
+routes, the metric names it defines and the Redis queue keys.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import json
+import re
+import shlex
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edge_agent.cli import build_parser
+from shared import keyspace
+from shared.config import PROVIDERS, load_model_list
+
+ROOT = Path(__file__).resolve().parents[2]
+OPS = ROOT / "ops"
+K8S = OPS / "k8s"
+COMPOSE = ROOT / "compose.yaml"
+DOCKERFILE = OPS / "Dockerfile"
+DASHBOARD = OPS / "grafana" / "dashboards" / "edge.json"
+
+EDGE_IMAGE = "llm-edge-agent"
+WORKER_SERVICES = {f"worker-{p}": p for p in PROVIDERS}
+DEFAULT_SERVICES = {"redis", "front", *WORKER_SERVICES}
+# Metrics the deployment files may reference before the code defines them. Empty on purpose:
+# worker autoscaling reads the Redis queue directly (ops/k8s/keda-scaledobjects.yaml), so no
+# planned metric (such as a queue-depth gauge) is needed yet. Add names here, marked, if one is.
+PLANNED_METRICS: frozenset[str] = frozenset()
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+@cache
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def services() -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = compose()["services"]
+    return result
+
+
+def edge_services() -> dict[str, dict[str, Any]]:
+    """Services that run the project's image (as opposed to redis, prometheus, grafana)."""
+    return {
+        name: svc
+        for name, svc in services().items()
+        if str(svc.get("image", "")).startswith(EDGE_IMAGE) or "build" in svc
+    }
+
+
+def argv(command: str | list[str]) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+def parse_cli(args: list[str], where: str) -> Any:
+    try:
+        return build_parser().parse_args(args)
+    except SystemExit:
+        pytest.fail(f"{where}: `edge-agent {' '.join(args)}` is not accepted by edge_agent.cli")
+
+
+@cache
+def code_env_vars() -> frozenset[str]:
+    """Upper-case string literals in shared/config.py and edge_agent: the names the code reads.
+
+    A superset (it also holds words like "INFO"), which is fine for catching misspelt names.
+    """
+    files = [ROOT / "shared" / "config.py", *sorted((ROOT / "edge_agent").rglob("*.py"))]
+    found: set[str] = set()
+    for path in files:
+        found.update(re.findall(r"""["']([A-Z][A-Z0-9_]+)["']""", path.read_text()))
+    return frozenset(found)
+
+
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@cache
+def routes() -> frozenset[str]:
+    return frozenset(re.findall(r'Route\("([^"]+)"', (ROOT / "edge_front" / "app.py").read_text()))
+
+
+@cache
+def defined_metrics() -> frozenset[str]:
+    """Exposed sample names of every metric in edge_front/metrics.py and edge_workers/metrics.py.
+
+    Read with `ast`, not imported: both modules register llm_edge_tokens_total in the default
+    registry, so importing both into one process would raise.
+    """
+    names: set[str] = set()
+    for path in (ROOT / "edge_front" / "metrics.py", ROOT / "edge_workers" / "metrics.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in {"Counter", "Gauge", "Histogram", "Summary"}
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                continue
+            name = node.args[0].value
+            names.add(name)
+            if node.func.id == "Counter" and not name.endswith("_total"):
+                names.add(f"{name}_total")
+            if node.func.id in {"Histogram", "Summary"}:
+                names.update({f"{name}_bucket", f"{name}_sum", f"{name}_count"})
+    return frozenset(names)
+
+
+@cache
+def dockerfile_instructions() -> tuple[tuple[str, str], ...]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    logical: list[str] = []
+    current = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if current and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    out = []
+    for line in logical:
+        keyword, _, rest = line.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+    return tuple(out)
+
+
+def dockerfile_args(keyword: str) -> list[str]:
+    return [rest for kw, rest in dockerfile_instructions() if kw == keyword]
+
+
+@cache
+def k8s_documents() -> tuple[tuple[str, dict[str, Any]], ...]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                docs.append((path.name, doc))
+    return tuple(docs)
+
+
+def k8s_objects(kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for _, doc in k8s_documents() if doc.get("kind") == kind}
+
+
+def k8s_edge_containers() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(deployment name, pod spec, container) for every container running the project's image."""
+    found = []
+    for name, deployment in k8s_objects("Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            if str(container["image"]).startswith(EDGE_IMAGE):
+                found.append((name, pod, container))
+    return found
+
+
+def k8s_cli_args(container: dict[str, Any]) -> list[str]:
+    # The image's ENTRYPOINT is edge-agent, so `args` are its arguments; a `command` would
+    # replace the entrypoint and then has to name edge-agent itself.
+    command = container.get("command")
+    if command:
+        assert command[0] == "edge-agent", f"{container['name']}: command must start with edge-agent"
+        return [*command[1:], *container.get("args", [])]
+    args: list[str] = container["args"]
+    return args
+
+
+# --- Dockerfile -----------------------------------------------------------------------------------
+
+
+def test_dockerfile_is_multi_stage_slim_python() -> None:
+    stages = dockerfile_args("FROM")
+    assert len(stages) >= 2, "expected a build stage and a runtime stage"
+    arg_defaults = dict(a.split("=", 1) for a in dockerfile_args("ARG") if "=" in a)
+    for stage in stages:
+        image = stage.split()[0]
+        image = re.sub(r"\$\{(\w+)\}", lambda m: arg_defaults.get(m.group(1), ""), image)
+        assert re.fullmatch(r"python:3\.1[1-9]-slim", image), image
+
+
+def test_dockerfile_copies_files_that_exist_and_are_not_dockerignored() -> None:
+    ignore = [
+        p.strip()
+        for p in (ROOT / ".dockerignore").read_text().splitlines()
+        if p.strip() and not p.startswith("#") and not p.startswith("!")
+    ]
+    copied: list[str] = []
+    for rest in dockerfile_args("COPY"):
+        tokens = shlex.split(rest)
+        if any(t.startswith("--from") for t in tokens):
+            continue
+        sources = [t for t in tokens if not t.startswith("--")][:-1]
+        for source in sources:
+            if any(ch in source for ch in "*?["):
+                continue  # an optional glob (README*): allowed to match nothing
+            assert (ROOT / source).exists(), f"Dockerfile copies {source}, which does not exist"
+            for pattern in ignore:
+                bare = pattern.lstrip("/").removeprefix("**/")
+                assert not fnmatch.fnmatch(source, bare), f".dockerignore ({pattern}) hides {source}"
+            copied.append(source)
+    assert {"requirements.lock", "pyproject.toml"} <= set(copied)
+    # Every package pyproject installs must reach the build stage.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
+        assert pattern.rstrip("*") in copied, f"package {pattern} is not copied into the image"
+
+
+def test_dockerfile_installs_lock_then_project_without_deps() -> None:
+    runs = " ".join(dockerfile_args("RUN"))
+    assert "-r requirements.lock" in runs
+    assert "pip install --no-deps ." in runs
+
+
+def test_dockerfile_runtime_contract() -> None:
+    users = dockerfile_args("USER")
+    assert users, "the image must not run as root"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    assert json.loads(dockerfile_args("ENTRYPOINT")[-1]) == ["edge-agent"]
+    cmd = json.loads(dockerfile_args("CMD")[-1])
+    assert cmd == ["front"]
+    parse_cli(cmd, "Dockerfile CMD")
+    assert "8080" in dockerfile_args("EXPOSE")[-1].split()
+
+    healthcheck = dockerfile_args("HEALTHCHECK")[-1]
+    _, _, probe = healthcheck.partition("CMD ")
+    exec_form = json.loads(probe)
+    assert exec_form[0] == "python", "slim has no curl: probe with the interpreter"
+    assert "urllib" in exec_form[-1]
+    paths = re.findall(r"/health[a-z/]*", exec_form[-1])
+    assert paths == ["/health/live"]
+    assert paths[0] in routes()
+
+
+# --- compose.yaml ---------------------------------------------------------------------------------
+
+
+def test_compose_services_and_profiles() -> None:
+    svcs = services()
+    assert {*DEFAULT_SERVICES, "prometheus", "grafana", "fake-upstream"} <= set(svcs)
+    default = {name for name, svc in svcs.items() if not svc.get("profiles")}
+    assert default == DEFAULT_SERVICES, "plain `docker compose up` = redis + front + workers"
+    assert svcs["prometheus"]["profiles"] == ["observability"]
+    assert svcs["grafana"]["profiles"] == ["observability"]
+    assert svcs["fake-upstream"]["profiles"] == ["demo"]
+    assert svcs["redis"]["image"].startswith("redis:7")
+    assert "redis-cli" in svcs["redis"]["healthcheck"]["test"]
+
+
+def test_compose_front() -> None:
+    front = services()["front"]
+    assert argv(front["command"])[0] == "front"
+    assert any(str(p).endswith(":8080") for p in front["ports"])
+    assert ":?" in front["environment"]["EDGE_MASTER_KEY"], "EDGE_MASTER_KEY must be required"
+    assert front["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_compose_workers_scale_independently() -> None:
+    replica_vars = set()
+    for name, provider in WORKER_SERVICES.items():
+        worker = services()[name]
+        assert "container_name" not in worker, f"{name}: container_name blocks --scale"
+        assert "ports" not in worker, f"{name}: a fixed host port blocks --scale"
+        args = parse_cli(argv(worker["command"]), f"compose {name}")
+        assert (args.command, args.provider) == ("worker", provider)
+        assert args.metrics_port == 9100
+        found = INTERPOLATION.findall(str(worker["deploy"]["replicas"]))
+        assert len(found) == 1, f"{name}: deploy.replicas should come from a variable"
+        replica_vars.add(found[0])
+        assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert len(replica_vars) == len(WORKER_SERVICES), "each provider's pool needs its own variable"
+
+
+def test_compose_commands_are_real_subcommands() -> None:
+    for name, svc in edge_services().items():
+        if "command" in svc:
+            parse_cli(argv(svc["command"]), f"compose service {name}")
+
+
+def test_compose_env_names_are_read_by_the_code() -> None:
+    known = code_env_vars()
+    for name, svc in edge_services().items():
+        env = svc.get("environment") or {}
+        assert isinstance(env, dict), f"{name}: use the mapping form for environment"
+        for key, value in env.items():
+            assert key in known, f"compose {name}: {key} is not read by the code"
+            for var in INTERPOLATION.findall(str(value)):
+                assert var in known, f"compose {name}: {key} is set from ${{{var}}}, an unknown name"
+
+
+def test_compose_front_and_workers_share_one_env_anchor() -> None:
+    root = yaml.compose(COMPOSE.read_text())
+    top = {k.value: v for k, v in root.value}
+    anchor = top["x-edge-env"]
+    svc_nodes = {k.value: v for k, v in top["services"].value}
+    for name in ("front", *WORKER_SERVICES):
+        fields = {k.value: v for k, v in svc_nodes[name].value}
+        merged = [v for k, v in fields["environment"].value if k.value == "<<"]
+        assert merged and merged[0] is anchor, f"{name}: environment must merge *edge-env"
+
+
+# --- Prometheus / Grafana -------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_front_and_every_worker_pool() -> None:
+    config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    front = jobs["edge-front"]
+    assert front.get("metrics_path", "/metrics") in routes()
+    assert ["front:8080"] in [sc["targets"] for sc in front["static_configs"]]
+    [dns] = jobs["edge-workers"]["dns_sd_configs"]
+    assert set(dns["names"]) == set(WORKER_SERVICES)
+    assert dns["type"] == "A"
+    assert dns["port"] == 9100
+
+
+def test_grafana_provisioning_matches_compose_mounts() -> None:
+    datasources = yaml.safe_load((OPS / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    [ds] = datasources["datasources"]
+    assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090"
+    providers = yaml.safe_load((OPS / "grafana/provisioning/dashboards/dashboards.yml").read_text())
+    [provider] = providers["providers"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in services()["grafana"]["volumes"]}
+    assert mounts["./ops/grafana/dashboards"] == provider["options"]["path"]
+    assert mounts["./ops/grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert services()["prometheus"]["volumes"][0].startswith("./ops/prometheus/prometheus.yml:")
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    uids = {p["datasource"]["uid"] for p in dashboard["panels"]}
+    uids |= {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert uids == {ds["uid"]}
+
+
+def test_dashboard_uses_only_defined_metrics() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\bllm_edge_[a-z0-9_]+\b", e)}
+    assert used, "the dashboard queries no llm_edge_* metric"
+    unknown = used - defined_metrics() - PLANNED_METRICS
+    assert not unknown, f"not defined in edge_front/metrics.py or edge_workers/metrics.py: {unknown}"
+    wanted = {
+        "llm_edge_requests_total",
+        "llm_edge_request_duration_ms_bucket",
+        "llm_edge_cache_hits_total",
+        "llm_edge_cache_misses_total",
+        "llm_edge_tokens_total",
+        "llm_edge_active_requests",
+        "llm_edge_queue_wait_ms_bucket",
+        "llm_edge_worker_jobs_total",
+    }
+    assert wanted <= used, f"panels missing for {wanted - used}"
+
+
+# --- Kubernetes -----------------------------------------------------------------------------------
+
+
+def test_k8s_documents_parse_and_kustomization_lists_them() -> None:
+    files = {path.name for path in K8S.glob("*.yaml")}
+    for name, doc in k8s_documents():
+        assert {"apiVersion", "kind"} <= set(doc), name
+        if doc["kind"] != "Kustomization":
+            assert doc["metadata"]["name"], name
+            assert "namespace" not in doc["metadata"], f"{name}: manifests are namespace-less"
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    resources = set(kustomization["resources"])
+    assert resources <= files
+    # Everything is applied except the placeholder Secret, which must never be.
+    assert resources == files - {"kustomization.yaml", "secret.example.yaml"}
+    [secret] = [doc for name, doc in k8s_documents() if name == "secret.example.yaml"]
+    assert all("REPLACE-ME" in v for v in secret["stringData"].values())
+
+
+def test_k8s_commands_are_real_subcommands() -> None:
+    containers = k8s_edge_containers()
+    assert {name for name, _, _ in containers} == {"front", *WORKER_SERVICES}
+    for name, _, container in containers:
+        args = parse_cli(k8s_cli_args(container), f"k8s Deployment {name}")
+        if name == "front":
+            assert args.command == "front"
+        else:
+            assert (args.command, args.provider) == ("worker", WORKER_SERVICES[name])
+
+
+def test_k8s_env_names_are_read_by_the_code() -> None:
+    known = code_env_vars()
+    configmaps = k8s_objects("ConfigMap")
+    [secret] = [doc for name, doc in k8s_documents() if name == "secret.example.yaml"]
+    for name, _, container in k8s_edge_containers():
+        for var in container.get("env", []):
+            assert var["name"] in known, f"k8s {name}: {var['name']} is not read by the code"
+            ref = var.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] == secret["metadata"]["name"]
+                assert ref["key"] in secret["stringData"], f"k8s {name}: no key {ref['key']} in the Secret"
+        for source in container.get("envFrom", []):
+            configmap = configmaps[source["configMapRef"]["name"]]
+            for key in configmap["data"]:
+                assert key in known, f"ConfigMap {configmap['metadata']['name']}: {key} is not read"
+    assert set(secret["stringData"]) <= known
+
+
+def test_k8s_front_deployment() -> None:
+    front = k8s_objects("Deployment")["front"]
+    assert front["spec"]["replicas"] == 2
+    [container] = front["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert {"/health/ready", "/health/live"} <= routes()
+    assert container["resources"]["requests"] == {"cpu": "250m", "memory": "256Mi"}
+    assert "limits" in container["resources"]
+    service = k8s_objects("Service")["front"]
+    assert service["spec"]["selector"].items() <= front["spec"]["template"]["metadata"]["labels"].items()
+
+    hpa = k8s_objects("HorizontalPodAutoscaler")["front"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "front"
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+def test_k8s_model_list_is_a_valid_edge_config(tmp_path: Path) -> None:
+    env = k8s_objects("ConfigMap")["edge-env"]["data"]
+    models = k8s_objects("ConfigMap")["edge-models"]
+    path = Path(env["EDGE_CONFIG"])
+    assert path.name in models["data"], "EDGE_CONFIG must name a key of the edge-models ConfigMap"
+    for name, pod, container in k8s_edge_containers():
+        volume = next(v for v in pod["volumes"] if v.get("configMap", {}).get("name") == "edge-models")
+        mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+        assert mount["mountPath"] == str(path.parent), f"k8s {name}: models.yaml is not at EDGE_CONFIG"
+    copy = tmp_path / path.name
+    copy.write_text(models["data"][path.name])
+    deployments = load_model_list(str(copy), {})
+    assert {d.provider for d in deployments} == set(PROVIDERS)
+
+
+def test_keda_scales_each_worker_pool_on_its_own_queue() -> None:
+    deployments = k8s_objects("Deployment")
+    redis_service = k8s_objects("Service")["redis"]
+    redis_port = redis_service["spec"]["ports"][0]["port"]
+    scaled = k8s_objects("ScaledObject")
+    targets = {so["spec"]["scaleTargetRef"]["name"] for so in scaled.values()}
+    assert targets == set(WORKER_SERVICES), "one ScaledObject per worker Deployment"
+    for name, so in scaled.items():
+        target = deployments[so["spec"]["scaleTargetRef"]["name"]]
+        [container] = target["spec"]["template"]["spec"]["containers"]
+        provider = parse_cli(k8s_cli_args(container), f"k8s {name}").provider
+        [trigger] = so["spec"]["triggers"]
+        # KEDA's `redis` scaler counts a sorted set with ZCARD (it checks the key's TYPE).
+        assert trigger["type"] == "redis"
+        assert trigger["metadata"]["listName"] == keyspace.queue(provider)
+        host, _, port = trigger["metadata"]["address"].rpartition(":")
+        assert host.split(".")[0] == redis_service["metadata"]["name"]
+        assert int(port) == redis_port
+        assert int(trigger["metadata"]["listLength"]) > 0
+        assert so["spec"]["minReplicaCount"] >= 1
