@@ -1,7 +1,8 @@
 """POST /v1/chat/completions: validate, look in L1 then L2, else queue for a provider worker.
 
 Redis round trips per request: L1 hit 0; L2 hit 1 (GET); miss 2 (GET, then one pipelined
-enqueue) plus the shared reply reader's XREAD, amortized over every waiting request.
+enqueue) plus the shared reply reader's XREAD, amortized over every waiting request. A streamed
+miss is the same, its chunks arriving through the same reader.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from starlette.types import Receive, Scope, Send
 from edge_front import metrics
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.state import FrontState
+from edge_front.streams import LiveStream, relay, send_replay, watch_disconnect
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
 from shared.config import Deployment
 from shared.errors import EdgeError
-from shared.queue import Job, Reply, enqueue
+from shared.queue import Job, Reply, cancel, enqueue
 from shared.wire import ChatCompletionRequest
 
 log = logging.getLogger("edge.front")
@@ -67,65 +69,103 @@ class _Labels:
         self.cache = "none"
 
 
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+_MISS = (b"x-edge-cache", b"miss")
+_HIT_HEADERS = {"hit-l1": [(b"x-edge-cache", b"hit-l1")], "hit-l2": [(b"x-edge-cache", b"hit-l2")]}
+
+
+class Replay(msgspec.Struct):
+    """A cached completion to send to a streaming client as SSE."""
+
+    completion: bytes
+    include_usage: bool
+    source: str
+
+
 async def chat_completions(state: FrontState, scope: Scope, receive: Receive, send: Send) -> None:
     """POST /v1/chat/completions as a plain ASGI handler (see `edge_front.http` for why)."""
     started = time.perf_counter()
     headers = header_map(scope)
     request_id = request_id_of(headers) or "req_" + state.new_id()
+    base = [(b"x-request-id", request_id.encode())]
     labels = _Labels()
     metrics.ACTIVE.inc()
     try:
-        status, body, extra = await _handle(state, receive, headers, request_id, labels)
+        result = await _handle(state, receive, headers, request_id, labels)
     except EdgeError as e:
-        status, body, extra = _error(e, request_id)
+        result = _error(e, request_id)
     except ClientDisconnected:
+        metrics.ACTIVE.dec()
         return
     except Exception:
         # The client gets an envelope, never a traceback; the log gets the traceback.
         log.exception("request %s: unexpected error", request_id)
-        status, body, extra = _error(EdgeError(500, "The gateway failed to handle this request."), request_id)
+        result = _error(EdgeError(500, "The gateway failed to handle this request."), request_id)
+    try:
+        if isinstance(result, LiveStream):
+            status = 200
+            metrics.STREAMS.labels("upstream").inc()
+            _count_tokens(labels, *await relay(state, result, send, [*base, _MISS]))
+        elif isinstance(result, Replay):
+            status = 200
+            metrics.STREAMS.labels(result.source).inc()
+            await send_replay(
+                send, [*base, *_HIT_HEADERS[result.source]], result.completion, result.include_usage
+            )
+        else:
+            status, body, extra = result
+            await send_json(send, status, body, [*base, *extra])
     finally:
         metrics.ACTIVE.dec()
-    await send_json(send, status, body, [(b"x-request-id", request_id.encode()), *extra])
     metrics.REQUESTS.labels(labels.provider, labels.model, str(status)).inc()
     metrics.DURATION.labels(labels.cache).observe((time.perf_counter() - started) * 1000)
 
 
-Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
-_HIT_HEADERS = {"hit-l1": [(b"x-edge-cache", b"hit-l1")], "hit-l2": [(b"x-edge-cache", b"hit-l2")]}
-
-
 async def _handle(
     state: FrontState, receive: Receive, headers: dict[bytes, bytes], request_id: str, labels: _Labels
-) -> Answer:
+) -> Answer | LiveStream | Replay:
     body = await read_body(receive, headers, state.settings.max_body_bytes)
     raw, chat = parse_chat_request(body)
-    if chat.stream:
-        raise EdgeError(400, "Streaming (stream: true) is not supported by this gateway yet.", param="stream")
     deployment = state.models.resolve(chat.model)
     if deployment is None:
         raise EdgeError(404, f"The model '{chat.model}' does not exist or is not served here.", param="model")
     # Only routed models become label values: a client cannot grow the metric's cardinality.
     labels.provider, labels.model = deployment.provider, chat.model
+    stream = bool(chat.stream)
+    include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
     skip_lookup, skip_write = cache_control(headers)
     key = chat_cache_key(raw)
     if not skip_lookup:
         hit = await _lookup(state, key)
         if hit is not None:
             labels.cache = hit[0]
+            if stream:
+                return Replay(hit[1], include_usage, hit[0])
             return 200, hit[1], _HIT_HEADERS[hit[0]]
     labels.cache = "miss"
-    reply = await _ask_worker(state, request_id, deployment, chat.model, body, None if skip_write else key)
+    cache_key = None if skip_write else key
+    job = _job(state, request_id, deployment, chat.model, body, cache_key, stream)
+    if stream:
+        return await _start_stream(state, job, receive, include_usage)
+    reply = await _ask(state, job)
     if reply.status == 200:
-        if not skip_write:
-            state.l1.set(key, reply.body)
-        if reply.prompt_tokens or reply.completion_tokens:
-            metrics.TOKENS.labels(labels.provider, labels.model, "prompt").inc(reply.prompt_tokens)
-            metrics.TOKENS.labels(labels.provider, labels.model, "completion").inc(reply.completion_tokens)
-    extra = [(b"x-edge-cache", b"miss")]
+        if cache_key is not None:
+            state.l1.set(cache_key, reply.body)
+        _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
+    return _answer(reply)
+
+
+def _answer(reply: Reply) -> Answer:
+    extra = [_MISS]
     if reply.retry_after is not None:
         extra.append((b"retry-after", f"{reply.retry_after:g}".encode()))
     return reply.status, reply.body, extra
+
+
+def _count_tokens(labels: _Labels, prompt: int, completion: int) -> None:
+    if prompt or completion:
+        metrics.TOKENS.labels(labels.provider, labels.model, "prompt").inc(prompt)
+        metrics.TOKENS.labels(labels.provider, labels.model, "completion").inc(completion)
 
 
 def _error(error: EdgeError, request_id: str) -> Answer:
@@ -156,12 +196,17 @@ async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:
     return "hit-l2", value
 
 
-async def _ask_worker(
-    state: FrontState, request_id: str, deployment: Deployment, model: str, body: bytes, cache_key: str | None
-) -> Reply:
+def _job(
+    state: FrontState,
+    request_id: str,
+    deployment: Deployment,
+    model: str,
+    body: bytes,
+    cache_key: str | None,
+    stream: bool,
+) -> Job:
     settings = state.settings
-    deadline = time.time() + settings.request_timeout_s
-    job = Job(
+    return Job(
         job_id=state.new_id(),  # unique even when clients reuse their request ids
         request_id=request_id,
         reply_to=state.replies.stream,
@@ -169,32 +214,68 @@ async def _ask_worker(
         deployment_id=deployment.id,
         upstream_model=model if deployment.model == "*" else deployment.model,
         body=body,
-        deadline=deadline,
+        deadline=time.time() + settings.request_timeout_s,
         cache_key=cache_key,
         cache_ttl_s=settings.l2_ttl_s,
+        stream=stream,
     )
+
+
+async def _submit(state: FrontState, job: Job) -> None:
+    """Queue the job for its provider's workers; its waiter must already be registered."""
     try:
-        if not await state.provider_alive(deployment.provider):
+        if not await state.provider_alive(job.provider):
             raise EdgeError(
                 503,
-                f"No worker is serving provider '{deployment.provider}' right now.",
+                f"No worker is serving provider '{job.provider}' right now.",
                 code="no_worker",
                 headers={"retry-after": "5"},
             )
-        future = state.replies.expect(job.job_id)
         await enqueue(state.queue_redis, job)
     except (TimeoutError, RedisError, OSError) as e:
-        state.replies.forget(job.job_id)
         raise EdgeError(
             503, f"The gateway's queue is unavailable ({type(e).__name__}).", headers={"retry-after": "1"}
         ) from None
+
+
+def _deadline_error(job: Job) -> EdgeError:
+    return EdgeError(504, f"No answer from provider '{job.provider}' within the deadline.")
+
+
+async def _ask(state: FrontState, job: Job) -> Reply:
+    """A non-streamed answer: one reply."""
+    future = state.replies.expect(job.job_id)
     metrics.WAITING.inc()
     try:
-        return await asyncio.wait_for(future, settings.request_timeout_s)
+        await _submit(state, job)
+        return await asyncio.wait_for(future, job.deadline - time.time())
     except TimeoutError:
-        raise EdgeError(
-            504, f"No answer from provider '{deployment.provider}' within the deadline."
-        ) from None
+        raise _deadline_error(job) from None
     finally:
         metrics.WAITING.dec()
         state.replies.forget(job.job_id)
+
+
+async def _start_stream(
+    state: FrontState, job: Job, receive: Receive, include_usage: bool
+) -> Answer | LiveStream:
+    """Wait for a streamed answer's first reply: an error before it is a plain HTTP error."""
+    replies = state.replies.expect_stream(job.job_id)
+    watcher = asyncio.create_task(watch_disconnect(receive, replies))
+    try:
+        await _submit(state, job)
+        first = await asyncio.wait_for(replies.get(), job.deadline - time.time())
+    except (EdgeError, TimeoutError) as e:
+        watcher.cancel()
+        state.replies.forget(job.job_id)
+        raise e if isinstance(e, EdgeError) else _deadline_error(job) from None
+    if first is None:  # the client left while waiting for the first token
+        state.replies.forget(job.job_id)
+        await cancel(state.queue_redis, job)
+        metrics.CLIENT_DISCONNECTS.inc()
+        raise ClientDisconnected
+    if first.kind != "chunk":
+        watcher.cancel()
+        state.replies.forget(job.job_id)
+        return _answer(first)
+    return LiveStream(job, replies, first, include_usage, job.cache_key, watcher)

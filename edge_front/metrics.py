@@ -23,3 +23,7 @@ CACHE_ERRORS = Counter(
 TOKENS = Counter("llm_edge_tokens_total", "Tokens in upstream answers", ["provider", "model", "type"])
 ACTIVE = Gauge("llm_edge_active_requests", "Chat requests in progress in this front process")
 WAITING = Gauge("llm_edge_waiting_replies", "Requests waiting for a worker's answer in this front process")
+CLIENT_DISCONNECTS = Counter(
+    "llm_edge_client_disconnects_total", "Streams whose client went away before the end (upstream cancelled)"
+)
+STREAMS = Counter("llm_edge_streams_total", "Streamed answers started, by source", ["source"])

@@ -22,7 +22,8 @@ class ReplyRouter:
     def __init__(self, redis: Redis, stream: str) -> None:
         self.redis = redis
         self.stream = stream
-        self._waiters: dict[str, asyncio.Future[Reply]] = {}
+        # A non-streamed answer waits on a future; a streamed one on a queue of its replies.
+        self._waiters: dict[str, asyncio.Future[Reply] | asyncio.Queue[Reply | None]] = {}
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -31,6 +32,14 @@ class ReplyRouter:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiters[job_id] = future
         return future
+
+    def expect_stream(self, job_id: str) -> asyncio.Queue[Reply | None]:
+        """Replies of a streamed answer, in order; `None` is put there by whoever ends the wait
+        early (a client disconnect). Memory is bounded by the answer's size: the worker's chunks
+        are small and a stream ends at its deadline."""
+        queue: asyncio.Queue[Reply | None] = asyncio.Queue()
+        self._waiters[job_id] = queue
+        return queue
 
     def forget(self, job_id: str) -> None:
         self._waiters.pop(job_id, None)
@@ -64,6 +73,14 @@ class ReplyRouter:
         except Exception:
             log.error("undecodable reply on %s dropped", self.stream)
             return
-        future = self._waiters.pop(reply.job_id, None)
-        if future is not None and not future.done():
-            future.set_result(reply)
+        waiter = self._waiters.get(reply.job_id)
+        if waiter is None:
+            return  # its request already ended (deadline, disconnect)
+        if isinstance(waiter, asyncio.Queue):
+            waiter.put_nowait(reply)
+            if reply.kind != "chunk":
+                del self._waiters[reply.job_id]
+            return
+        del self._waiters[reply.job_id]
+        if not waiter.done():
+            waiter.set_result(reply)

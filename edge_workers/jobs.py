@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -12,9 +13,10 @@ import msgspec
 from redis.asyncio import Redis
 
 from edge_workers import metrics
+from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
 from shared import keyspace
-from shared.config import ModelTable, Settings
+from shared.config import Deployment, ModelTable, Settings
 from shared.errors import error_body
 from shared.queue import REPLY_STREAM_MAXLEN, Job, Reply, decode_job, encode_reply
 
@@ -32,6 +34,8 @@ class WorkerState:
     api_keys: dict[str, str]  # deployment id -> key, read from the environment at start
     session: aiohttp.ClientSession
     redis: Redis
+    # Upstream calls in flight by job id, so a front's cancel can stop one (see `cancel_listener`).
+    running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
 
 
 async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
@@ -39,56 +43,106 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
     job = decode_job(payload)
     started = time.time()
     metrics.QUEUE_WAIT.labels(state.provider).observe(
-        max(0.0, started * 1000 - ctx["enqueue_time"].timestamp() * 1000)
+        max(0.0, (started - ctx["enqueue_time"].timestamp()) * 1000)
     )
     if started >= job.deadline:
         # The front already answered 504; calling upstream now would only cost money.
         metrics.JOBS.labels(state.provider, "expired").inc()
         log.info("request %s: deadline passed in the queue, dropped", job.request_id)
         return
-    outcome = await _answer(state, job)
-    metrics.UPSTREAM_DURATION.labels(state.provider).observe((time.time() - started) * 1000)
-    metrics.JOBS.labels(state.provider, str(outcome.status)).inc()
-    if outcome.status >= 400:
-        log.info("request %s: answered %d", job.request_id, outcome.status)
-    await _publish(state, job, outcome)
-
-
-async def _answer(state: WorkerState, job: Job) -> Outcome:
     deployment = state.models.by_id(job.deployment_id)
     if deployment is None or deployment.provider != state.provider:
         log.error(
             "request %s: deployment %r is not in this worker's config", job.request_id, job.deployment_id
         )
-        return Outcome(502, error_body(502, "the gateway's workers do not know this model's deployment"))
+        body = error_body(502, "the gateway's workers do not know this model's deployment")
+        await publish(state, job, Reply(job.job_id, status=502, body=body), None)
+        return
+    call = asyncio.create_task(_answer(state, job, deployment))
+    state.running[job.job_id] = call
+    try:
+        result = await call
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            call.cancel()
+            raise  # the worker is shutting down: let arq handle it
+        result = "cancelled"  # the client went away: nothing to publish, nothing to cache
+        log.info("request %s: cancelled by the client", job.request_id)
+    finally:
+        state.running.pop(job.job_id, None)
+    metrics.UPSTREAM_DURATION.labels(state.provider).observe((time.time() - started) * 1000)
+    metrics.JOBS.labels(state.provider, result).inc()
+
+
+async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     body = _decode_json(job.body)
-    return await call_upstream(
-        state.session,
-        deployment,
-        state.api_keys.get(deployment.id, ""),
-        job.upstream_model,
-        body,
-        job.deadline,
+    api_key = state.api_keys.get(deployment.id, "")
+    cache = job.cache_key is not None and state.settings.enable_l2_cache
+    if job.stream:
+
+        async def send(reply: Reply, completion: bytes | None) -> None:
+            await publish(state, job, reply, completion)
+
+        return await stream_answer(
+            state.session,
+            deployment,
+            api_key,
+            job.upstream_model,
+            body,
+            job.deadline,
+            job.job_id,
+            send,
+            cache,
+        )
+    outcome = await call_upstream(state.session, deployment, api_key, job.upstream_model, body, job.deadline)
+    if outcome.status >= 400:
+        log.info("request %s: answered %d", job.request_id, outcome.status)
+    await publish(
+        state, job, _final_reply(job, outcome), outcome.body if outcome.status == 200 and cache else None
     )
+    if outcome.usage:
+        metrics.TOKENS.labels(state.provider, job.upstream_model, "prompt").inc(outcome.usage.prompt_tokens)
+        metrics.TOKENS.labels(state.provider, job.upstream_model, "completion").inc(
+            outcome.usage.completion_tokens
+        )
+    return str(outcome.status)
 
 
-async def _publish(state: WorkerState, job: Job, outcome: Outcome) -> None:
+def _final_reply(job: Job, outcome: Outcome) -> Reply:
     usage = outcome.usage
-    reply = Reply(
-        job_id=job.job_id,
+    return Reply(
+        job.job_id,
         status=outcome.status,
         body=outcome.body,
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
         retry_after=outcome.retry_after,
     )
-    # One round trip: the answer first (the front is waiting on it), then the L2 write.
+
+
+async def publish(state: WorkerState, job: Job, reply: Reply, cache_body: bytes | None) -> None:
+    """One round trip: the reply first (the front is waiting on it), then the L2 write if any."""
     async with state.redis.pipeline(transaction=False) as pipe:
         pipe.xadd(job.reply_to, {b"r": encode_reply(reply)}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
         pipe.expire(job.reply_to, REPLY_STREAM_TTL_S)
-        if outcome.status == 200 and job.cache_key is not None and state.settings.enable_l2_cache:
-            pipe.set(keyspace.cache_entry(job.cache_key), outcome.body, ex=job.cache_ttl_s)
+        if cache_body is not None and job.cache_key is not None:
+            pipe.set(keyspace.cache_entry(job.cache_key), cache_body, ex=job.cache_ttl_s)
         await pipe.execute()
-    if usage:
-        metrics.TOKENS.labels(state.provider, job.upstream_model, "prompt").inc(usage.prompt_tokens)
-        metrics.TOKENS.labels(state.provider, job.upstream_model, "completion").inc(usage.completion_tokens)
+
+
+async def cancel_listener(state: WorkerState) -> None:
+    """Stop upstream calls whose clients went away (fronts PUBLISH their job ids)."""
+    while True:
+        try:
+            async with state.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.subscribe(keyspace.cancels(state.provider))
+                async for message in pubsub.listen():
+                    task = state.running.get(message["data"].decode())
+                    if task is not None:
+                        task.cancel()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("cancel channel failed (%s); resubscribing", type(e).__name__)
+            await asyncio.sleep(0.5)

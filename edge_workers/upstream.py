@@ -36,7 +36,7 @@ def new_session(connect_timeout_s: float, max_connections: int) -> aiohttp.Clien
     )
 
 
-def _retry_after(headers: Any) -> float | None:
+def retry_after_of(headers: Any) -> float | None:
     ms = headers.get("retry-after-ms")
     value = float(ms) / 1000 if ms and ms.replace(".", "", 1).isdigit() else None
     if value is None:
@@ -44,6 +44,12 @@ def _retry_after(headers: Any) -> float | None:
         if seconds and seconds.replace(".", "", 1).isdigit():
             value = float(seconds)
     return value
+
+
+def call_timeout(session: aiohttp.ClientSession, remaining_s: float) -> aiohttp.ClientTimeout:
+    """The whole call must end by the request's deadline; connecting keeps its own limit."""
+    connect = session.timeout.sock_connect
+    return aiohttp.ClientTimeout(total=remaining_s, sock_connect=min(remaining_s, connect or remaining_s))
 
 
 def gateway_status(upstream_status: int) -> int:
@@ -61,7 +67,7 @@ async def call_upstream(
 ) -> Outcome:
     adapter = ADAPTERS[deployment.provider]
     try:
-        request = adapter.build_request(body, upstream_model, deployment, api_key)
+        request = adapter.build_request(body, upstream_model, deployment, api_key, stream=False)
     except EdgeError as e:
         return Outcome(e.status, e.body())
     remaining = deadline - time.time()
@@ -72,11 +78,11 @@ async def call_upstream(
             request.url,
             data=request.body,
             headers=request.headers,
-            timeout=aiohttp.ClientTimeout(total=remaining, sock_connect=min(remaining, 10.0)),
+            timeout=call_timeout(session, remaining),
         ) as response:
             raw = await response.read()
             status = response.status
-            retry_after = _retry_after(response.headers)
+            retry_after = retry_after_of(response.headers)
     except TimeoutError:
         return Outcome(504, error_body(504, f"upstream {deployment.provider} did not answer in time"))
     except aiohttp.ClientError as e:
@@ -89,7 +95,12 @@ async def call_upstream(
         except EdgeError as e:
             return Outcome(e.status, e.body())
         return Outcome(200, completion, usage)
-    detail = adapter.parse_error(status, raw)
+    return error_outcome(deployment, status, raw, retry_after)
+
+
+def error_outcome(deployment: Deployment, status: int, raw: bytes, retry_after: float | None) -> Outcome:
+    """A non-2xx upstream answer in the gateway's terms."""
+    detail = ADAPTERS[deployment.provider].parse_error(status, raw)
     gw_status = gateway_status(status)
     message = (
         detail.message

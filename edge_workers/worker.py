@@ -23,7 +23,7 @@ from arq.worker import func
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
-from edge_workers.jobs import WorkerState, chat_completion
+from edge_workers.jobs import WorkerState, cancel_listener, chat_completion
 from edge_workers.upstream import new_session
 from shared import keyspace
 from shared.config import Settings, load_settings
@@ -117,7 +117,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         settings, models = load_settings()
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx["edge"] = WorkerState(
+        ctx["edge"] = state = WorkerState(
             provider=provider,
             settings=settings,
             models=models,
@@ -125,8 +125,12 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             session=new_session(settings.upstream_connect_timeout_s, settings.worker_concurrency),
             redis=ctx["redis"],
         )
+        ctx["cancel_listener"] = asyncio.create_task(cancel_listener(state))
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        listener: asyncio.Task[None] | None = ctx.get("cancel_listener")
+        if listener is not None:
+            listener.cancel()
         state: WorkerState | None = ctx.get("edge")
         if state is not None:
             await state.session.close()

@@ -32,3 +32,8 @@ def wake(provider: str) -> str:
 def replies(front_id: str) -> str:
     """Stream a front process reads its answers from; one per front process, not per request."""
     return f"{PREFIX}:reply:{front_id}"
+
+
+def cancels(provider: str) -> str:
+    """Pub/sub channel on which fronts name the jobs whose clients went away."""
+    return f"{PREFIX}:cancel:{provider}"

@@ -44,10 +44,15 @@ class Job(msgspec.Struct, frozen=True):
 
 
 class Reply(msgspec.Struct, frozen=True):
+    """One message to a waiting front. A non-streamed answer is one `final` reply. A streamed
+    one is `chunk` replies followed by `done` (body: the assembled chat.completion) or `error`
+    (body: an error envelope); a stream that fails before its first chunk sends `final`."""
+
     job_id: str
-    kind: Literal["final"] = "final"
+    kind: Literal["final", "chunk", "done", "error"] = "final"
     status: int = 200
-    body: bytes = b""  # chat.completion JSON, or an OpenAI error envelope
+    body: bytes = b""  # chat.completion, chunk or error envelope JSON
+    usage_chunk: bool = False  # the chunk carrying only usage (for stream_options.include_usage)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retry_after: float | None = None
@@ -96,4 +101,13 @@ async def enqueue(redis: Redis, job: Job) -> None:
         pipe.xadd(
             keyspace.wake(job.provider), {b"j": job.job_id}, maxlen=WAKE_STREAM_MAXLEN, approximate=True
         )
+        await pipe.execute()
+
+
+async def cancel(redis: Redis, job: Job) -> None:
+    """The client went away: stop the job if a worker runs it, and drop it if it still waits."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.publish(keyspace.cancels(job.provider), job.job_id)
+        pipe.zrem(keyspace.queue(job.provider), job.job_id)
+        pipe.delete(job_key_prefix + job.job_id)
         await pipe.execute()

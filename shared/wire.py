@@ -224,6 +224,47 @@ class ChatCompletion(Struct):
     system_fingerprint: str | None = None
 
 
+# ---- streaming ----------------------------------------------------------------------------
+
+
+class ChunkFunction(Struct, omit_defaults=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChunkToolCall(Struct, omit_defaults=True):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ChunkFunction | None = None
+
+
+class Delta(Struct, omit_defaults=True):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
+
+
+class ChunkChoice(Struct):
+    index: int
+    delta: Delta
+    finish_reason: str | None = None
+    logprobs: Any = None
+
+
+class ChatCompletionChunk(Struct):
+    """One `data:` event of a streamed chat completion, as OpenAI sends it."""
+
+    id: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
 class UsageOnly(Struct):
     """The part of a chat.completion the gateway reads for metrics; decoding only this is cheap."""
 

@@ -38,7 +38,14 @@ from typing import Any
 import msgspec
 
 from edge_workers.providers import anthropic_wire as aw
-from edge_workers.providers.anthropic_wire import map_error, map_stop_reason, map_usage
+from edge_workers.providers.anthropic_stream import AnthropicChunkStream
+from edge_workers.providers.anthropic_wire import (
+    RESPONSE_TOOL_PREFIX,
+    is_response_tool,
+    map_error,
+    map_stop_reason,
+    map_usage,
+)
 from edge_workers.providers.base import UpstreamRequest
 from shared.config import Deployment
 from shared.errors import EdgeError
@@ -71,7 +78,6 @@ __all__ = ["AnthropicAdapter", "is_response_tool", "to_chat_completion", "to_mes
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
-RESPONSE_TOOL_PREFIX = "response_format__"
 _RESPONSE_TOOL_DESCRIPTION = "Give your final answer by calling this tool; its input is the whole answer."
 _IMAGE_TYPES = ("image/gif", "image/jpeg", "image/png", "image/webp")
 _NOT_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
@@ -80,11 +86,6 @@ _encode = msgspec.json.Encoder().encode
 _decode_json = msgspec.json.Decoder().decode
 _decode_message = msgspec.json.Decoder(aw.AnthropicMessage).decode
 _decode_error = msgspec.json.Decoder(aw.ErrorResponse).decode
-
-
-def is_response_tool(name: str) -> bool:
-    """Whether a tool_use is the structured-output stand-in for `response_format`."""
-    return name.startswith(RESPONSE_TOOL_PREFIX)
 
 
 def _unsupported(param: str, why: str) -> EdgeError:
@@ -382,9 +383,17 @@ def to_chat_completion(msg: aw.AnthropicMessage, created: int) -> ChatCompletion
 
 class AnthropicAdapter:
     def build_request(
-        self, body: dict[str, Any], upstream_model: str, deployment: Deployment, api_key: str
+        self,
+        body: dict[str, Any],
+        upstream_model: str,
+        deployment: Deployment,
+        api_key: str,
+        stream: bool = False,
     ) -> UpstreamRequest:
-        payload = _encode(to_messages_request(body, upstream_model))
+        request = to_messages_request(body, upstream_model)
+        if stream:
+            request.stream = True
+        payload = _encode(request)
         headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
         if api_key:
             headers["x-api-key"] = api_key
@@ -407,3 +416,6 @@ class AnthropicAdapter:
             text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
             return ErrorDetail(message=f"upstream answered {status}: {text}", type="upstream_error")
         return map_error(status, error.type, error.message)
+
+    def stream_translator(self) -> AnthropicChunkStream:
+        return AnthropicChunkStream(int(time.time()))

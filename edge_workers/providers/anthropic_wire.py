@@ -196,3 +196,11 @@ def map_error(status: int, error_type: str, message: str) -> ErrorDetail:
     fallback = ("server_error" if status >= 500 else "invalid_request_error", error_type or None)
     type_, code = _ERRORS.get(error_type, fallback)
     return ErrorDetail(message=message or f"upstream answered {status}", type=type_, code=code)
+
+
+RESPONSE_TOOL_PREFIX = "response_format__"
+
+
+def is_response_tool(name: str) -> bool:
+    """Whether a tool_use is the structured-output stand-in for `response_format`."""
+    return name.startswith(RESPONSE_TOOL_PREFIX)

@@ -8,7 +8,28 @@ from typing import Any, Protocol
 import msgspec
 
 from shared.config import Deployment
-from shared.wire import ErrorDetail, Usage
+from shared.wire import ChatCompletionChunk, ErrorDetail, Usage
+
+
+class StreamError(Exception):
+    """The upstream reported an error inside a stream that had already started."""
+
+    def __init__(self, detail: ErrorDetail, status: int) -> None:
+        super().__init__(detail.message)
+        self.detail = detail
+        self.status = status
+
+
+class StreamTranslator(Protocol):
+    def feed(self, event: str, data: bytes) -> list[tuple[bytes, ChatCompletionChunk]]:
+        """One upstream SSE event -> the OpenAI chunks it makes, each as (JSON to forward, parsed).
+        Raises StreamError for an error event."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """The upstream said the stream is complete ([DONE], message_stop)."""
+        ...
 
 
 class UpstreamRequest(msgspec.Struct):
@@ -19,7 +40,12 @@ class UpstreamRequest(msgspec.Struct):
 
 class Adapter(Protocol):
     def build_request(
-        self, body: dict[str, Any], upstream_model: str, deployment: Deployment, api_key: str
+        self,
+        body: dict[str, Any],
+        upstream_model: str,
+        deployment: Deployment,
+        api_key: str,
+        stream: bool = False,
     ) -> UpstreamRequest:
         """The HTTP request for the upstream. Raises `EdgeError(400, ...)` for a request this
         provider cannot honour. `body` is the client's decoded JSON (already validated)."""
@@ -31,4 +57,8 @@ class Adapter(Protocol):
 
     def parse_error(self, status: int, body: bytes) -> ErrorDetail:
         """A non-2xx upstream body -> the error in OpenAI's terms (message, type, code, param)."""
+        ...
+
+    def stream_translator(self) -> StreamTranslator:
+        """A fresh translator for one streamed answer."""
         ...

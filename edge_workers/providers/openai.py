@@ -7,25 +7,63 @@ from typing import Any
 
 import msgspec
 
-from edge_workers.providers.base import UpstreamRequest
+from edge_workers.providers.base import StreamError, UpstreamRequest
 from shared.config import Deployment
 from shared.errors import EdgeError
-from shared.wire import ErrorDetail, ErrorEnvelope, Usage, UsageOnly
+from shared.wire import ChatCompletionChunk, ErrorDetail, ErrorEnvelope, Usage, UsageOnly
 
 _encode = msgspec.json.Encoder().encode
 _decode_usage = msgspec.json.Decoder(UsageOnly).decode
 _decode_error = msgspec.json.Decoder(ErrorEnvelope).decode
+_decode_chunk = msgspec.json.Decoder(ChatCompletionChunk).decode
+
+
+class OpenAIStreamTranslator:
+    """OpenAI's chunks are already the wire format: forwarded byte for byte, parsed only to be
+    assembled for the cache."""
+
+    def __init__(self) -> None:
+        self.finished = False
+
+    def feed(self, event: str, data: bytes) -> list[tuple[bytes, ChatCompletionChunk]]:
+        if data == b"[DONE]":
+            self.finished = True
+            return []
+        try:
+            return [(data, _decode_chunk(data))]
+        except msgspec.ValidationError:
+            pass  # not a chunk: most likely an error event
+        except msgspec.DecodeError:
+            raise StreamError(
+                ErrorDetail("upstream sent a malformed stream event", "upstream_error"), 502
+            ) from None
+        try:
+            detail = _decode_error(data).error
+        except msgspec.DecodeError:
+            detail = ErrorDetail("upstream sent an unexpected stream event", "upstream_error")
+        raise StreamError(detail, 502)
 
 
 class OpenAIAdapter:
     def build_request(
-        self, body: dict[str, Any], upstream_model: str, deployment: Deployment, api_key: str
+        self,
+        body: dict[str, Any],
+        upstream_model: str,
+        deployment: Deployment,
+        api_key: str,
+        stream: bool = False,
     ) -> UpstreamRequest:
         # Every field passes through, including ones this gateway does not model yet.
         out = dict(body)
         out["model"] = upstream_model
-        out.pop("stream", None)
-        out.pop("stream_options", None)
+        if stream:
+            # Always ask for usage: the gateway counts tokens and caches the whole answer; the
+            # front drops the usage chunk for clients that did not ask for it.
+            out["stream"] = True
+            out["stream_options"] = {"include_usage": True}
+        else:
+            out.pop("stream", None)
+            out.pop("stream_options", None)
         headers = {"Content-Type": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -46,3 +84,6 @@ class OpenAIAdapter:
         except msgspec.DecodeError:
             text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
             return ErrorDetail(message=f"upstream answered {status}: {text}", type="upstream_error")
+
+    def stream_translator(self) -> OpenAIStreamTranslator:
+        return OpenAIStreamTranslator()

@@ -1,0 +1,112 @@
+"""Streamed answers to the client as server-sent events, in OpenAI's chunk format.
+
+Live: each chunk a worker publishes is written to the client as soon as the reply reader hands
+it over; chunks that arrived together go out in one write. If the client disconnects, the job
+is cancelled (the worker stops the upstream call) and nothing is cached. From the cache: a
+stored completion is replayed as the chunk sequence OpenAI would have sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import msgspec
+from starlette.types import Receive, Send
+
+from edge_front import metrics
+from edge_front.state import FrontState
+from shared.chunks import replay_chunks
+from shared.errors import error_body
+from shared.queue import Job, Reply, cancel
+from shared.sse import DONE, frame
+
+log = logging.getLogger("edge.front")
+_encode = msgspec.json.Encoder().encode
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # tell proxies in front of us not to buffer either
+]
+
+
+@dataclass
+class LiveStream:
+    """A streamed answer whose first reply was a chunk: the response can start."""
+
+    job: Job
+    replies: asyncio.Queue[Reply | None]
+    first: Reply
+    include_usage: bool
+    cache_key: str | None  # where to keep the completed answer in L1, if anywhere
+    watcher: asyncio.Task[None]  # puts None in `replies` when the client disconnects
+
+
+async def send_replay(
+    send: Send, headers: list[tuple[bytes, bytes]], completion: bytes, include_usage: bool
+) -> None:
+    body = b"".join(frame(_encode(chunk)) for chunk in replay_chunks(completion, include_usage)) + DONE
+    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def relay(
+    state: FrontState, live: LiveStream, send: Send, headers: list[tuple[bytes, bytes]]
+) -> tuple[int, int]:
+    """Write the live stream to the client; returns the (prompt, completion) tokens it used."""
+    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+    remaining = live.job.deadline - time.time()
+    try:
+        async with asyncio.timeout(remaining):
+            return await _pump(state, live, send)
+    except TimeoutError:
+        body = error_body(504, "The stream did not finish within the deadline.")
+        await send({"type": "http.response.body", "body": frame(body), "more_body": False})
+        await cancel(state.queue_redis, live.job)
+        return 0, 0
+    finally:
+        live.watcher.cancel()
+        state.replies.forget(live.job.job_id)
+
+
+async def _pump(state: FrontState, live: LiveStream, send: Send) -> tuple[int, int]:
+    pending: list[Reply | None] = [live.first]
+    while True:
+        # Everything that already arrived goes out in one write; then wait for the next reply.
+        while not live.replies.empty():
+            pending.append(live.replies.get_nowait())
+        out = b""
+        for reply in pending:
+            if reply is None or reply.kind != "chunk":
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                return await _finish(state, live, send, reply)
+            if live.include_usage or not reply.usage_chunk:
+                out += frame(reply.body)
+        if out:
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+        pending = [await live.replies.get()]
+
+
+async def _finish(state: FrontState, live: LiveStream, send: Send, reply: Reply | None) -> tuple[int, int]:
+    if reply is None:  # the client went away: stop paying for tokens nobody reads
+        metrics.CLIENT_DISCONNECTS.inc()
+        await cancel(state.queue_redis, live.job)
+        return 0, 0
+    if reply.kind == "done":
+        if live.cache_key is not None:
+            state.l1.set(live.cache_key, reply.body)
+        await send({"type": "http.response.body", "body": DONE, "more_body": False})
+        return reply.prompt_tokens, reply.completion_tokens
+    # An error after the stream began travels inside it, in OpenAI's shape, and ends it.
+    log.info("request %s: stream failed with %d", live.job.request_id, reply.status)
+    await send({"type": "http.response.body", "body": frame(reply.body), "more_body": False})
+    return 0, 0
+
+
+async def watch_disconnect(receive: Receive, replies: asyncio.Queue[Reply | None]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    replies.put_nowait(None)

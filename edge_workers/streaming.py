@@ -1,0 +1,115 @@
+"""A streamed answer: upstream SSE in, one OpenAI chunk out per upstream event, as it arrives.
+
+Each chunk is appended to the waiting front's reply stream the moment it is translated (no
+batching, so the gateway adds no buffering delay). The chunks are also assembled into a whole
+chat.completion, which is cached only when the stream really completed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from edge_workers.providers import ADAPTERS
+from edge_workers.providers.base import StreamError
+from edge_workers.upstream import Outcome, call_timeout, error_outcome, retry_after_of
+from shared.chunks import ChunkAssembler
+from shared.config import Deployment
+from shared.errors import EdgeError, error_body
+from shared.queue import Reply
+from shared.sse import SSEParser
+
+_encode = msgspec.json.Encoder().encode
+
+# Sends one reply to the waiting front; `cache` is the completion to store in L2 with it.
+Publish = Callable[[Reply, "bytes | None"], Awaitable[None]]
+
+
+class _Stream:
+    def __init__(self, job_id: str, publish: Publish) -> None:
+        self.job_id = job_id
+        self.publish = publish
+        self.started = False  # a chunk went out: errors must now travel inside the stream
+
+    async def chunk(self, data: bytes, usage_only: bool) -> None:
+        self.started = True
+        await self.publish(Reply(self.job_id, kind="chunk", body=data, usage_chunk=usage_only), None)
+
+    async def fail(self, status: int, body: bytes, retry_after: float | None = None) -> str:
+        if self.started:
+            reply = Reply(self.job_id, kind="error", status=status, body=body)
+        else:  # nothing sent yet: the client gets a plain HTTP error
+            reply = Reply(self.job_id, kind="final", status=status, body=body, retry_after=retry_after)
+        await self.publish(reply, None)
+        return str(status)
+
+
+async def stream_answer(
+    session: aiohttp.ClientSession,
+    deployment: Deployment,
+    api_key: str,
+    upstream_model: str,
+    body: dict[str, Any],
+    deadline: float,
+    job_id: str,
+    publish: Publish,
+    cache: bool,
+) -> str:
+    """Run one streamed answer to its end; returns the outcome for metrics (status or "ok")."""
+    adapter = ADAPTERS[deployment.provider]
+    out = _Stream(job_id, publish)
+    try:
+        request = adapter.build_request(body, upstream_model, deployment, api_key, stream=True)
+    except EdgeError as e:
+        return await out.fail(e.status, e.body())
+    remaining = deadline - time.time()
+    try:
+        async with session.post(
+            request.url, data=request.body, headers=request.headers, timeout=call_timeout(session, remaining)
+        ) as response:
+            if response.status >= 300:
+                raw = await response.read()
+                failed: Outcome = error_outcome(
+                    deployment, response.status, raw, retry_after_of(response.headers)
+                )
+                return await out.fail(failed.status, failed.body, failed.retry_after)
+            translator = adapter.stream_translator()
+            assembler = ChunkAssembler()
+            parser = SSEParser()
+            async for data in response.content.iter_any():
+                for event, payload in parser.feed_bytes(data):
+                    for raw_chunk, chunk in translator.feed(event, payload):
+                        assembler.add(chunk)
+                        await out.chunk(raw_chunk, usage_only=not chunk.choices and chunk.usage is not None)
+            for event, payload in parser.flush():
+                for raw_chunk, chunk in translator.feed(event, payload):
+                    assembler.add(chunk)
+                    await out.chunk(raw_chunk, usage_only=not chunk.choices and chunk.usage is not None)
+    except StreamError as e:
+        d = e.detail
+        status = e.status if out.started else (e.status if 400 <= e.status < 500 else 502)
+        return await out.fail(status, error_body(status, d.message, d.type, d.param, d.code))
+    except TimeoutError:
+        return await out.fail(504, error_body(504, f"upstream {deployment.provider} did not finish in time"))
+    except aiohttp.ClientError as e:
+        what = "dropped the stream" if out.started else "connection failed"
+        return await out.fail(
+            502, error_body(502, f"upstream {deployment.provider} {what}: {type(e).__name__}")
+        )
+    if not translator.finished or not assembler.complete:
+        return await out.fail(502, error_body(502, f"upstream {deployment.provider} ended the stream early"))
+    completion = _encode(assembler.completion())
+    usage = assembler.usage
+    done = Reply(
+        job_id,
+        kind="done",
+        body=completion,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+    )
+    await publish(done, completion if cache else None)
+    return "ok"
