@@ -56,7 +56,7 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
             "request %s: deployment %r is not in this worker's config", job.request_id, job.deployment_id
         )
         body = error_body(502, "the gateway's workers do not know this model's deployment")
-        await publish(state, job, Reply(job.job_id, status=502, body=body), None)
+        await publish(state, job, [Reply(job.job_id, status=502, body=body)], None)
         return
     call = asyncio.create_task(_answer(state, job, deployment))
     state.running[job.job_id] = call
@@ -81,8 +81,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     cache = job.cache_key is not None and state.settings.enable_l2_cache
     if job.stream:
 
-        async def send(reply: Reply, completion: bytes | None) -> None:
-            await publish(state, job, reply, completion)
+        async def send(replies: list[Reply], completion: bytes | None) -> None:
+            await publish(state, job, replies, completion)
 
         return await stream_answer(
             state.session,
@@ -98,9 +98,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     outcome = await call_upstream(state.session, deployment, api_key, job.upstream_model, body, job.deadline)
     if outcome.status >= 400:
         log.info("request %s: answered %d", job.request_id, outcome.status)
-    await publish(
-        state, job, _final_reply(job, outcome), outcome.body if outcome.status == 200 and cache else None
-    )
+    cache_body = outcome.body if outcome.status == 200 and cache else None
+    await publish(state, job, [_final_reply(job, outcome)], cache_body)
     if outcome.usage:
         metrics.TOKENS.labels(state.provider, job.upstream_model, "prompt").inc(outcome.usage.prompt_tokens)
         metrics.TOKENS.labels(state.provider, job.upstream_model, "completion").inc(
@@ -121,10 +120,11 @@ def _final_reply(job: Job, outcome: Outcome) -> Reply:
     )
 
 
-async def publish(state: WorkerState, job: Job, reply: Reply, cache_body: bytes | None) -> None:
-    """One round trip: the reply first (the front is waiting on it), then the L2 write if any."""
+async def publish(state: WorkerState, job: Job, replies: list[Reply], cache_body: bytes | None) -> None:
+    """One round trip: the replies first (the front is waiting on them), then the L2 write if any."""
     async with state.redis.pipeline(transaction=False) as pipe:
-        pipe.xadd(job.reply_to, {b"r": encode_reply(reply)}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
+        for reply in replies:
+            pipe.xadd(job.reply_to, {b"r": encode_reply(reply)}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
         pipe.expire(job.reply_to, REPLY_STREAM_TTL_S)
         if cache_body is not None and job.cache_key is not None:
             pipe.set(keyspace.cache_entry(job.cache_key), cache_body, ex=job.cache_ttl_s)

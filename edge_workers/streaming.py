@@ -8,14 +8,14 @@ chat.completion, which is cached only when the stream really completed.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
 import msgspec
 
 from edge_workers.providers import ADAPTERS
-from edge_workers.providers.base import StreamError
+from edge_workers.providers.base import StreamError, StreamTranslator
 from edge_workers.upstream import Outcome, call_timeout, error_outcome, retry_after_of
 from shared.chunks import ChunkAssembler
 from shared.config import Deployment
@@ -25,8 +25,8 @@ from shared.sse import SSEParser
 
 _encode = msgspec.json.Encoder().encode
 
-# Sends one reply to the waiting front; `cache` is the completion to store in L2 with it.
-Publish = Callable[[Reply, "bytes | None"], Awaitable[None]]
+# Sends replies to the waiting front; the bytes, if any, are the completion to store in L2.
+Publish = Callable[[list[Reply], "bytes | None"], Awaitable[None]]
 
 
 class _Stream:
@@ -35,16 +35,26 @@ class _Stream:
         self.publish = publish
         self.started = False  # a chunk went out: errors must now travel inside the stream
 
-    async def chunk(self, data: bytes, usage_only: bool) -> None:
-        self.started = True
-        await self.publish(Reply(self.job_id, kind="chunk", body=data, usage_chunk=usage_only), None)
+    async def chunks(
+        self, translator: StreamTranslator, assembler: ChunkAssembler, events: Iterable[tuple[str, bytes]]
+    ) -> None:
+        """Forward the chunks of every event that arrived in one network read, in one round trip."""
+        replies = []
+        for event, payload in events:
+            for raw_chunk, chunk in translator.feed(event, payload):
+                assembler.add(chunk)
+                usage_only = not chunk.choices and chunk.usage is not None
+                replies.append(Reply(self.job_id, kind="chunk", body=raw_chunk, usage_chunk=usage_only))
+        if replies:
+            self.started = True
+            await self.publish(replies, None)
 
     async def fail(self, status: int, body: bytes, retry_after: float | None = None) -> str:
         if self.started:
             reply = Reply(self.job_id, kind="error", status=status, body=body)
         else:  # nothing sent yet: the client gets a plain HTTP error
             reply = Reply(self.job_id, kind="final", status=status, body=body, retry_after=retry_after)
-        await self.publish(reply, None)
+        await self.publish([reply], None)
         return str(status)
 
 
@@ -81,14 +91,8 @@ async def stream_answer(
             assembler = ChunkAssembler()
             parser = SSEParser()
             async for data in response.content.iter_any():
-                for event, payload in parser.feed_bytes(data):
-                    for raw_chunk, chunk in translator.feed(event, payload):
-                        assembler.add(chunk)
-                        await out.chunk(raw_chunk, usage_only=not chunk.choices and chunk.usage is not None)
-            for event, payload in parser.flush():
-                for raw_chunk, chunk in translator.feed(event, payload):
-                    assembler.add(chunk)
-                    await out.chunk(raw_chunk, usage_only=not chunk.choices and chunk.usage is not None)
+                await out.chunks(translator, assembler, parser.feed_bytes(data))
+            await out.chunks(translator, assembler, parser.flush())
     except StreamError as e:
         d = e.detail
         status = e.status if out.started else (e.status if 400 <= e.status < 500 else 502)
@@ -111,5 +115,5 @@ async def stream_answer(
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
     )
-    await publish(done, completion if cache else None)
+    await publish([done], completion if cache else None)
     return "ok"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 from arq import Worker
@@ -68,8 +69,13 @@ class EdgeWorker(Worker):
         wake_stream = self.ctx["wake_stream"]
         last_id = await self._latest_wake_id(wake_stream)
         log.info("worker ready on queue %s", self.queue_name)
+        polled = 0.0
         while True:
-            await self._poll_iteration()
+            # arq's poll (due jobs from the sorted set, health check, task clean-up) at least every
+            # poll_delay; in between, the wake stream names new jobs and they are claimed directly.
+            if time.monotonic() - polled >= self.poll_delay_s:
+                await self._poll_iteration()
+                polled = time.monotonic()
             try:
                 woke = await self.pool.xread(
                     {wake_stream: last_id}, count=1000, block=int(self.poll_delay_s * 1000)
@@ -79,7 +85,9 @@ class EdgeWorker(Worker):
                 await asyncio.sleep(self.poll_delay_s)
                 continue
             if woke:
-                last_id = woke[0][1][-1][0]
+                entries = woke[0][1]
+                last_id = entries[-1][0]
+                await self.start_jobs([fields[b"j"] for _, fields in entries if b"j" in fields])
 
     async def _latest_wake_id(self, stream: str) -> bytes | str:
         newest = await self.pool.xrevrange(stream, count=1)

@@ -8,6 +8,8 @@ measures, each scenario `--runs` times, reporting medians:
 - miss-path added latency: gateway minus direct-to-upstream, p50 and p99, at 1 and 64
   connections, every request a unique body so every one is a miss through the queue;
 - miss throughput at 64 connections;
+- streaming: time to first token and gap between chunks, gateway minus direct, at 1 and 64
+  concurrent streams (ops/stream_load.py; the upstream sends 20 chunks 10 ms apart);
 - resident memory (RSS) of the front and the worker after the load.
 """
 
@@ -26,7 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_agent.devstack import MASTER_KEY, DevStack
+from edge_agent.devstack import MASTER_KEY, DevStack  # noqa: E402
+from ops.stream_load import StreamStats  # noqa: E402
+from ops.stream_load import run as stream_run  # noqa: E402
+
+# Streams of 20 words, one chunk each, 10 ms apart at the upstream.
+STREAM_PROMPT = "[[fake:words=20]] [[fake:chunk_delay_ms=10]] stream"
 
 # A ~1 KB chat request, like the ones the targets were set for.
 SYSTEM = "You are a helpful assistant. " * 30
@@ -144,12 +151,21 @@ def main() -> None:
         direct1 = scenario(direct, 1, True, "d1")
         miss64 = scenario(gateway, 64, True, "m64")
         direct64 = scenario(direct, 64, True, "d64")
+        def streams(url: str, c: int) -> list[StreamStats]:
+            return [stream_run(url, MASTER_KEY, c, d, STREAM_PROMPT) for _ in range(args.runs)]
+
+        stream1, stream_direct1 = streams(gateway, 1), streams(direct, 1)
+        stream64, stream_direct64 = streams(gateway, 64), streams(direct, 64)
         front_rss, worker_rss = rss_mb(front.process.pid), rss_mb(worker.pid)
     finally:
         stack.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    errors = sum(r.errors for r in l1 + miss1 + miss64)
+    errors = sum(r.errors for r in l1 + miss1 + miss64) + sum(s.errors for s in stream1 + stream64)
+
+    def added(gw: list[StreamStats], direct: list[StreamStats], attr: str) -> float:
+        return statistics.median(getattr(s, attr) for s in gw) - statistics.median(getattr(s, attr) for s in direct)
+
     rows = [
         ("L1 hit, c=32: requests/s", median(l1, "rps"), ">= 8000"),
         ("L1 hit, c=32: p50 ms", median(l1, "p50_ms"), ""),
@@ -161,6 +177,12 @@ def main() -> None:
         ("miss, c=64: requests/s through the queue", median(miss64, "rps"), ">= 1000"),
         ("direct to upstream, c=1: p50 ms", median(direct1, "p50_ms"), ""),
         ("direct to upstream, c=64: requests/s", median(direct64, "rps"), ""),
+        ("stream, c=1: TTFT added p50 ms", added(stream1, stream_direct1, "ttft_p50"), "<= 3"),
+        ("stream, c=1: TTFT added p99 ms", added(stream1, stream_direct1, "ttft_p99"), "<= 8"),
+        ("stream, c=1: inter-chunk added p50 ms", added(stream1, stream_direct1, "gap_p50"), "<= 1"),
+        ("stream, c=64: TTFT added p50 ms", added(stream64, stream_direct64, "ttft_p50"), ""),
+        ("stream, c=64: TTFT added p99 ms", added(stream64, stream_direct64, "ttft_p99"), ""),
+        ("stream, c=64: inter-chunk added p50 ms", added(stream64, stream_direct64, "gap_p50"), ""),
         ("front RSS MB", front_rss, "<= 120"),
         ("worker RSS MB", worker_rss, "<= 120"),
     ]
