@@ -40,14 +40,17 @@ class _Stream:
     ) -> None:
         """Forward the chunks of every event that arrived in one network read, in one round trip."""
         replies = []
-        for event, payload in events:
-            for raw_chunk, chunk in translator.feed(event, payload):
-                assembler.add(chunk)
-                usage_only = not chunk.choices and chunk.usage is not None
-                replies.append(Reply(self.job_id, kind="chunk", body=raw_chunk, usage_chunk=usage_only))
-        if replies:
-            self.started = True
-            await self.publish(replies, None)
+        try:
+            for event, payload in events:
+                for raw_chunk, chunk in translator.feed(event, payload):
+                    assembler.add(chunk)
+                    usage_only = not chunk.choices and chunk.usage is not None
+                    replies.append(Reply(self.job_id, kind="chunk", body=raw_chunk, usage_chunk=usage_only))
+        finally:
+            # Chunks that came before an error event in the same read still go out first.
+            if replies:
+                self.started = True
+                await self.publish(replies, None)
 
     async def fail(self, status: int, body: bytes, retry_after: float | None = None) -> str:
         if self.started:

@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_agent.devstack import MASTER_KEY, DevStack  # noqa: E402
-from ops.stream_load import StreamStats  # noqa: E402
-from ops.stream_load import run as stream_run  # noqa: E402
+from edge_agent.devstack import MASTER_KEY, DevStack
+from ops.stream_load import StreamStats
+from ops.stream_load import run as stream_run
 
 # Streams of 20 words, one chunk each, 10 ms apart at the upstream.
 STREAM_PROMPT = "[[fake:words=20]] [[fake:chunk_delay_ms=10]] stream"
@@ -164,7 +164,8 @@ def main() -> None:
     errors = sum(r.errors for r in l1 + miss1 + miss64) + sum(s.errors for s in stream1 + stream64)
 
     def added(gw: list[StreamStats], direct: list[StreamStats], attr: str) -> float:
-        return statistics.median(getattr(s, attr) for s in gw) - statistics.median(getattr(s, attr) for s in direct)
+        gateway_median = statistics.median(getattr(s, attr) for s in gw)
+        return gateway_median - statistics.median(getattr(s, attr) for s in direct)
 
     rows = [
         ("L1 hit, c=32: requests/s", median(l1, "rps"), ">= 8000"),
