@@ -7,7 +7,6 @@ miss is the same, its chunks arriving through the same reader.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -17,14 +16,15 @@ from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from edge_front import metrics
+from edge_front.dispatch import Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.state import FrontState
-from edge_front.streams import LiveStream, relay, send_replay, watch_disconnect
+from edge_front.streams import LiveStream, relay, send_replay
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
-from shared.config import Deployment
 from shared.errors import EdgeError
-from shared.queue import Job, Reply, cancel, enqueue
+from shared.queue import Reply
+from shared.routing import is_retryable
 from shared.wire import ChatCompletionRequest
 
 log = logging.getLogger("edge.front")
@@ -105,7 +105,7 @@ async def chat_completions(state: FrontState, scope: Scope, receive: Receive, se
         if isinstance(result, LiveStream):
             status = 200
             metrics.STREAMS.labels("upstream").inc()
-            _count_tokens(labels, *await relay(state, result, send, [*base, _MISS]))
+            _count_tokens(labels, *await relay(state, result, send, [*base, _MISS, *result.headers]))
         elif isinstance(result, Replay):
             status = 200
             metrics.STREAMS.labels(result.source).inc()
@@ -125,12 +125,13 @@ async def _handle(
     state: FrontState, receive: Receive, headers: dict[bytes, bytes], request_id: str, labels: _Labels
 ) -> Answer | LiveStream | Replay:
     body = await read_body(receive, headers, state.settings.max_body_bytes)
+    deadline = time.time() + _timeout_s(headers, state.settings.request_timeout_s)
     raw, chat = parse_chat_request(body)
-    deployment = state.models.resolve(chat.model)
-    if deployment is None:
+    group = state.models.group(chat.model)
+    if not group:
         raise EdgeError(404, f"The model '{chat.model}' does not exist or is not served here.", param="model")
     # Only routed models become label values: a client cannot grow the metric's cardinality.
-    labels.provider, labels.model = deployment.provider, chat.model
+    labels.provider, labels.model = group[0].provider, chat.model
     stream = bool(chat.stream)
     include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
     skip_lookup, skip_write = cache_control(headers)
@@ -144,21 +145,49 @@ async def _handle(
             return 200, hit[1], _HIT_HEADERS[hit[0]]
     labels.cache = "miss"
     cache_key = None if skip_write else key
-    job = _job(state, request_id, deployment, chat.model, body, cache_key, stream)
-    if stream:
-        return await _start_stream(state, job, receive, include_usage)
-    reply = await _ask(state, job)
+    miss = Miss(request_id, chat.model, body, cache_key, stream, include_usage, deadline)
+    served = await dispatch(state, miss, receive)
+    labels.provider = served.deployment.provider
+    if isinstance(served.result, LiveStream):
+        served.result.headers = _served_headers(served)
+        return served.result
+    reply = served.result
     if reply.status == 200:
         if cache_key is not None:
             state.l1.set(cache_key, reply.body)
         _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
-    return _answer(reply)
+    return _answer(reply, _served_headers(served))
 
 
-def _answer(reply: Reply) -> Answer:
-    extra = [_MISS]
+def _timeout_s(headers: dict[bytes, bytes], limit: float) -> float:
+    """The request's own deadline (x-edge-timeout, seconds), never beyond the configured one."""
+    given = headers.get(b"x-edge-timeout")
+    if given is None:
+        return limit
+    try:
+        value = float(given)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise EdgeError(400, "x-edge-timeout must be a positive number of seconds.", param="x-edge-timeout")
+    return min(value, limit)
+
+
+def _served_headers(served: Served) -> list[tuple[bytes, bytes]]:
+    job_model = served.deployment.model
+    return [
+        (b"x-edge-provider", served.deployment.provider.encode()),
+        (b"x-edge-model", (job_model if job_model != "*" else "").encode() or b"-"),
+        (b"x-edge-attempts", str(served.attempts).encode()),
+    ]
+
+
+def _answer(reply: Reply, served: list[tuple[bytes, bytes]]) -> Answer:
+    extra = [_MISS, *served]
     if reply.retry_after is not None:
         extra.append((b"retry-after", f"{reply.retry_after:g}".encode()))
+    if is_retryable(reply.status):
+        extra.append((b"x-should-retry", b"false"))  # the gateway already retried what was worth it
     return reply.status, reply.body, extra
 
 
@@ -194,88 +223,3 @@ async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:
     metrics.CACHE_HITS.labels("l2").inc()
     state.l1.set(key, value)
     return "hit-l2", value
-
-
-def _job(
-    state: FrontState,
-    request_id: str,
-    deployment: Deployment,
-    model: str,
-    body: bytes,
-    cache_key: str | None,
-    stream: bool,
-) -> Job:
-    settings = state.settings
-    return Job(
-        job_id=state.new_id(),  # unique even when clients reuse their request ids
-        request_id=request_id,
-        reply_to=state.replies.stream,
-        provider=deployment.provider,
-        deployment_id=deployment.id,
-        upstream_model=model if deployment.model == "*" else deployment.model,
-        body=body,
-        deadline=time.time() + settings.request_timeout_s,
-        cache_key=cache_key,
-        cache_ttl_s=settings.l2_ttl_s,
-        stream=stream,
-    )
-
-
-async def _submit(state: FrontState, job: Job) -> None:
-    """Queue the job for its provider's workers; its waiter must already be registered."""
-    try:
-        if not await state.provider_alive(job.provider):
-            raise EdgeError(
-                503,
-                f"No worker is serving provider '{job.provider}' right now.",
-                code="no_worker",
-                headers={"retry-after": "5"},
-            )
-        await enqueue(state.queue_redis, job)
-    except (TimeoutError, RedisError, OSError) as e:
-        raise EdgeError(
-            503, f"The gateway's queue is unavailable ({type(e).__name__}).", headers={"retry-after": "1"}
-        ) from None
-
-
-def _deadline_error(job: Job) -> EdgeError:
-    return EdgeError(504, f"No answer from provider '{job.provider}' within the deadline.")
-
-
-async def _ask(state: FrontState, job: Job) -> Reply:
-    """A non-streamed answer: one reply."""
-    future = state.replies.expect(job.job_id)
-    metrics.WAITING.inc()
-    try:
-        await _submit(state, job)
-        return await asyncio.wait_for(future, job.deadline - time.time())
-    except TimeoutError:
-        raise _deadline_error(job) from None
-    finally:
-        metrics.WAITING.dec()
-        state.replies.forget(job.job_id)
-
-
-async def _start_stream(
-    state: FrontState, job: Job, receive: Receive, include_usage: bool
-) -> Answer | LiveStream:
-    """Wait for a streamed answer's first reply: an error before it is a plain HTTP error."""
-    replies = state.replies.expect_stream(job.job_id)
-    watcher = asyncio.create_task(watch_disconnect(receive, replies))
-    try:
-        await _submit(state, job)
-        first = await asyncio.wait_for(replies.get(), job.deadline - time.time())
-    except (EdgeError, TimeoutError) as e:
-        watcher.cancel()
-        state.replies.forget(job.job_id)
-        raise e if isinstance(e, EdgeError) else _deadline_error(job) from None
-    if first is None:  # the client left while waiting for the first token
-        state.replies.forget(job.job_id)
-        await cancel(state.queue_redis, job)
-        metrics.CLIENT_DISCONNECTS.inc()
-        raise ClientDisconnected
-    if first.kind != "chunk":
-        watcher.cancel()
-        state.replies.forget(job.job_id)
-        return _answer(first)
-    return LiveStream(job, replies, first, include_usage, job.cache_key, watcher)

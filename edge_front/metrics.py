@@ -27,3 +27,16 @@ CLIENT_DISCONNECTS = Counter(
     "llm_edge_client_disconnects_total", "Streams whose client went away before the end (upstream cancelled)"
 )
 STREAMS = Counter("llm_edge_streams_total", "Streamed answers started, by source", ["source"])
+QUEUE_DEPTH = Gauge("llm_edge_queue_depth", "Jobs queued or running on a provider's queue", ["provider"])
+PROVIDER_AVAILABLE = Gauge(
+    "llm_edge_provider_available",
+    "1 while at least one deployment of the provider has a breaker not open",
+    ["provider"],
+)
+BREAKER_STATE = Gauge(
+    "llm_edge_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ["deployment"]
+)
+ATTEMPTS = Counter(
+    "llm_edge_attempts_total", "Upstream attempts, by provider and outcome", ["provider", "outcome"]
+)
+FALLBACKS = Counter("llm_edge_fallbacks_total", "Requests answered by a fallback model group", ["model"])

@@ -14,6 +14,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from edge_front.l1 import L1Cache
 from edge_front.replies import ReplyRouter
+from edge_front.router import Router
 from shared import keyspace
 from shared.config import ModelTable, Settings
 
@@ -31,6 +32,7 @@ class FrontState:
     queue_redis: Redis  # enqueue, health
     reader_redis: Redis  # the one blocking reader of this process's reply stream
     replies: ReplyRouter
+    router: Router
     front_id: str
     started: int = field(default_factory=lambda: int(time.time()))
     # Ids are a per-process random prefix plus a counter: unique across the cluster, and far
@@ -64,14 +66,16 @@ class FrontState:
         reader = Redis.from_url(
             settings.redis_url, client_name=name, socket_connect_timeout=2, socket_keepalive=True
         )
+        queue_redis = Redis(connection_pool=queue_pool)
         return cls(
             settings=settings,
             models=models,
             l1=L1Cache(settings.l1_max_entries, settings.l1_max_bytes, settings.l1_ttl_s),
             cache_redis=Redis(connection_pool=cache_pool),
-            queue_redis=Redis(connection_pool=queue_pool),
+            queue_redis=queue_redis,
             reader_redis=reader,
             replies=ReplyRouter(reader, keyspace.replies(front_id)),
+            router=Router(models, queue_redis),
             front_id=front_id,
         )
 
@@ -80,6 +84,7 @@ class FrontState:
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self.replies.run(), name="reply-reader"))
+        self._tasks.append(asyncio.create_task(self.router.run(), name="router-refresh"))
 
     async def stop(self) -> None:
         for task in self._tasks:

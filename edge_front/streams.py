@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 from starlette.types import Receive, Send
@@ -42,6 +42,7 @@ class LiveStream:
     include_usage: bool
     cache_key: str | None  # where to keep the completed answer in L1, if anywhere
     watcher: asyncio.Task[None]  # puts None in `replies` when the client disconnects
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # which deployment serves it
 
 
 async def send_replay(

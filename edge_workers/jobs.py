@@ -13,22 +13,23 @@ import msgspec
 from redis.asyncio import Redis
 
 from edge_workers import metrics
+from edge_workers.publishing import Attempt, Publication, publish
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
 from shared import keyspace
+from shared.breaker import outcome_of
 from shared.config import Deployment, ModelTable, Settings
 from shared.errors import error_body
-from shared.queue import REPLY_STREAM_MAXLEN, Job, Reply, decode_job, encode_reply
+from shared.queue import Job, Reply, decode_job
 
 log = logging.getLogger("edge.worker")
 _decode_json = msgspec.json.decode
-# A reply stream outlives its last write by this long; a front that went away leaves no litter.
-REPLY_STREAM_TTL_S = 3600
 
 
 @dataclass
 class WorkerState:
     provider: str
+    worker_id: str
     settings: Settings
     models: ModelTable
     api_keys: dict[str, str]  # deployment id -> key, read from the environment at start
@@ -36,6 +37,15 @@ class WorkerState:
     redis: Redis
     # Upstream calls in flight by job id, so a front's cancel can stop one (see `cancel_listener`).
     running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
+
+    async def publish(self, job: Job, pub: Publication) -> None:
+        await publish(self.redis, job, pub, self.worker_id, self.models.router.breaker)
+
+    async def release(self, job: Job) -> None:
+        """The job ends without an answer (expired, cancelled): it is no longer this worker's."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.srem(keyspace.running(self.worker_id), job.job_id)
+            await pipe.execute()
 
 
 async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
@@ -49,6 +59,7 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
         # The front already answered 504; calling upstream now would only cost money.
         metrics.JOBS.labels(state.provider, "expired").inc()
         log.info("request %s: deadline passed in the queue, dropped", job.request_id)
+        await state.release(job)
         return
     deployment = state.models.by_id(job.deployment_id)
     if deployment is None or deployment.provider != state.provider:
@@ -56,7 +67,20 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
             "request %s: deployment %r is not in this worker's config", job.request_id, job.deployment_id
         )
         body = error_body(502, "the gateway's workers do not know this model's deployment")
-        await publish(state, job, [Reply(job.job_id, status=502, body=body)], None)
+        await state.publish(
+            job, Publication([Reply(job.job_id, status=502, body=body)], attempt=Attempt("neutral"))
+        )
+        return
+    if (
+        job.stream
+        and ctx.get("job_try", 1) > 1
+        and await state.redis.exists(keyspace.stream_started(job.job_id))
+    ):
+        # Its first worker died mid-stream: running it again would send the client its start twice.
+        log.warning("request %s: worker died mid-stream; ending the stream", job.request_id)
+        body = error_body(502, "The worker serving this stream stopped; the stream is incomplete.")
+        reply = Reply(job.job_id, kind="error", status=502, body=body)
+        await state.publish(job, Publication([reply], attempt=Attempt("neutral")))
         return
     call = asyncio.create_task(_answer(state, job, deployment))
     state.running[job.job_id] = call
@@ -69,6 +93,7 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
             raise  # the worker is shutting down: let arq handle it
         result = "cancelled"  # the client went away: nothing to publish, nothing to cache
         log.info("request %s: cancelled by the client", job.request_id)
+        await state.release(job)
     finally:
         state.running.pop(job.job_id, None)
     metrics.UPSTREAM_DURATION.labels(state.provider).observe((time.time() - started) * 1000)
@@ -81,8 +106,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     cache = job.cache_key is not None and state.settings.enable_l2_cache
     if job.stream:
 
-        async def send(replies: list[Reply], completion: bytes | None) -> None:
-            await publish(state, job, replies, completion)
+        async def send(pub: Publication) -> None:
+            await state.publish(job, pub)
 
         return await stream_answer(
             state.session,
@@ -98,8 +123,9 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     outcome = await call_upstream(state.session, deployment, api_key, job.upstream_model, body, job.deadline)
     if outcome.status >= 400:
         log.info("request %s: answered %d", job.request_id, outcome.status)
+    attempt = Attempt(outcome_of(outcome.status, outcome.attempted), outcome.latency_ms)
     cache_body = outcome.body if outcome.status == 200 and cache else None
-    await publish(state, job, [_final_reply(job, outcome)], cache_body)
+    await state.publish(job, Publication([_final_reply(job, outcome)], cache_body, attempt))
     if outcome.usage:
         metrics.TOKENS.labels(state.provider, job.upstream_model, "prompt").inc(outcome.usage.prompt_tokens)
         metrics.TOKENS.labels(state.provider, job.upstream_model, "completion").inc(
@@ -118,17 +144,6 @@ def _final_reply(job: Job, outcome: Outcome) -> Reply:
         completion_tokens=usage.completion_tokens if usage else 0,
         retry_after=outcome.retry_after,
     )
-
-
-async def publish(state: WorkerState, job: Job, replies: list[Reply], cache_body: bytes | None) -> None:
-    """One round trip: the replies first (the front is waiting on them), then the L2 write if any."""
-    async with state.redis.pipeline(transaction=False) as pipe:
-        for reply in replies:
-            pipe.xadd(job.reply_to, {b"r": encode_reply(reply)}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
-        pipe.expire(job.reply_to, REPLY_STREAM_TTL_S)
-        if cache_body is not None and job.cache_key is not None:
-            pipe.set(keyspace.cache_entry(job.cache_key), cache_body, ex=job.cache_ttl_s)
-        await pipe.execute()
 
 
 async def cancel_listener(state: WorkerState) -> None:

@@ -8,7 +8,7 @@ chat.completion, which is cached only when the stream really completed.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -16,7 +16,9 @@ import msgspec
 
 from edge_workers.providers import ADAPTERS
 from edge_workers.providers.base import StreamError, StreamTranslator
+from edge_workers.publishing import Attempt, Publication, Publish
 from edge_workers.upstream import Outcome, call_timeout, error_outcome, retry_after_of
+from shared.breaker import outcome_of
 from shared.chunks import ChunkAssembler
 from shared.config import Deployment
 from shared.errors import EdgeError, error_body
@@ -25,15 +27,15 @@ from shared.sse import SSEParser
 
 _encode = msgspec.json.Encoder().encode
 
-# Sends replies to the waiting front; the bytes, if any, are the completion to store in L2.
-Publish = Callable[[list[Reply], "bytes | None"], Awaitable[None]]
-
 
 class _Stream:
     def __init__(self, job_id: str, publish: Publish) -> None:
         self.job_id = job_id
         self.publish = publish
         self.started = False  # a chunk went out: errors must now travel inside the stream
+        self.attempted = False  # the upstream was called (its failures count against it)
+        self.called_at = 0.0
+        self.first_byte_ms = -1.0
 
     async def chunks(
         self, translator: StreamTranslator, assembler: ChunkAssembler, events: Iterable[tuple[str, bytes]]
@@ -49,15 +51,17 @@ class _Stream:
         finally:
             # Chunks that came before an error event in the same read still go out first.
             if replies:
+                first = not self.started
                 self.started = True
-                await self.publish(replies, None)
+                await self.publish(Publication(replies, first_chunks=first))
 
     async def fail(self, status: int, body: bytes, retry_after: float | None = None) -> str:
         if self.started:
             reply = Reply(self.job_id, kind="error", status=status, body=body)
         else:  # nothing sent yet: the client gets a plain HTTP error
             reply = Reply(self.job_id, kind="final", status=status, body=body, retry_after=retry_after)
-        await self.publish([reply], None)
+        attempt = Attempt(outcome_of(status, self.attempted))
+        await self.publish(Publication([reply], attempt=attempt))
         return str(status)
 
 
@@ -80,6 +84,7 @@ async def stream_answer(
     except EdgeError as e:
         return await out.fail(e.status, e.body())
     remaining = deadline - time.time()
+    out.attempted, out.called_at = True, time.perf_counter()
     try:
         async with session.post(
             request.url, data=request.body, headers=request.headers, timeout=call_timeout(session, remaining)
@@ -93,6 +98,7 @@ async def stream_answer(
             translator = adapter.stream_translator()
             assembler = ChunkAssembler()
             parser = SSEParser()
+            out.first_byte_ms = (time.perf_counter() - out.called_at) * 1000
             async for data in response.content.iter_any():
                 await out.chunks(translator, assembler, parser.feed_bytes(data))
             await out.chunks(translator, assembler, parser.flush())
@@ -118,5 +124,5 @@ async def stream_answer(
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
     )
-    await publish([done], completion if cache else None)
+    await publish(Publication([done], completion if cache else None, Attempt("ok", out.first_byte_ms)))
     return "ok"

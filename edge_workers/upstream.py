@@ -24,6 +24,8 @@ class Outcome(msgspec.Struct):
     body: bytes
     usage: Usage | None = None
     retry_after: float | None = None
+    attempted: bool = False  # the upstream was called: this outcome says something about it
+    latency_ms: float = -1.0
 
 
 def new_session(connect_timeout_s: float, max_connections: int) -> aiohttp.ClientSession:
@@ -73,6 +75,7 @@ async def call_upstream(
     remaining = deadline - time.time()
     if remaining <= 0:
         return Outcome(504, error_body(504, "request deadline passed before the upstream call"))
+    started = time.perf_counter()
     try:
         async with session.post(
             request.url,
@@ -84,18 +87,21 @@ async def call_upstream(
             status = response.status
             retry_after = retry_after_of(response.headers)
     except TimeoutError:
-        return Outcome(504, error_body(504, f"upstream {deployment.provider} did not answer in time"))
+        message = f"upstream {deployment.provider} did not answer in time"
+        return Outcome(504, error_body(504, message), attempted=True)
     except aiohttp.ClientError as e:
-        return Outcome(
-            502, error_body(502, f"upstream {deployment.provider} connection failed: {type(e).__name__}")
-        )
+        message = f"upstream {deployment.provider} connection failed: {type(e).__name__}"
+        return Outcome(502, error_body(502, message), attempted=True)
+    latency_ms = (time.perf_counter() - started) * 1000
     if 200 <= status < 300:
         try:
             completion, usage = adapter.parse_response(raw)
         except EdgeError as e:
-            return Outcome(e.status, e.body())
-        return Outcome(200, completion, usage)
-    return error_outcome(deployment, status, raw, retry_after)
+            return Outcome(e.status, e.body(), attempted=True)
+        return Outcome(200, completion, usage, attempted=True, latency_ms=latency_ms)
+    failed = error_outcome(deployment, status, raw, retry_after)
+    failed.attempted = True
+    return failed
 
 
 def error_outcome(deployment: Deployment, status: int, raw: bytes, retry_after: float | None) -> Outcome:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
+import socket
 import time
 from typing import Any
 
@@ -25,6 +27,7 @@ from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from edge_workers.jobs import WorkerState, cancel_listener, chat_completion
+from edge_workers.recovery import Recovery
 from edge_workers.upstream import new_session
 from shared import keyspace
 from shared.config import Settings, load_settings
@@ -32,7 +35,8 @@ from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
 
 log = logging.getLogger("edge.worker")
 
-# Claim each id whose job is due and not already running; return the claimed ids and scores.
+# Claim each id whose job is due and not already running, noting it as this worker's (see
+# `edge_workers.recovery`); return the claimed ids and their scores.
 _CLAIM_LUA = """
 local claimed = {}
 for i = 3, #ARGV do
@@ -98,7 +102,7 @@ class EdgeWorker(Worker):
         if free <= 0 or not job_ids:
             return
         claimed = await self._claim(
-            keys=[self.queue_name, in_progress_key_prefix],
+            keys=[self.queue_name, in_progress_key_prefix, keyspace.running(self.ctx["worker_id"])],
             args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), *job_ids[:free]],
         )
         for i in range(0, len(claimed), 2):
@@ -125,8 +129,13 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         settings, models = load_settings()
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        recovery = Recovery(ctx["redis"], provider, ctx["worker_id"])
+        await recovery.join()
+        ctx["recovery"] = recovery
+        ctx["heartbeat"] = asyncio.create_task(recovery.run())
         ctx["edge"] = state = WorkerState(
             provider=provider,
+            worker_id=ctx["worker_id"],
             settings=settings,
             models=models,
             api_keys=_api_keys(models),
@@ -136,15 +145,20 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         ctx["cancel_listener"] = asyncio.create_task(cancel_listener(state))
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        listener: asyncio.Task[None] | None = ctx.get("cancel_listener")
-        if listener is not None:
-            listener.cancel()
+        for name in ("cancel_listener", "heartbeat"):
+            task: asyncio.Task[None] | None = ctx.get(name)
+            if task is not None:
+                task.cancel()
+        recovery: Recovery | None = ctx.get("recovery")
+        if recovery is not None:
+            await recovery.leave()
         state: WorkerState | None = ctx.get("edge")
         if state is not None:
             await state.session.close()
 
     return EdgeWorker(
-        functions=[func(chat_completion, name=JOB_FUNCTION, max_tries=1)],
+        # A job runs again only after its worker died (see edge_workers.recovery) or stopped.
+        functions=[func(chat_completion, name=JOB_FUNCTION, max_tries=3)],
         queue_name=keyspace.queue(provider),
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         job_serializer=arq_serialize,
@@ -154,7 +168,10 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         keep_result=0,
         poll_delay=FALLBACK_POLL_S,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        ctx={"wake_stream": keyspace.wake(provider)},
+        ctx={
+            "wake_stream": keyspace.wake(provider),
+            "worker_id": f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}",
+        },
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         handle_signals=True,

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from shared.routing import BreakerSettings, RetrySettings, RouterSettings
+
 Provider = Literal["openai", "anthropic"]
 PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic")
 
@@ -73,6 +75,7 @@ class _DeploymentIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class _ConfigFile(msgspec.Struct, forbid_unknown_fields=True):
     model_list: list[_DeploymentIn] = []
+    router_settings: RouterSettings = RouterSettings()
 
 
 def _litellm_entry(entry: Any) -> Any:
@@ -104,7 +107,7 @@ def _field_path(err: msgspec.ValidationError) -> str:
     return message
 
 
-def load_model_list(path: str, env: Mapping[str, str]) -> list[Deployment]:
+def load_config_file(path: str, env: Mapping[str, str]) -> tuple[list[Deployment], RouterSettings]:
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as e:
@@ -138,13 +141,25 @@ def load_model_list(path: str, env: Mapping[str, str]) -> list[Deployment]:
                 id=f"{d.model_name}#{i}",
             )
         )
-    return deployments
+    unknown = parsed.router_settings.unknown_groups({d.model_name for d in deployments})
+    if unknown:
+        raise ConfigError(
+            f"EDGE_CONFIG {path}: router_settings names unknown model groups: {', '.join(unknown)}"
+        )
+    return deployments, parsed.router_settings
 
 
 class ModelTable:
     """Public model name -> deployments. Without a config file, routes by model-name prefix."""
 
-    def __init__(self, deployments: list[Deployment], env: Mapping[str, str], by_prefix: bool) -> None:
+    def __init__(
+        self,
+        deployments: list[Deployment],
+        env: Mapping[str, str],
+        by_prefix: bool,
+        router: RouterSettings | None = None,
+    ) -> None:
+        self.router = router or RouterSettings()
         self._exact: dict[str, list[Deployment]] = {}
         self._by_id: dict[str, Deployment] = {}
         for d in deployments:
@@ -164,16 +179,16 @@ class ModelTable:
                 )
                 self._by_id[d.id] = d
 
-    def resolve(self, model: str) -> Deployment | None:
+    def group(self, model: str) -> list[Deployment]:
+        """The deployments serving a public model name (empty if none)."""
         found = self._exact.get(model)
         if found:
-            return found[0]
-        if not self._by_prefix:
-            return None
-        for provider, prefixes in DEFAULT_PREFIXES.items():
-            if model.startswith(prefixes):
-                return self._by_id[f"{provider}:*"]
-        return None
+            return found
+        if self._by_prefix:
+            for provider, prefixes in DEFAULT_PREFIXES.items():
+                if model.startswith(prefixes):
+                    return [self._by_id[f"{provider}:*"]]
+        return []
 
     def by_id(self, deployment_id: str) -> Deployment | None:
         return self._by_id.get(deployment_id)
@@ -244,6 +259,18 @@ class Settings(msgspec.Struct, frozen=True):
     log_level: str = "INFO"
 
 
+def _router_from_env(env: Mapping[str, str]) -> RouterSettings:
+    """Without a config file, the retry and breaker limits can still be set from the environment."""
+    retry, breaker = RetrySettings(), BreakerSettings()
+    return RouterSettings(
+        retry=RetrySettings(max_attempts=_env_int(env, "EDGE_MAX_ATTEMPTS", retry.max_attempts)),
+        breaker=BreakerSettings(
+            failures=_env_int(env, "EDGE_BREAKER_FAILURES", breaker.failures),
+            cooldown_s=_env_float(env, "EDGE_BREAKER_COOLDOWN", breaker.cooldown_s),
+        ),
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, ModelTable]:
     """Read the environment (and EDGE_CONFIG's YAML if set). Raises ConfigError."""
     env = os.environ if env is None else env
@@ -272,7 +299,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         raise ConfigError(f"REDIS_URL: expected redis://, rediss:// or unix://, got {settings.redis_url!r}")
     config_path = env.get("EDGE_CONFIG")
     if config_path:
-        table = ModelTable(load_model_list(config_path, env), env, by_prefix=False)
+        deployments, router = load_config_file(config_path, env)
+        table = ModelTable(deployments, env, by_prefix=False, router=router)
     else:
-        table = ModelTable([], env, by_prefix=True)
+        table = ModelTable([], env, by_prefix=True, router=_router_from_env(env))
     return settings, table

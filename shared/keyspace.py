@@ -37,3 +37,28 @@ def replies(front_id: str) -> str:
 def cancels(provider: str) -> str:
     """Pub/sub channel on which fronts name the jobs whose clients went away."""
     return f"{PREFIX}:cancel:{provider}"
+
+
+def breaker(deployment_id: str) -> str:
+    """Hash: a deployment's circuit-breaker state and its upstream latency EWMA."""
+    return f"{PREFIX}:breaker:{deployment_id}"
+
+
+def served(provider: str) -> str:
+    """Counter of answers a provider's workers finished (the service rate, for Retry-After)."""
+    return f"{PREFIX}:served:{provider}"
+
+
+def workers(provider: str) -> str:
+    """Sorted set: the provider's worker ids scored by their last heartbeat (ms)."""
+    return f"{PREFIX}:workers:{provider}"
+
+
+def running(worker_id: str) -> str:
+    """Set: the job ids a worker holds, so another can take them over if it dies."""
+    return f"{PREFIX}:running:{worker_id}"
+
+
+def stream_started(job_id: str) -> str:
+    """Marker: a streamed answer already sent chunks (a re-run would repeat them)."""
+    return f"{PREFIX}:started:{job_id}"

@@ -174,7 +174,7 @@ class AnthropicApi(BaseApi):
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers=SSE_HEADERS)
         await resp.prepare(request)
-        out = Streamer(request, resp, markers, STREAM_ERROR_FRAME)
+        out = Streamer(request, resp, markers, STREAM_ERROR_FRAME, self.stats)
         message: dict[str, Any] = {
             "id": message_id,
             "type": "message",

@@ -27,16 +27,30 @@ class Settings:
 
 @dataclass(slots=True)
 class Stats:
+    """Counters of one server, shown by `GET /_fake/stats` and cleared by `POST /_fake/reset`."""
+
     requests: int = 0
     cancelled: int = 0
+    failures_injected: int = 0  # requests answered by a failure marker or by `error_rate`
     by_path: dict[str, int] = field(default_factory=dict)
     by_model: dict[str, int] = field(default_factory=dict)
+    # (path, exact last user text) -> requests seen, for the `[[fake:times=N]]` marker
+    times_seen: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.requests = 0
         self.cancelled = 0
+        self.failures_injected = 0
         self.by_path.clear()
         self.by_model.clear()
+        self.times_seen.clear()
+
+    def count_key(self, path: str, text: str) -> int:
+        """Count one more request for the marker key (path, text); returns the new count."""
+        key = (path, text)
+        seen = self.times_seen.get(key, 0) + 1
+        self.times_seen[key] = seen
+        return seen
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -44,6 +58,7 @@ class Stats:
             "by_path": dict(self.by_path),
             "by_model": dict(self.by_model),
             "cancelled": self.cancelled,
+            "failures_injected": self.failures_injected,
         }
 
 
@@ -61,7 +76,8 @@ def drop_connection(request: web.Request) -> None:
 
 
 def format_seconds(seconds: float) -> str:
-    return f"{seconds:g}"
+    """Seconds for a `retry-after` header: plain decimal (never exponent notation), e.g. 1, 0.3."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
 class Streamer:
@@ -71,8 +87,16 @@ class Streamer:
     then returns the response without writing anything else.
     """
 
-    def __init__(self, request: web.Request, resp: web.StreamResponse, markers: Markers, error_frame: bytes):
+    def __init__(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        markers: Markers,
+        error_frame: bytes,
+        stats: Stats | None = None,
+    ):
         self.request = request
+        self.stats = stats
         self.resp = resp
         self.delay = markers.chunk_delay_ms / 1000
         self.error_after = markers.stream_error_after
@@ -89,12 +113,18 @@ class Streamer:
 
     async def _interrupt(self) -> bool:
         if self.error_after is not None and self.sent >= self.error_after:
+            self._count_failure()
             await self.frame(self.error_frame)
             return True
         if self.drop_after is not None and self.sent >= self.drop_after:
+            self._count_failure()
             drop_connection(self.request)
             return True
         return False
+
+    def _count_failure(self) -> None:
+        if self.stats is not None:
+            self.stats.failures_injected += 1
 
     async def content(self, data: bytes) -> bool:
         if await self._interrupt():
@@ -175,6 +205,10 @@ class BaseApi:
 
         text = self.marker_text(body)
         markers = parse_markers(text)
+        if markers.times is not None:
+            # Counted before any await, so concurrent requests with the same key are ordered.
+            if self.stats.count_key(request.path, text) > markers.times:
+                markers = markers.without_failures()
         settings = self.settings
         delay_ms = settings.latency_ms + markers.delay_ms
         if settings.jitter_ms > 0:
@@ -182,20 +216,24 @@ class BaseApi:
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
         if markers.timeout:
+            self.stats.failures_injected += 1
             await asyncio.sleep(3600)
         if markers.drop:
+            self.stats.failures_injected += 1
             drop_connection(request)
             return web.Response()
         if markers.status is not None:
+            self.stats.failures_injected += 1
             return self.status_error(markers.status, markers.retry_after)
         if settings.error_rate > 0 and random.random() < settings.error_rate:
+            self.stats.failures_injected += 1
             return self.status_error(settings.error_status, markers.retry_after)
         return await self.respond(request, body, strip_markers(text), markers)
 
     def status_error(self, status: int, retry_after: float | None) -> web.Response:
         headers: dict[str, str] | None = None
         if status == 429 or retry_after is not None:
-            seconds = 1.0 if retry_after is None else retry_after
+            seconds = 1.0 if retry_after is None else max(retry_after, 0.0)
             headers = {"retry-after": format_seconds(seconds)}
             if self.retry_after_ms_header:
                 headers["retry-after-ms"] = str(round(seconds * 1000))

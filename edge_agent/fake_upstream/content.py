@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import random
 import re
@@ -43,10 +44,23 @@ class Markers:
     stream_error_after: int | None = None
     stream_drop_after: int | None = None
     words: int | None = None
+    times: int | None = None  # failure markers apply to the first N requests with the same key only
+
+    def without_failures(self) -> Markers:
+        """These markers with the failure ones (status, drop, timeout, delay_ms, stream_*) cleared."""
+        return dataclasses.replace(
+            self,
+            status=None,
+            delay_ms=0.0,
+            timeout=False,
+            drop=False,
+            stream_error_after=None,
+            stream_drop_after=None,
+        )
 
 
 NO_MARKERS = Markers()
-_INT_MARKERS = frozenset({"status", "stream_error_after", "stream_drop_after", "words"})
+_INT_MARKERS = frozenset({"status", "stream_error_after", "stream_drop_after", "words", "times"})
 _FLOAT_MARKERS = frozenset({"retry_after", "delay_ms", "chunk_delay_ms"})
 _FLAG_MARKERS = frozenset({"timeout", "drop"})
 

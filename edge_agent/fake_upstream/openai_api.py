@@ -215,7 +215,7 @@ class OpenAIApi(BaseApi):
                 obj["usage"] = None
             return b"data: " + encode(obj) + b"\n\n"
 
-        out = Streamer(request, resp, markers, STREAM_ERROR_FRAME)
+        out = Streamer(request, resp, markers, STREAM_ERROR_FRAME, self.stats)
         completion_tokens = 0
         last = len(results) - 1
         for i, result in enumerate(results):

@@ -12,7 +12,10 @@ from edge_agent.devstack import MASTER_KEY, DevStack, Front
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    dev = DevStack(log_dir=Path(tmp_path_factory.mktemp("logs")))
+    # The core tests inject upstream errors on purpose: one attempt each, and no breaker opening
+    # for everyone. Retries, failover and breakers have their own stacks (test_resilience.py).
+    overrides = {"EDGE_MAX_ATTEMPTS": "1", "EDGE_BREAKER_FAILURES": "1000000"}
+    dev = DevStack(env_overrides=overrides, log_dir=Path(tmp_path_factory.mktemp("logs")))
     try:
         dev.start_redis()
         dev.start_upstream()

@@ -367,6 +367,115 @@ def test_status_markers(client: httpx.Client) -> None:
     assert chat(client, "[[fake:status=503]]").json()["error"]["type"] == "server_error"
 
 
+def test_retry_after_marker_overrides(client: httpx.Client) -> None:
+    openai = chat(client, "[[fake:status=429]] [[fake:retry_after=0.3]] hi")
+    assert openai.status_code == 429
+    assert openai.headers["retry-after"] == "0.3" and openai.headers["retry-after-ms"] == "300"
+    anthropic = messages(client, "[[fake:status=429]] hi")
+    assert anthropic.headers["retry-after"] == "1" and "retry-after-ms" not in anthropic.headers
+    assert chat(client, "[[fake:status=429]] [[fake:retry_after=120]]").headers["retry-after"] == "120"
+
+
+def test_times_marker(client: httpx.Client) -> None:
+    client.post("/_fake/reset")
+    text = "[[fake:status=500]] [[fake:times=2]] flaky"
+    assert [chat(client, text).status_code for _ in range(4)] == [500, 500, 200, 200]
+    recovered = chat(client, text).json()
+    assert recovered["choices"][0]["message"]["content"].startswith("Re: flaky")
+
+    # Another text, and the same text on the other API, have their own counters.
+    other = "[[fake:status=500]] [[fake:times=2]] other"
+    assert [chat(client, other).status_code for _ in range(3)] == [500, 500, 200]
+    assert [messages(client, text).status_code for _ in range(3)] == [500, 500, 200]
+    assert messages(client, text).json()["type"] == "message"
+
+    # Reset clears the counters: the failures start over.
+    client.post("/_fake/reset")
+    assert [chat(client, text).status_code for _ in range(3)] == [500, 500, 200]
+
+    # 429 keeps its retry-after while it applies; times=0 never fails; no times fails always.
+    limited = "[[fake:status=429]] [[fake:times=1]] [[fake:retry_after=0.3]] rl"
+    first = chat(client, limited)
+    assert first.status_code == 429 and first.headers["retry-after-ms"] == "300"
+    assert chat(client, limited).status_code == 200
+    assert chat(client, "[[fake:status=503]] [[fake:times=0]]").status_code == 200
+    assert [chat(client, "[[fake:status=503]] always").status_code for _ in range(3)] == [503] * 3
+
+
+def test_times_marker_other_failures(client: httpx.Client) -> None:
+    with pytest.raises(httpx.TransportError):
+        chat(client, "[[fake:drop]] [[fake:times=1]] d")
+    assert chat(client, "[[fake:drop]] [[fake:times=1]] d").status_code == 200
+
+    text = "[[fake:stream_error_after=2]] [[fake:times=1]] [[fake:words=5]] s"
+    broken = [n for n, _ in sse_events(messages(client, text, stream=True).text)]
+    assert broken[-1] == "error"
+    whole = [n for n, _ in sse_events(messages(client, text, stream=True).text)]
+    assert whole[-1] == "message_stop" and whole.count("content_block_delta") == 5
+
+    with pytest.raises(httpx.ReadTimeout):
+        body = {
+            "model": "m",
+            "messages": [{"role": "user", "content": "[[fake:timeout]] [[fake:times=1]] t"}],
+        }
+        client.post("/v1/chat/completions", json=body, headers=OPENAI_HEADERS, timeout=0.2)
+    assert chat(client, "[[fake:timeout]] [[fake:times=1]] t").status_code == 200
+
+    started = time.perf_counter()
+    chat(client, "[[fake:delay_ms=300]] [[fake:times=1]] slow")
+    assert time.perf_counter() - started >= 0.3
+    started = time.perf_counter()
+    assert chat(client, "[[fake:delay_ms=300]] [[fake:times=1]] slow").status_code == 200
+    assert time.perf_counter() - started < 0.3
+
+
+def test_failures_injected(client: httpx.Client) -> None:
+    client.post("/_fake/reset")
+    chat(client, "fine")
+    chat(client, "[[fake:status=429]] a")
+    messages(client, "[[fake:status=529]] b")
+    chat(client, "[[fake:delay_ms=1]] slow but fine")
+    chat(client, "[[fake:stream_error_after=1]] c", stream=True)
+    chat(client, "[[fake:stream_error_after=1]] not streamed")  # the stream markers do not apply
+    with pytest.raises(httpx.TransportError):
+        chat(client, "[[fake:drop]]")
+    for _ in range(3):
+        chat(client, "[[fake:status=500]] [[fake:times=1]] once")
+    assert client.get("/_fake/stats").json()["failures_injected"] == 5
+    client.post("/_fake/config", json={"error_rate": 1})
+    try:
+        chat(client, "rate")
+        messages(client, "rate")
+    finally:
+        client.post("/_fake/config", json={"error_rate": 0})
+    stats = client.get("/_fake/stats").json()
+    assert stats["failures_injected"] == 7 and stats["requests"] == 12
+    assert client.post("/_fake/reset").json()["failures_injected"] == 0
+
+
+def test_error_rate_one_then_config_zero() -> None:
+    with BackgroundServer(error_rate=1.0, error_status=500) as srv, httpx.Client(base_url=srv.url) as c:
+        for _ in range(5):
+            openai = chat(c, "hi")
+            assert openai.status_code == 500
+            assert openai.json()["error"]["type"] == "server_error"
+            assert set(openai.json()["error"]) == {"message", "type", "param", "code"}
+            anthropic = messages(c, "hi")
+            assert anthropic.status_code == 500
+            assert anthropic.json() == {
+                "type": "error",
+                "error": {"type": "api_error", "message": "Internal server error"},
+            }
+        assert chat(c, "hi", stream=True).status_code == 500
+        assert c.get("/_fake/stats").json()["failures_injected"] == 11
+
+        assert c.post("/_fake/config", json={"error_rate": 0}).json()["error_rate"] == 0.0
+        for _ in range(5):
+            assert chat(c, "hi").json()["object"] == "chat.completion"
+            assert messages(c, "hi").json()["type"] == "message"
+        assert c.get("/_fake/stats").json()["failures_injected"] == 11
+
+
 def test_delay_marker(client: httpx.Client) -> None:
     started = time.perf_counter()
     assert chat(client, "[[fake:delay_ms=300]] slow").status_code == 200
@@ -399,6 +508,7 @@ def test_stats_reset_and_cancelled(server: BackgroundServer, client: httpx.Clien
         "by_path": {"/v1/chat/completions": 2, "/v1/messages": 1},
         "by_model": {"gpt-4o-mini": 2, "claude-sonnet-4": 1},
         "cancelled": 0,
+        "failures_injected": 0,
     }
 
     with pytest.raises(httpx.ReadTimeout):
@@ -408,9 +518,10 @@ def test_stats_reset_and_cancelled(server: BackgroundServer, client: httpx.Clien
     while client.get("/_fake/stats").json()["cancelled"] != 1 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert client.get("/_fake/stats").json()["cancelled"] == 1
+    assert client.get("/_fake/stats").json()["failures_injected"] == 1  # the timeout
 
     reset = client.post("/_fake/reset").json()
-    assert reset == {"requests": 0, "by_path": {}, "by_model": {}, "cancelled": 0}
+    assert reset == {"requests": 0, "by_path": {}, "by_model": {}, "cancelled": 0, "failures_injected": 0}
     assert client.get("/health").status_code == 200
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from edge_agent.cli import build_parser
 from shared import keyspace
-from shared.config import PROVIDERS, load_model_list
+from shared.config import PROVIDERS, load_config_file
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"
@@ -447,7 +447,7 @@ def test_k8s_model_list_is_a_valid_edge_config(tmp_path: Path) -> None:
         assert mount["mountPath"] == str(path.parent), f"k8s {name}: models.yaml is not at EDGE_CONFIG"
     copy = tmp_path / path.name
     copy.write_text(models["data"][path.name])
-    deployments = load_model_list(str(copy), {})
+    deployments, _ = load_config_file(str(copy), {})
     assert {d.provider for d in deployments} == set(PROVIDERS)
 
 

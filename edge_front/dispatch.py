@@ -1,0 +1,221 @@
+"""A cache miss, sent to the workers: attempts, retries with backoff, failover and fallbacks.
+
+Each attempt is one job on the chosen deployment's provider queue. Between attempts the front
+waits only when it retries the same deployment (exponential backoff with jitter, at least the
+upstream's Retry-After); moving to another deployment or a fallback group happens at once. No
+attempt starts if it could not finish before the request's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import msgspec
+from redis.exceptions import RedisError
+from starlette.types import Receive
+
+from edge_front import metrics
+from edge_front.http import ClientDisconnected
+from edge_front.state import FrontState
+from edge_front.streams import LiveStream, watch_disconnect
+from shared.config import Deployment
+from shared.errors import EdgeError
+from shared.queue import Job, Reply, cancel, enqueue
+from shared.routing import backoff_s, is_retryable
+from shared.wire import ErrorEnvelope
+
+log = logging.getLogger("edge.front")
+_decode_error = msgspec.json.Decoder(ErrorEnvelope).decode
+
+
+@dataclass
+class Miss:
+    """What every attempt of one request shares."""
+
+    request_id: str
+    model: str
+    body: bytes
+    cache_key: str | None
+    stream: bool
+    include_usage: bool
+    deadline: float
+
+
+@dataclass
+class Served:
+    result: Reply | LiveStream  # a Reply is a whole answer or the final error
+    deployment: Deployment
+    attempts: int
+
+
+async def dispatch(state: FrontState, miss: Miss, receive: Receive) -> Served:
+    router = state.router
+    plan = router.plan(miss.model)
+    context_switched = False
+    last: Served | None = None
+    index = 0
+    for attempt in range(1, router.settings.retry.max_attempts + 1):
+        deployment, index = await _choose(state, plan, index)
+        if last is not None:
+            retry_after = last.result.retry_after if isinstance(last.result, Reply) else None
+            delay = backoff_s(router.settings.retry, attempt - 1, retry_after, router.rng)
+            if deployment is not last.deployment:
+                delay = 0.0  # failing over: the other deployment owes us no wait
+            if time.time() + delay >= miss.deadline:
+                break
+            await asyncio.sleep(delay)
+        result = await _attempt(state, miss, deployment, receive)
+        served = Served(result, deployment, attempt)
+        if isinstance(result, LiveStream) or result.status < 400:
+            metrics.ATTEMPTS.labels(deployment.provider, "ok").inc()
+            if deployment.model_name != miss.model and deployment not in router.models.group(miss.model):
+                metrics.FALLBACKS.labels(miss.model).inc()
+            return served
+        metrics.ATTEMPTS.labels(deployment.provider, str(result.status)).inc()
+        last = served
+        if not context_switched and _context_too_long(result):
+            context_switched, plan, index = True, router.context_plan(miss.model), 0
+            if plan:
+                continue
+            return served
+        if not is_retryable(result.status):
+            return served
+        index += 1
+    if last is None:
+        raise EdgeError(504, "The deadline passed before any attempt could be made.")
+    return last
+
+
+async def _choose(state: FrontState, plan: list[Deployment], start: int) -> tuple[Deployment, int]:
+    """The next usable deployment of the plan from `start`, wrapping around; else an error."""
+    router = state.router
+    refused: EdgeError | None = None
+    no_worker = False
+    for offset in range(len(plan)):
+        index = (start + offset) % len(plan)
+        deployment = plan[index]
+        if not await router.available(deployment):
+            continue
+        refusal = router.admission(deployment.provider)
+        if refusal is not None:
+            refused = refused or refusal
+            continue
+        try:
+            alive = await state.provider_alive(deployment.provider)
+        except (RedisError, OSError) as e:
+            raise _queue_unavailable(e) from None
+        if not alive:
+            no_worker = True
+            continue
+        return deployment, index
+    if refused is not None:
+        raise refused
+    if no_worker:
+        providers = ", ".join(sorted({d.provider for d in plan}))
+        raise EdgeError(
+            503,
+            f"No worker is serving provider {providers} right now.",
+            code="no_worker",
+            headers={"retry-after": "5"},
+        )
+    cooldown = state.router.settings.breaker.cooldown_s
+    raise EdgeError(
+        503,
+        "Every deployment for this model is unavailable (circuit breakers open).",
+        code="all_deployments_unavailable",
+        headers={"retry-after": str(max(1, round(cooldown)))},
+    )
+
+
+def _queue_unavailable(e: BaseException) -> EdgeError:
+    return EdgeError(
+        503, f"The gateway's queue is unavailable ({type(e).__name__}).", headers={"retry-after": "1"}
+    )
+
+
+def _context_too_long(reply: Reply) -> bool:
+    if reply.status != 400:
+        return False
+    try:
+        error = _decode_error(reply.body).error
+    except msgspec.DecodeError:
+        return False
+    return error.code == "context_length_exceeded" or "context length" in error.message.lower()
+
+
+def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
+    return Job(
+        job_id=state.new_id(),  # unique even when clients reuse their request ids
+        request_id=miss.request_id,
+        reply_to=state.replies.stream,
+        provider=deployment.provider,
+        deployment_id=deployment.id,
+        upstream_model=miss.model if deployment.model == "*" else deployment.model,
+        body=miss.body,
+        deadline=miss.deadline,
+        cache_key=miss.cache_key,
+        cache_ttl_s=state.settings.l2_ttl_s,
+        stream=miss.stream,
+    )
+
+
+async def _attempt(
+    state: FrontState, miss: Miss, deployment: Deployment, receive: Receive
+) -> Reply | LiveStream:
+    job = _job(state, miss, deployment)
+    if miss.stream:
+        return await _start_stream(state, job, receive, miss.include_usage)
+    return await _ask(state, job)
+
+
+async def _submit(state: FrontState, job: Job) -> None:
+    try:
+        await enqueue(state.queue_redis, job)
+    except (TimeoutError, RedisError, OSError) as e:
+        raise _queue_unavailable(e) from None
+
+
+def _deadline_error(job: Job) -> EdgeError:
+    return EdgeError(504, f"No answer from provider '{job.provider}' within the deadline.")
+
+
+async def _ask(state: FrontState, job: Job) -> Reply:
+    """A non-streamed answer: one reply."""
+    future = state.replies.expect(job.job_id)
+    metrics.WAITING.inc()
+    try:
+        await _submit(state, job)
+        return await asyncio.wait_for(future, job.deadline - time.time())
+    except TimeoutError:
+        raise _deadline_error(job) from None
+    finally:
+        metrics.WAITING.dec()
+        state.replies.forget(job.job_id)
+
+
+async def _start_stream(
+    state: FrontState, job: Job, receive: Receive, include_usage: bool
+) -> Reply | LiveStream:
+    """Wait for a streamed answer's first reply: a failure before it is a plain reply (retryable)."""
+    replies = state.replies.expect_stream(job.job_id)
+    watcher = asyncio.create_task(watch_disconnect(receive, replies))
+    try:
+        await _submit(state, job)
+        first = await asyncio.wait_for(replies.get(), job.deadline - time.time())
+    except (EdgeError, TimeoutError) as e:
+        watcher.cancel()
+        state.replies.forget(job.job_id)
+        raise e if isinstance(e, EdgeError) else _deadline_error(job) from None
+    if first is None:  # the client left while waiting for the first token
+        state.replies.forget(job.job_id)
+        await cancel(state.queue_redis, job)
+        metrics.CLIENT_DISCONNECTS.inc()
+        raise ClientDisconnected
+    if first.kind != "chunk":
+        watcher.cancel()
+        state.replies.forget(job.job_id)
+        return first
+    return LiveStream(job, replies, first, include_usage, job.cache_key, watcher)

@@ -1,0 +1,57 @@
+"""Everything a worker tells Redis when an answer (or part of one) is ready, in one round trip:
+the replies for the waiting front, the L2 entry, the breaker's record of the attempt, the
+served counter (the service rate fronts compute Retry-After from) and the job's release."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from shared import keyspace
+from shared.breaker import RECORD_LUA, Outcome, record_args
+from shared.queue import REPLY_STREAM_MAXLEN, Job, Reply, encode_reply
+from shared.routing import BreakerSettings
+
+# A reply stream outlives its last write by this long; a front that went away leaves no litter.
+REPLY_STREAM_TTL_S = 3600
+
+
+@dataclass
+class Attempt:
+    """What one upstream attempt says about its deployment, recorded with the job's last reply."""
+
+    outcome: Outcome
+    latency_ms: float = -1.0  # time to the answer (or first byte of a stream); -1 if unknown
+
+
+@dataclass
+class Publication:
+    replies: list[Reply]
+    cache_body: bytes | None = None  # the completion to store in L2
+    attempt: Attempt | None = None  # set on a job's last publication only
+    first_chunks: bool = False  # a stream's first chunks: a re-run must not repeat them
+
+
+Publish = Callable[[Publication], Awaitable[None]]
+
+
+async def publish(redis: Redis, job: Job, pub: Publication, worker_id: str, breaker: BreakerSettings) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        for reply in pub.replies:
+            pipe.xadd(job.reply_to, {b"r": encode_reply(reply)}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
+        pipe.expire(job.reply_to, REPLY_STREAM_TTL_S)
+        if pub.cache_body is not None and job.cache_key is not None:
+            pipe.set(keyspace.cache_entry(job.cache_key), pub.cache_body, ex=job.cache_ttl_s)
+        if pub.first_chunks:
+            pipe.set(
+                keyspace.stream_started(job.job_id), b"1", ex=max(1, int(job.deadline - time.time()) + 60)
+            )
+        if pub.attempt is not None:
+            args = record_args(int(time.time() * 1000), pub.attempt.outcome, breaker, pub.attempt.latency_ms)
+            pipe.eval(RECORD_LUA, 1, keyspace.breaker(job.deployment_id), *args)
+            pipe.incr(keyspace.served(job.provider))
+            pipe.srem(keyspace.running(worker_id), job.job_id)
+        await pipe.execute()
