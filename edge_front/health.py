@@ -12,6 +12,7 @@ from starlette.responses import Response
 from edge_front.state import FrontState
 from shared import keyspace
 from shared.errors import error_body
+from shared.queue import WORKER_DEAD_AFTER_S
 from shared.wire import Model, ModelList, json_encoder
 
 _JSON = "application/json"
@@ -28,13 +29,20 @@ async def live(request: Request) -> Response:
 
 async def _providers(state: FrontState) -> dict[str, dict[str, object]]:
     names = sorted(state.models.providers())
+    now_ms = int(time.time() * 1000)
     async with state.queue_redis.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.exists(keyspace.queue_health(name))
             pipe.zcard(keyspace.queue(name))
+            pipe.zcount(keyspace.workers(name), now_ms - int(WORKER_DEAD_AFTER_S * 1000), "+inf")
         results = await pipe.execute()
     return {
-        name: {"worker_alive": bool(results[2 * i]), "queue_depth": int(results[2 * i + 1])}
+        name: {
+            "worker_alive": bool(results[3 * i]),
+            "workers": int(results[3 * i + 2]),
+            "queue_depth": int(results[3 * i + 1]),
+            "available": state.router.provider_available(name),
+        }
         for i, name in enumerate(names)
     }
 
@@ -64,6 +72,7 @@ async def health(request: Request) -> Response:
         detail["redis"] = {"status": "down", "error": type(e).__name__}
         providers = {}
     detail["providers"] = providers
+    detail["breakers"] = {d.id: state.router.state(d) for d in state.models.deployments()}
     detail["l1"] = {"entries": len(state.l1), "bytes": state.l1.bytes, "max_entries": state.l1.max_entries}
     detail["waiting_replies"] = len(state.replies)
     healthy = detail["redis"]["status"] == "ok" and all(  # type: ignore[index]

@@ -2,7 +2,7 @@
 
 Every worker heartbeats into its provider's registry (a sorted set scored by time) and keeps
 the ids of the jobs it holds in a set of its own (added when claimed, removed when answered).
-Every live worker also reaps: a worker whose heartbeat is older than `DEAD_AFTER_S` is removed
+Every live worker also reaps: a worker whose heartbeat is older than `WORKER_DEAD_AFTER_S` is removed
 from the registry, and its jobs are put back on the queue for any live worker to run again,
 seconds after a crash instead of after arq's in-progress lease (the whole job timeout).
 """
@@ -17,11 +17,10 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
 from shared import keyspace
+from shared.queue import WORKER_DEAD_AFTER_S, WORKER_HEARTBEAT_S
 
 log = logging.getLogger("edge.worker")
 
-HEARTBEAT_S = 0.5
-DEAD_AFTER_S = 2.0
 
 # KEYS[1] registry, KEYS[2] queue, KEYS[3] wake stream; ARGV: dead worker id, now_ms, running-set key.
 # Atomic, so when several workers reap the same dead one, only the first re-queues its jobs.
@@ -67,12 +66,12 @@ class Recovery:
                 raise
             except Exception as e:
                 log.warning("heartbeat failed (%s)", type(e).__name__)
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(WORKER_HEARTBEAT_S)
 
     async def reap_dead(self) -> list[str]:
         now_ms = int(time.time() * 1000)
         registry = keyspace.workers(self.provider)
-        dead = await self.redis.zrangebyscore(registry, "-inf", now_ms - int(DEAD_AFTER_S * 1000))
+        dead = await self.redis.zrangebyscore(registry, "-inf", now_ms - int(WORKER_DEAD_AFTER_S * 1000))
         requeued: list[str] = []
         for worker in dead:
             worker_id = worker.decode()

@@ -44,6 +44,7 @@ for i = 3, #ARGV do
   local score = redis.call('ZSCORE', KEYS[1], id)
   if score and tonumber(score) <= tonumber(ARGV[1]) then
     if redis.call('SET', KEYS[2] .. id, '1', 'PX', ARGV[2], 'NX') then
+      redis.call('SADD', KEYS[3], id)
       claimed[#claimed + 1] = id
       claimed[#claimed + 1] = score
     end

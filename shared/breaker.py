@@ -48,6 +48,8 @@ if state == 'closed' and outcome == 'fail' then
 elseif state == 'half_open' and outcome == 'fail' then
   redis.call('HSET', key, 'state', 'open', 'opened_at', now, 'successes', 0, 'probes', 0)
 elseif state == 'half_open' and outcome == 'ok' then
+  -- the probe is done: its slot frees for the next one
+  if redis.call('HINCRBY', key, 'probes', -1) < 0 then redis.call('HSET', key, 'probes', 0) end
   if redis.call('HINCRBY', key, 'successes', 1) >= tonumber(ARGV[6]) then
     redis.call('HSET', key, 'state', 'closed', 'failures', 0, 'window_start', now)
     redis.call('HSET', key, 'successes', 0, 'probes', 0)
@@ -58,6 +60,7 @@ return state
 """
 
 # KEYS[1] hash; ARGV: now_ms, cooldown_ms, probes. Returns 1 if the caller may send a request.
+# `probes` counts probes in flight: each takes a slot here and gives it back when it succeeds.
 PROBE_LUA = """
 local key, now, cooldown = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local h = redis.call('HMGET', key, 'state', 'opened_at', 'half_since')

@@ -27,6 +27,9 @@ WAKE_STREAM_MAXLEN = 10_000
 REPLY_STREAM_MAXLEN = 100_000
 # Extra life for a job key past its deadline, so a late worker sees "expired", not garbage.
 JOB_KEY_GRACE_MS = 5_000
+# Workers heartbeat this often; one silent for DEAD_AFTER_S is dead and its jobs are re-queued.
+WORKER_HEARTBEAT_S = 0.5
+WORKER_DEAD_AFTER_S = 2.0
 
 
 class Job(msgspec.Struct, frozen=True):

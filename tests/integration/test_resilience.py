@@ -1,0 +1,250 @@
+"""Routing and resilience with real processes: failover, retries, breakers, fallbacks, crash
+recovery, admission and deadlines. Each test has its own Redis, upstreams and config."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from edge_agent.devstack import MASTER_KEY, DevStack, Front
+from edge_agent.probes import wait_http
+from edge_agent.redis_server import RedisServer, free_port
+
+
+class Cluster:
+    """A private gateway: its own Redis, a good and a bad fake upstream, config-driven workers."""
+
+    def __init__(self, base: DevStack, tmp: Path) -> None:
+        self.base = base
+        self.tmp = tmp
+        self.redis = RedisServer().start()
+        self.good = self._upstream()
+        self.bad = self._upstream("--error-rate", "1", "--error-status", "500")
+        self.env: dict[str, str] = {}
+
+    def _upstream(self, *flags: str) -> str:
+        port = free_port()
+        proc = self.base.spawn("upstream", ["fake-upstream", "--port", str(port), *flags])
+        wait_http(f"http://127.0.0.1:{port}/health", watch=[proc])
+        return f"http://127.0.0.1:{port}"
+
+    def configure(self, yaml_text: str, **env: str) -> None:
+        config = self.tmp / f"models-{uuid.uuid4().hex[:6]}.yaml"
+        config.write_text(yaml_text.replace("GOOD", self.good).replace("BAD", self.bad))
+        self.env = {**self.base.env, "REDIS_URL": self.redis.url, "EDGE_CONFIG": str(config), **env}
+
+    def worker(self, provider: str = "openai"):  # type: ignore[no-untyped-def]
+        return self.base.start_worker(provider, self.env)
+
+    def front(self) -> Front:
+        return self.base.start_front(self.env, wait_path="/health/ready")
+
+    def calls(self, upstream: str, model: str) -> int:
+        return int(httpx.get(f"{upstream}/_fake/stats").json()["by_model"].get(model, 0))
+
+    def stop(self) -> None:
+        self.redis.stop()
+
+
+@pytest.fixture
+def cluster(stack: DevStack, tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(stack, tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def client(front: Front) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{front.url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=30)
+
+
+def ask(front: Front, model: str, text: str = "hi", **kwargs):  # type: ignore[no-untyped-def]
+    messages = [{"role": "user", "content": f"{text} {uuid.uuid4().hex}"}]
+    return client(front).chat.completions.with_raw_response.create(model=model, messages=messages, **kwargs)
+
+
+TWO_DEPLOYMENTS = """
+model_list:
+  - {model_name: gpt-x, provider: openai, model: bad-model, base_url: BAD/v1, priority: 0}
+  - {model_name: gpt-x, provider: openai, model: good-model, base_url: GOOD/v1, priority: 1}
+router_settings:
+  breaker: {failures: 3, window_s: 30, cooldown_s: 2, half_open_probes: 1, close_after: 2}
+"""
+
+
+def test_failover_from_a_failing_deployment_to_a_healthy_one(cluster: Cluster) -> None:
+    cluster.configure(TWO_DEPLOYMENTS)
+    cluster.worker()
+    front = cluster.front()
+    raw = ask(front, "gpt-x")
+    assert raw.parse().choices[0].message.content
+    assert raw.headers["x-edge-attempts"] == "2"
+    assert raw.headers["x-edge-model"] == "good-model" and raw.headers["x-edge-provider"] == "openai"
+
+
+def test_breaker_opens_skips_the_failing_upstream_then_half_opens_and_closes(cluster: Cluster) -> None:
+    cluster.configure(TWO_DEPLOYMENTS)
+    cluster.worker()
+    cluster.worker()
+    fronts = [cluster.front(), cluster.front()]
+    for i in range(3):  # three failures at the bad deployment open its breaker
+        assert ask(fronts[i % 2], "gpt-x").headers["x-edge-attempts"] == "2"
+    assert cluster.calls(cluster.bad, "bad-model") == 3
+    time.sleep(1.0)  # every front sees the shared breaker within a second
+    for i in range(6):
+        assert ask(fronts[i % 2], "gpt-x").headers["x-edge-attempts"] == "1"
+    assert cluster.calls(cluster.bad, "bad-model") == 3  # never touched while open
+    detail = httpx.get(f"{fronts[1].url}/health").json()
+    assert detail["breakers"]["gpt-x#0"] == "open" and detail["breakers"]["gpt-x#1"] == "closed"
+    assert 'llm_edge_breaker_state{deployment="gpt-x#0"} 2.0' in httpx.get(f"{fronts[0].url}/metrics").text
+
+    httpx.post(f"{cluster.bad}/_fake/config", json={"error_rate": 0})  # the upstream recovers
+    time.sleep(2.2)  # cooldown: half-open, one probe at a time
+    for i in range(4):
+        ask(fronts[i % 2], "gpt-x")
+    time.sleep(0.7)
+    assert cluster.calls(cluster.bad, "bad-model") >= 5  # probes went through and succeeded
+    assert httpx.get(f"{fronts[0].url}/health").json()["breakers"]["gpt-x#0"] == "closed"
+    assert ask(fronts[0], "gpt-x").headers["x-edge-model"] == "bad-model"  # back to first priority
+
+
+def test_429_retry_after_is_respected(cluster: Cluster) -> None:
+    cluster.configure(
+        "model_list:\n  - {model_name: gpt-x, provider: openai, model: m429, base_url: GOOD/v1}\n"
+    )
+    cluster.worker()
+    front = cluster.front()
+    started = time.monotonic()
+    raw = ask(front, "gpt-x", "[[fake:status=429]] [[fake:times=1]] [[fake:retry_after=0.6]]")
+    waited = time.monotonic() - started
+    assert raw.parse().choices[0].message.content
+    assert raw.headers["x-edge-attempts"] == "2"
+    assert waited >= 0.6
+
+
+def test_no_retry_on_400_and_final_failures_tell_the_sdk_not_to_retry(cluster: Cluster) -> None:
+    cluster.configure(
+        "model_list:\n  - {model_name: gpt-x, provider: openai, model: m400, base_url: GOOD/v1}\n"
+        "router_settings: {retry: {max_attempts: 3, initial_backoff_ms: 10}}\n"
+    )
+    cluster.worker()
+    front = cluster.front()
+    with pytest.raises(openai.BadRequestError):
+        ask(front, "gpt-x", "[[fake:status=400]]")
+    assert cluster.calls(cluster.good, "m400") == 1
+    with pytest.raises(openai.InternalServerError) as caught:
+        ask(front, "gpt-x", "[[fake:status=503]]")
+    assert cluster.calls(cluster.good, "m400") == 4  # 1 + three attempts, the bound
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert caught.value.response.headers["x-edge-attempts"] == "3"
+
+
+def test_fallback_across_providers_answers_in_openai_shape(cluster: Cluster) -> None:
+    cluster.configure(
+        "model_list:\n"
+        "  - {model_name: gpt-primary, provider: openai, model: primary, base_url: BAD/v1}\n"
+        "  - {model_name: claude-backup, provider: anthropic, model: claude-backup-model, base_url: GOOD}\n"
+        "router_settings: {fallbacks: {gpt-primary: [claude-backup]}}\n"
+    )
+    cluster.worker("openai")
+    cluster.worker("anthropic")
+    front = cluster.front()
+    raw = ask(front, "gpt-primary")
+    completion = raw.parse()
+    assert completion.object == "chat.completion" and completion.choices[0].message.content
+    assert (
+        raw.headers["x-edge-provider"] == "anthropic" and raw.headers["x-edge-model"] == "claude-backup-model"
+    )
+    stream = client(front).chat.completions.create(
+        model="gpt-primary", messages=[{"role": "user", "content": "stream please"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def test_a_killed_worker_s_jobs_are_rerun_by_another(cluster: Cluster) -> None:
+    cluster.configure(
+        "model_list:\n  - {model_name: gpt-x, provider: openai, model: crash, base_url: GOOD/v1}\n"
+    )
+    victim = cluster.worker()
+    cluster.worker()
+    front = cluster.front()
+    results: list[int] = []
+
+    def one(i: int) -> None:
+        body = {
+            "model": "gpt-x",
+            "messages": [{"role": "user", "content": f"[[fake:delay_ms=1500]] {i} {uuid.uuid4()}"}],
+        }
+        r = httpx.post(
+            f"{front.url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            timeout=30,
+        )
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    time.sleep(0.6)  # both workers hold jobs now
+    os.kill(victim.pid, signal.SIGKILL)
+    for t in threads:
+        t.join()
+    assert results == [200] * 20
+    assert time.monotonic() - started < 8  # seconds after the crash, not at a lease or deadline
+    assert cluster.calls(cluster.good, "crash") > 20  # the victim's jobs ran twice upstream...
+
+
+def test_admission_refuses_with_retry_after_when_the_queue_is_full(cluster: Cluster) -> None:
+    cluster.configure(
+        "model_list:\n  - {model_name: gpt-x, provider: openai, model: full, base_url: GOOD/v1}\n"
+        "router_settings: {max_queue_depth: {openai: 4}}\n"
+    )
+    cluster.worker()
+    front = cluster.front()
+    threads = [
+        threading.Thread(target=ask, args=(front, "gpt-x", "[[fake:delay_ms=2500]]")) for _ in range(6)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    with pytest.raises(openai.RateLimitError) as caught:
+        ask(front, "gpt-x")
+    assert caught.value.body["code"] == "queue_full"
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+    for t in threads:
+        t.join()
+
+
+def test_a_deadline_from_x_edge_timeout_expires_in_the_queue_and_never_reaches_upstream(
+    cluster: Cluster,
+) -> None:
+    cluster.configure(
+        "model_list:\n  - {model_name: gpt-x, provider: openai, model: late, base_url: GOOD/v1}\n"
+        "  - {model_name: gpt-busy, provider: openai, model: busy, base_url: GOOD/v1}\n",
+        EDGE_WORKER_CONCURRENCY="1",
+    )
+    cluster.worker()
+    front = cluster.front()
+    busy = threading.Thread(target=ask, args=(front, "gpt-busy", "[[fake:delay_ms=2000]]"))
+    busy.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as caught:
+        ask(front, "gpt-x", extra_headers={"x-edge-timeout": "0.5"})
+    assert caught.value.status_code == 504
+    assert time.monotonic() - started < 1.5
+    busy.join()
+    time.sleep(0.5)
+    assert cluster.calls(cluster.good, "late") == 0
