@@ -15,9 +15,12 @@ from shared.routing import BreakerSettings, RetrySettings, backoff_s, is_retryab
 
 CONFIG = """
 model_list:
-  - {model_name: gpt-4o, provider: openai, model: a, priority: 1, weight: 1, input_cost_per_1m: 5, output_cost_per_1m: 15}
-  - {model_name: gpt-4o, provider: openai, model: b, priority: 0, weight: 3, input_cost_per_1m: 2, output_cost_per_1m: 8}
-  - {model_name: gpt-4o, provider: openai, model: c, priority: 2, weight: 0, input_cost_per_1m: 1, output_cost_per_1m: 2}
+  - {model_name: gpt-4o, provider: openai, model: a, priority: 1, weight: 1,
+     input_cost_per_1m: 5, output_cost_per_1m: 15}
+  - {model_name: gpt-4o, provider: openai, model: b, priority: 0, weight: 3,
+     input_cost_per_1m: 2, output_cost_per_1m: 8}
+  - {model_name: gpt-4o, provider: openai, model: c, priority: 2, weight: 0,
+     input_cost_per_1m: 1, output_cost_per_1m: 2}
   - {model_name: claude, provider: anthropic, model: claude-x}
   - {model_name: long, provider: openai, model: long-context}
 router_settings:
