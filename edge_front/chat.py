@@ -149,14 +149,14 @@ async def _handle(
     served = await dispatch(state, miss, receive)
     labels.provider = served.deployment.provider
     if isinstance(served.result, LiveStream):
-        served.result.headers = _served_headers(served)
+        served.result.headers = _served_headers(served, chat.model)
         return served.result
     reply = served.result
     if reply.status == 200:
         if cache_key is not None:
             state.l1.set(cache_key, reply.body)
         _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
-    return _answer(reply, _served_headers(served))
+    return _answer(reply, _served_headers(served, chat.model))
 
 
 def _timeout_s(headers: dict[bytes, bytes], limit: float) -> float:
@@ -173,11 +173,11 @@ def _timeout_s(headers: dict[bytes, bytes], limit: float) -> float:
     return min(value, limit)
 
 
-def _served_headers(served: Served) -> list[tuple[bytes, bytes]]:
-    job_model = served.deployment.model
+def _served_headers(served: Served, model: str) -> list[tuple[bytes, bytes]]:
+    upstream_model = model if served.deployment.model == "*" else served.deployment.model
     return [
         (b"x-edge-provider", served.deployment.provider.encode()),
-        (b"x-edge-model", (job_model if job_model != "*" else "").encode() or b"-"),
+        (b"x-edge-model", upstream_model.encode()),
         (b"x-edge-attempts", str(served.attempts).encode()),
     ]
 

@@ -97,7 +97,7 @@ async def _choose(state: FrontState, plan: list[Deployment], start: int) -> tupl
     for offset in range(len(plan)):
         index = (start + offset) % len(plan)
         deployment = plan[index]
-        if not await router.available(deployment):
+        if router.state(deployment) == "open":
             continue
         refusal = router.admission(deployment.provider)
         if refusal is not None:
@@ -110,7 +110,9 @@ async def _choose(state: FrontState, plan: list[Deployment], start: int) -> tupl
         if not alive:
             no_worker = True
             continue
-        return deployment, index
+        # Last, because on a half-open breaker this takes one of its few probe slots.
+        if await router.available(deployment):
+            return deployment, index
     if refused is not None:
         raise refused
     if no_worker:

@@ -36,6 +36,11 @@ def test_openai_success(client: openai.OpenAI) -> None:
     assert completion.usage is not None and completion.usage.total_tokens > 0
     assert headers["x-edge-cache"] == "miss"
     assert headers["x-request-id"]
+    assert (headers["x-edge-provider"], headers["x-edge-model"], headers["x-edge-attempts"]) == (
+        "openai",
+        "gpt-4o-mini",
+        "1",
+    )
 
 
 def test_anthropic_success_is_openai_shaped(client: openai.OpenAI) -> None:
