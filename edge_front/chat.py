@@ -25,7 +25,7 @@ from shared.cache_keys import chat_cache_key
 from shared.errors import EdgeError
 from shared.queue import Reply
 from shared.routing import is_retryable
-from shared.wire import ChatCompletionRequest
+from shared.wire import ChatCompletionRequest, validation_error_param
 
 log = logging.getLogger("edge.front")
 _decode_json = msgspec.json.decode
@@ -42,12 +42,9 @@ def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionReque
     try:
         return raw, msgspec.convert(raw, ChatCompletionRequest)
     except msgspec.ValidationError as e:
-        message, _, where = str(e).partition(" - at `$")
-        param = where.rstrip("`").lstrip(".") or None
-        if param is None and message.startswith("Object missing required field"):
-            param = message.rpartition("`")[0].rpartition("`")[2] or None
-        return_message = f"Invalid request: {message}" + (f" (at '{param}')" if param else "")
-        raise EdgeError(400, return_message, param=param) from None
+        message, param = validation_error_param(e)
+        where = f" (at '{param}')" if param else ""
+        raise EdgeError(400, f"Invalid request: {message}{where}", param=param) from None
 
 
 def cache_control(headers: dict[bytes, bytes]) -> tuple[bool, bool]:

@@ -14,6 +14,7 @@ import msgspec
 import yaml
 
 from shared.routing import BreakerSettings, RetrySettings, RouterSettings
+from shared.wire import validation_error_param
 
 Provider = Literal["openai", "anthropic"]
 PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic")
@@ -100,11 +101,8 @@ def _litellm_entry(entry: Any) -> Any:
 
 
 def _field_path(err: msgspec.ValidationError) -> str:
-    message = str(err)
-    if " - at `$." in message:
-        message, _, where = message.partition(" - at `$.")
-        return f"{where.rstrip('`')}: {message}"
-    return message
+    message, param = validation_error_param(err)
+    return f"{param}: {message}" if param else message
 
 
 def load_config_file(path: str, env: Mapping[str, str]) -> tuple[list[Deployment], RouterSettings]:

@@ -298,3 +298,14 @@ class ErrorEnvelope(Struct):
 
 
 json_encoder = msgspec.json.Encoder()
+
+
+def validation_error_param(error: msgspec.ValidationError) -> tuple[str, str | None]:
+    """msgspec's message and the field it names, as OpenAI's `param` spells it
+    ("Expected `int`, got `str` - at `$.messages[0].content`" -> "messages[0].content")."""
+    message, _, where = str(error).partition(" - at `$")
+    param = where.rstrip("`").lstrip(".") or None
+    if message.startswith("Object missing required field"):
+        missing = message.rpartition("`")[0].rpartition("`")[2]
+        param = f"{param}.{missing}" if param else missing
+    return message, param

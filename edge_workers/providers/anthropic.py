@@ -72,6 +72,7 @@ from shared.wire import (
     Usage,
     UserMessage,
     UserPart,
+    validation_error_param,
 )
 
 __all__ = ["AnthropicAdapter", "is_response_tool", "to_chat_completion", "to_messages_request"]
@@ -100,8 +101,8 @@ def to_messages_request(body: dict[str, Any], upstream_model: str) -> aw.Message
     try:
         req = msgspec.convert(body, ChatCompletionRequest)
     except msgspec.ValidationError as e:
-        _, at, where = str(e).partition(" - at `$.")
-        raise EdgeError(400, str(e), param=where.rstrip("`") if at else None) from None
+        message, param = validation_error_param(e)
+        raise EdgeError(400, message, param=param) from None
     _reject_unsupported(req, body)
     system, messages = _convert_messages(req.messages)
     tools = _convert_tools(req)

@@ -69,6 +69,7 @@ def test_unknown_fields_are_kept_for_passthrough():
         (body(messages=[{"role": "wizard", "content": "x"}]), "messages[0].role"),
         (body(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
         (body(temperature=3), "temperature"),
+        (body(messages=[{"role": "tool", "content": "x"}]), "messages[0].tool_call_id"),
         (body(n=0), "n"),
         (body(tool_choice="sometimes"), "tool_choice"),
     ],
