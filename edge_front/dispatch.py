@@ -58,7 +58,12 @@ async def dispatch(state: FrontState, miss: Miss, receive: Receive) -> Served:
     last: Served | None = None
     index = 0
     for attempt in range(1, router.settings.retry.max_attempts + 1):
-        deployment, index = await _choose(state, plan, index)
+        try:
+            deployment, index = await _choose(state, plan, index)
+        except EdgeError:
+            if last is None:
+                raise
+            break  # e.g. the failures so far opened the breakers: the upstream's error says more
         if last is not None:
             retry_after = last.result.retry_after if isinstance(last.result, Reply) else None
             delay = backoff_s(router.settings.retry, attempt - 1, retry_after, router.rng)
@@ -71,7 +76,7 @@ async def dispatch(state: FrontState, miss: Miss, receive: Receive) -> Served:
         served = Served(result, deployment, attempt)
         if isinstance(result, LiveStream) or result.status < 400:
             metrics.ATTEMPTS.labels(deployment.provider, "ok").inc()
-            if deployment.model_name != miss.model and deployment not in router.models.group(miss.model):
+            if deployment not in router.models.group(miss.model):
                 metrics.FALLBACKS.labels(miss.model).inc()
             return served
         metrics.ATTEMPTS.labels(deployment.provider, str(result.status)).inc()

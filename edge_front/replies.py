@@ -46,11 +46,15 @@ class ReplyRouter:
 
     async def run(self) -> None:
         last_id: bytes | str = "0-0"  # the stream is new and private to this process
+        failing = False
         while True:
             try:
                 batches = await self.redis.xread({self.stream: last_id}, count=1000, block=1000)
+                failing = False
             except (RedisError, OSError) as e:
-                log.warning("reply stream read failed (%s); retrying", type(e).__name__)
+                if not failing:  # once per outage
+                    log.warning("reply stream read failed (%s); retrying", type(e).__name__)
+                failing = True
                 await asyncio.sleep(0.2)
                 continue
             except asyncio.CancelledError:

@@ -116,13 +116,17 @@ class Router:
     # ---- shared state ----------------------------------------------------------------------
 
     async def run(self) -> None:
+        failing = False
         while True:
             try:
                 await self.refresh()
-            except asyncio.CancelledError:
-                raise
+                if failing:
+                    log.warning("router refresh works again")
+                failing = False
             except (RedisError, OSError) as e:
-                log.warning("router refresh failed (%s)", type(e).__name__)
+                if not failing:  # once per outage, not twice a second
+                    log.warning("router refresh failed (%s); keeping the last known state", type(e).__name__)
+                failing = True
             await asyncio.sleep(REFRESH_S)
 
     async def refresh(self) -> None:

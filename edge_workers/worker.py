@@ -75,24 +75,30 @@ class EdgeWorker(Worker):
         last_id = await self._latest_wake_id(wake_stream)
         log.info("worker ready on queue %s", self.queue_name)
         polled = 0.0
+        redis_down = False
         while True:
-            # arq's poll (due jobs from the sorted set, health check, task clean-up) at least every
-            # poll_delay; in between, the wake stream names new jobs and they are claimed directly.
-            if time.monotonic() - polled >= self.poll_delay_s:
-                await self._poll_iteration()
-                polled = time.monotonic()
             try:
-                woke = await self.pool.xread(
-                    {wake_stream: last_id}, count=1000, block=int(self.poll_delay_s * 1000)
-                )
-            except RedisError as e:
-                log.warning("wake stream read failed (%s); polling", type(e).__name__)
+                # arq's poll (due jobs from the sorted set, health check, task clean-up) at least
+                # every poll_delay; in between, the wake stream names new jobs to claim directly.
+                if time.monotonic() - polled >= self.poll_delay_s:
+                    await self._poll_iteration()
+                    polled = time.monotonic()
+                block_ms = int(self.poll_delay_s * 1000)
+                woke = await self.pool.xread({wake_stream: last_id}, count=1000, block=block_ms)
+                if woke:
+                    entries = woke[0][1]
+                    last_id = entries[-1][0]
+                    await self.start_jobs([fields[b"j"] for _, fields in entries if b"j" in fields])
+            except (RedisError, OSError) as e:
+                # Redis went away: keep the jobs in hand running and wait for it to come back.
+                if not redis_down:
+                    log.warning("Redis unreachable (%s); retrying until it is back", type(e).__name__)
+                redis_down = True
                 await asyncio.sleep(self.poll_delay_s)
                 continue
-            if woke:
-                entries = woke[0][1]
-                last_id = entries[-1][0]
-                await self.start_jobs([fields[b"j"] for _, fields in entries if b"j" in fields])
+            if redis_down:
+                log.warning("Redis reachable again")
+                redis_down = False
 
     async def _latest_wake_id(self, stream: str) -> bytes | str:
         newest = await self.pool.xrevrange(stream, count=1)

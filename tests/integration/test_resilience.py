@@ -248,3 +248,25 @@ def test_a_deadline_from_x_edge_timeout_expires_in_the_queue_and_never_reaches_u
     busy.join()
     time.sleep(0.5)
     assert cluster.calls(cluster.good, "late") == 0
+
+
+def test_workers_and_fronts_survive_a_redis_restart(cluster: Cluster) -> None:
+    cluster.configure("model_list:\n  - {model_name: gpt-x, provider: openai, model: restart, base_url: GOOD/v1}\n")
+    worker = cluster.worker()
+    front = cluster.front()
+    assert ask(front, "gpt-x").parse().choices[0].message.content
+    port = cluster.redis.port
+    cluster.redis.stop()
+    with pytest.raises(openai.InternalServerError) as caught:
+        ask(front, "gpt-x")
+    assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"]
+    cluster.redis = RedisServer(port=port).start()  # empty: no scripts, no keys, no health
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            assert ask(front, "gpt-x").parse().choices[0].message.content
+            break
+        except openai.InternalServerError:
+            assert time.monotonic() < deadline, "the stack did not recover after Redis came back"
+            time.sleep(0.3)
+    assert worker.poll() is None
