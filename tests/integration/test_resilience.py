@@ -73,6 +73,10 @@ def ask(front: Front, model: str, text: str = "hi", **kwargs):  # type: ignore[n
     return client(front).chat.completions.with_raw_response.create(model=model, messages=messages, **kwargs)
 
 
+ONE_DEPLOYMENT = """
+model_list:
+  - {{model_name: gpt-x, provider: openai, model: {model}, base_url: GOOD/v1}}
+"""
 TWO_DEPLOYMENTS = """
 model_list:
   - {model_name: gpt-x, provider: openai, model: bad-model, base_url: BAD/v1, priority: 0}
@@ -251,7 +255,7 @@ def test_a_deadline_from_x_edge_timeout_expires_in_the_queue_and_never_reaches_u
 
 
 def test_workers_and_fronts_survive_a_redis_restart(cluster: Cluster) -> None:
-    cluster.configure("model_list:\n  - {model_name: gpt-x, provider: openai, model: restart, base_url: GOOD/v1}\n")
+    cluster.configure(ONE_DEPLOYMENT.format(model="restart"))
     worker = cluster.worker()
     front = cluster.front()
     assert ask(front, "gpt-x").parse().choices[0].message.content
