@@ -322,6 +322,16 @@ def test_compose_front_and_workers_share_one_env_anchor() -> None:
 # --- Prometheus / Grafana -------------------------------------------------------------------------
 
 
+def dashboard_panels() -> list[dict[str, Any]]:
+    panels: list[dict[str, Any]] = json.loads(DASHBOARD.read_text())["panels"]
+    return panels
+
+
+def query_panels() -> list[dict[str, Any]]:
+    """Panels that query a datasource (row headers do not)."""
+    return [p for p in dashboard_panels() if p["type"] != "row"]
+
+
 def test_prometheus_scrapes_front_and_every_worker_pool() -> None:
     config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
@@ -345,15 +355,14 @@ def test_grafana_provisioning_matches_compose_mounts() -> None:
     assert mounts["./ops/grafana/provisioning"] == "/etc/grafana/provisioning"
     assert services()["prometheus"]["volumes"][0].startswith("./ops/prometheus/prometheus.yml:")
 
-    dashboard = json.loads(DASHBOARD.read_text())
-    uids = {p["datasource"]["uid"] for p in dashboard["panels"]}
-    uids |= {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    panels = query_panels()
+    uids = {p["datasource"]["uid"] for p in panels}
+    uids |= {t["datasource"]["uid"] for p in panels for t in p["targets"]}
     assert uids == {ds["uid"]}
 
 
 def test_dashboard_uses_only_defined_metrics() -> None:
-    dashboard = json.loads(DASHBOARD.read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs = [t["expr"] for p in query_panels() for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"\bllm_edge_[a-z0-9_]+\b", e)}
     assert used, "the dashboard queries no llm_edge_* metric"
     unknown = used - defined_metrics() - PLANNED_METRICS
@@ -367,8 +376,43 @@ def test_dashboard_uses_only_defined_metrics() -> None:
         "llm_edge_active_requests",
         "llm_edge_queue_wait_ms_bucket",
         "llm_edge_worker_jobs_total",
+        "llm_edge_queue_depth",
+        "llm_edge_provider_available",
+        "llm_edge_breaker_state",
+        "llm_edge_attempts_total",
+        "llm_edge_fallbacks_total",
+        "llm_edge_streams_total",
+        "llm_edge_client_disconnects_total",
     }
     assert wanted <= used, f"panels missing for {wanted - used}"
+
+
+def test_dashboard_layout() -> None:
+    panels = dashboard_panels()
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    cells: dict[tuple[int, int], int] = {}
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, f"panel {panel['id']} is wider than the grid"
+        for y in range(pos["y"], pos["y"] + pos["h"]):
+            for x in range(pos["x"], pos["x"] + pos["w"]):
+                assert (x, y) not in cells, f"panels {cells[(x, y)]} and {panel['id']} overlap"
+                cells[(x, y)] = panel["id"]
+    rows = [p["title"] for p in panels if p["type"] == "row"]
+    assert "Routing and resilience" in rows
+
+
+def test_dashboard_gauges_aggregate_across_fronts() -> None:
+    """Every front reports the same queue depth and its own view of the breakers: never sum them."""
+    exprs = " ".join(t["expr"] for p in query_panels() for t in p["targets"])
+    assert "max by (provider) (llm_edge_queue_depth)" in exprs
+    assert "min by (provider) (llm_edge_provider_available)" in exprs
+    assert "max by (deployment) (llm_edge_breaker_state)" in exprs
+    [breaker] = [p for p in query_panels() if "llm_edge_breaker_state" in p["targets"][0]["expr"]]
+    [mapping] = breaker["fieldConfig"]["defaults"]["mappings"]
+    states = {k: (v["text"], v["color"]) for k, v in mapping["options"].items()}
+    assert states == {"0": ("closed", "green"), "1": ("half-open", "yellow"), "2": ("open", "red")}
 
 
 # --- Kubernetes -----------------------------------------------------------------------------------
