@@ -260,13 +260,17 @@ class Settings(msgspec.Struct, frozen=True):
 def _router_from_env(env: Mapping[str, str]) -> RouterSettings:
     """Without a config file, the retry and breaker limits can still be set from the environment."""
     retry, breaker = RetrySettings(), BreakerSettings()
-    return RouterSettings(
-        retry=RetrySettings(max_attempts=_env_int(env, "EDGE_MAX_ATTEMPTS", retry.max_attempts)),
-        breaker=BreakerSettings(
-            failures=_env_int(env, "EDGE_BREAKER_FAILURES", breaker.failures),
-            cooldown_s=_env_float(env, "EDGE_BREAKER_COOLDOWN", breaker.cooldown_s),
-        ),
-    )
+    values = {
+        "retry": {"max_attempts": _env_int(env, "EDGE_MAX_ATTEMPTS", retry.max_attempts)},
+        "breaker": {
+            "failures": _env_int(env, "EDGE_BREAKER_FAILURES", breaker.failures),
+            "cooldown_s": _env_float(env, "EDGE_BREAKER_COOLDOWN", breaker.cooldown_s),
+        },
+    }
+    try:
+        return msgspec.convert(values, RouterSettings)  # validated like the file's section
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"EDGE_MAX_ATTEMPTS / EDGE_BREAKER_*: {_field_path(e)}") from None
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, ModelTable]:

@@ -7,7 +7,7 @@ deployment for each attempt; workers use the breaker settings when they record o
 from __future__ import annotations
 
 import random
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -18,19 +18,24 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 DEFAULT_MAX_QUEUE_DEPTH = 10_000
 
 
+AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+
+
 class RetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    max_attempts: int = 3  # per request, across deployments and fallbacks
-    initial_backoff_ms: float = 100.0
-    multiplier: float = 2.0
-    max_backoff_ms: float = 5_000.0
+    max_attempts: AtLeastOne = 3  # per request, across deployments and fallbacks
+    initial_backoff_ms: NonNegative = 100.0
+    multiplier: Annotated[float, msgspec.Meta(ge=1)] = 2.0
+    max_backoff_ms: NonNegative = 5_000.0
 
 
 class BreakerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    failures: int = 5  # failures within `window_s` that open the breaker
-    window_s: float = 60.0
-    cooldown_s: float = 30.0  # how long it stays open before letting probes through
-    half_open_probes: int = 2  # requests let through at once while half-open
-    close_after: int = 2  # probe successes that close it again
+    failures: AtLeastOne = 5  # failures within `window_s` that open the breaker
+    window_s: Positive = 60.0
+    cooldown_s: Positive = 30.0  # how long it stays open before letting probes through
+    half_open_probes: AtLeastOne = 2  # requests let through at once while half-open
+    close_after: AtLeastOne = 2  # probe successes that close it again
 
 
 class RouterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -40,7 +45,7 @@ class RouterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     context_window_fallbacks: dict[str, list[str]] = {}  # ... when the prompt was too long
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
-    max_queue_depth: dict[str, int] = {}  # provider -> jobs queued or running before refusing
+    max_queue_depth: dict[str, AtLeastOne] = {}  # provider -> jobs queued or running before refusing
 
     def strategy(self, group: str) -> Strategy:
         return self.group_strategies.get(group, self.routing_strategy)

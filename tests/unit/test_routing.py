@@ -133,3 +133,10 @@ def test_router_settings_naming_unknown_groups_or_strategies_stop_the_start(tmp_
         router(tmp_path, CONFIG.replace("fallbacks: {gpt-4o: [claude]}", "fallbacks: {gpt-4o: [nope]}"))
     with pytest.raises(ConfigError, match="routing_strategy"):
         router(tmp_path, CONFIG + "  routing_strategy: fastest\n")
+
+
+def test_limits_that_would_disable_the_gateway_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="max_attempts"):
+        router(tmp_path, CONFIG + "  retry: {max_attempts: 0}\n")
+    with pytest.raises(ConfigError, match="EDGE_MAX_ATTEMPTS"):
+        load_settings({"EDGE_MAX_ATTEMPTS": "0"})
