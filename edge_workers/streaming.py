@@ -17,11 +17,11 @@ import msgspec
 from edge_workers.providers import ADAPTERS
 from edge_workers.providers.base import StreamError, StreamTranslator
 from edge_workers.publishing import Attempt, Publication, Publish
-from edge_workers.upstream import Outcome, call_timeout, error_outcome, retry_after_of
+from edge_workers.upstream import Outcome, call_timeout, error_outcome, prepare_call, retry_after_of
 from shared.breaker import outcome_of
 from shared.chunks import ChunkAssembler
 from shared.config import Deployment
-from shared.errors import EdgeError, error_body
+from shared.errors import error_body
 from shared.queue import Reply
 from shared.sse import SSEParser
 
@@ -79,11 +79,10 @@ async def stream_answer(
     """Run one streamed answer to its end; returns the outcome for metrics (status or "ok")."""
     adapter = ADAPTERS[deployment.provider]
     out = _Stream(job_id, publish)
-    try:
-        request = adapter.build_request(body, upstream_model, deployment, api_key, stream=True)
-    except EdgeError as e:
-        return await out.fail(e.status, e.body())
-    remaining = deadline - time.time()
+    prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, stream=True)
+    if isinstance(prepared, Outcome):
+        return await out.fail(prepared.status, prepared.body)
+    request, remaining = prepared
     out.attempted, out.called_at = True, time.perf_counter()
     try:
         async with session.post(

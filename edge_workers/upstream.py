@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from edge_workers.providers import ADAPTERS
+from edge_workers.providers import ADAPTERS, UpstreamRequest
 from shared.config import Deployment
 from shared.errors import EdgeError, error_body
 from shared.wire import Usage
@@ -59,6 +59,27 @@ def gateway_status(upstream_status: int) -> int:
     return upstream_status if 400 <= upstream_status < 500 else 502
 
 
+def prepare_call(
+    deployment: Deployment,
+    api_key: str,
+    upstream_model: str,
+    body: dict[str, Any],
+    deadline: float,
+    stream: bool,
+) -> tuple[UpstreamRequest, float] | Outcome:
+    """The upstream request and the seconds left for it, or why no call will be made."""
+    try:
+        request = ADAPTERS[deployment.provider].build_request(
+            body, upstream_model, deployment, api_key, stream
+        )
+    except EdgeError as e:
+        return Outcome(e.status, e.body())
+    remaining = deadline - time.time()
+    if remaining <= 0:
+        return Outcome(504, error_body(504, "request deadline passed before the upstream call"))
+    return request, remaining
+
+
 async def call_upstream(
     session: aiohttp.ClientSession,
     deployment: Deployment,
@@ -68,13 +89,10 @@ async def call_upstream(
     deadline: float,
 ) -> Outcome:
     adapter = ADAPTERS[deployment.provider]
-    try:
-        request = adapter.build_request(body, upstream_model, deployment, api_key, stream=False)
-    except EdgeError as e:
-        return Outcome(e.status, e.body())
-    remaining = deadline - time.time()
-    if remaining <= 0:
-        return Outcome(504, error_body(504, "request deadline passed before the upstream call"))
+    prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, stream=False)
+    if isinstance(prepared, Outcome):
+        return prepared
+    request, remaining = prepared
     started = time.perf_counter()
     try:
         async with session.post(

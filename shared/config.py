@@ -254,7 +254,6 @@ class Settings(msgspec.Struct, frozen=True):
     l2_timeout_s: float = 0.1
     worker_concurrency: int = 512
     upstream_connect_timeout_s: float = 10.0
-    log_level: str = "INFO"
 
 
 def _router_from_env(env: Mapping[str, str]) -> RouterSettings:
@@ -293,7 +292,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         l2_timeout_s=_env_float(env, "EDGE_L2_TIMEOUT", 0.1),
         worker_concurrency=_env_int(env, "EDGE_WORKER_CONCURRENCY", 512),
         upstream_connect_timeout_s=_env_float(env, "EDGE_UPSTREAM_CONNECT_TIMEOUT", 10.0),
-        log_level=env.get("LOG_LEVEL", "INFO").upper(),
     )
     if settings.request_timeout_s <= 0:
         raise ConfigError("EDGE_REQUEST_TIMEOUT: must be positive")
