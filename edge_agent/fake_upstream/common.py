@@ -225,6 +225,10 @@ class BaseApi:
         if markers.status is not None:
             self.stats.failures_injected += 1
             return self.status_error(markers.status, markers.retry_after)
+        hostile = await hostile_response(request, markers)
+        if hostile is not None:
+            self.stats.failures_injected += 1
+            return hostile
         if settings.error_rate > 0 and random.random() < settings.error_rate:
             self.stats.failures_injected += 1
             return self.status_error(settings.error_status, markers.retry_after)
@@ -238,3 +242,33 @@ class BaseApi:
             if self.retry_after_ms_header:
                 headers["retry-after-ms"] = str(round(seconds * 1000))
         return self.error(status, headers=headers)
+
+
+_BAD_BODIES = {
+    "error_200": b'{"error": {"message": "overloaded, try later", "type": "server_error"}}',
+    "no_finish": (
+        b'{"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "m", "choices":'
+        b' [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}'
+    ),
+    "not_json": b"<html>upstream proxy error</html>",
+}
+_MIB = 1 << 20
+
+
+async def hostile_response(request: web.Request, markers: Markers) -> web.StreamResponse | None:
+    """A 2xx answer a broken or hostile upstream might send, when a marker asks for one."""
+    if markers.bad_body is not None:
+        return web.Response(body=_BAD_BODIES.get(markers.bad_body, b"{}"), content_type="application/json")
+    size_mb = markers.huge_body_mb or markers.sse_no_newlines_mb
+    if not size_mb:
+        return None
+    sse = markers.sse_no_newlines_mb is not None
+    resp = web.StreamResponse(headers=SSE_HEADERS if sse else {"Content-Type": "application/json"})
+    await resp.prepare(request)
+    block = (b"data: " + b"x" * (_MIB - 6)) if sse else b"[" + b"1," * (_MIB // 2 - 1) + b"1"
+    try:
+        for _ in range(size_mb):
+            await resp.write(block)
+    except ConnectionError:
+        pass  # the gateway gave up reading, as it should
+    return resp

@@ -45,6 +45,9 @@ class Markers:
     stream_drop_after: int | None = None
     words: int | None = None
     times: int | None = None  # failure markers apply to the first N requests with the same key only
+    bad_body: str | None = None  # a 2xx answer that is not a completion: error_200, no_finish, not_json
+    huge_body_mb: int | None = None  # a 2xx body of N MiB
+    sse_no_newlines_mb: int | None = None  # a 2xx event stream of N MiB that never ends a line
 
     def without_failures(self) -> Markers:
         """These markers with the failure ones (status, drop, timeout, delay_ms, stream_*) cleared."""
@@ -60,7 +63,10 @@ class Markers:
 
 
 NO_MARKERS = Markers()
-_INT_MARKERS = frozenset({"status", "stream_error_after", "stream_drop_after", "words", "times"})
+_INT_MARKERS = frozenset(
+    {"status", "stream_error_after", "stream_drop_after", "words", "times", "huge_body_mb", "sse_no_newlines_mb"}
+)
+_STR_MARKERS = frozenset({"bad_body"})
 _FLOAT_MARKERS = frozenset({"retry_after", "delay_ms", "chunk_delay_ms"})
 _FLAG_MARKERS = frozenset({"timeout", "drop"})
 
@@ -78,6 +84,8 @@ def parse_markers(text: str) -> Markers:
                 values[key] = float(value)
             elif key in _FLAG_MARKERS:
                 values[key] = True
+            elif key in _STR_MARKERS:
+                values[key] = value
         except ValueError:
             continue
     return Markers(**values) if values else NO_MARKERS
