@@ -64,7 +64,15 @@ class Markers:
 
 NO_MARKERS = Markers()
 _INT_MARKERS = frozenset(
-    {"status", "stream_error_after", "stream_drop_after", "words", "times", "huge_body_mb", "sse_no_newlines_mb"}
+    {
+        "status",
+        "stream_error_after",
+        "stream_drop_after",
+        "words",
+        "times",
+        "huge_body_mb",
+        "sse_no_newlines_mb",
+    }
 )
 _STR_MARKERS = frozenset({"bad_body"})
 _FLOAT_MARKERS = frozenset({"retry_after", "delay_ms", "chunk_delay_ms"})
