@@ -17,6 +17,7 @@ from edge_front import health
 from edge_front.auth import OPEN_PATHS, UNAUTHORIZED_BODY, is_authorized
 from edge_front.chat import chat_completions
 from edge_front.http import send_json
+from edge_front.orphans import NoWorkerWatch
 from edge_front.state import FrontState
 from shared.config import ModelTable, Settings
 from shared.errors import error_body
@@ -73,6 +74,7 @@ def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
         state = FrontState.create(settings, models)
         app.state.edge = state
         await state.start()
+        state.add_task(NoWorkerWatch(state).run(), "no-worker-watch")
         log.info("front %s ready", state.front_id)
         try:
             yield

@@ -19,7 +19,7 @@ from edge_front import metrics
 from edge_front.dispatch import Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.state import FrontState
-from edge_front.streams import LiveStream, relay, send_replay
+from edge_front.streams import LiveStream, relay, replay_body, send_sse
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
 from shared.errors import EdgeError
@@ -72,10 +72,9 @@ _HIT_HEADERS = {"hit-l1": [(b"x-edge-cache", b"hit-l1")], "hit-l2": [(b"x-edge-c
 
 
 class Replay(msgspec.Struct):
-    """A cached completion to send to a streaming client as SSE."""
+    """A cached completion, already made into the SSE body for a streaming client."""
 
-    completion: bytes
-    include_usage: bool
+    body: bytes
     source: str
 
 
@@ -106,9 +105,7 @@ async def chat_completions(state: FrontState, scope: Scope, receive: Receive, se
         elif isinstance(result, Replay):
             status = 200
             metrics.STREAMS.labels(result.source).inc()
-            await send_replay(
-                send, [*base, *_HIT_HEADERS[result.source]], result.completion, result.include_usage
-            )
+            await send_sse(send, [*base, *_HIT_HEADERS[result.source]], result.body)
         else:
             status, body, extra = result
             await send_json(send, status, body, [*base, *extra])
@@ -137,9 +134,15 @@ async def _handle(
         hit = await _lookup(state, key)
         if hit is not None:
             labels.cache = hit[0]
-            if stream:
-                return Replay(hit[1], include_usage, hit[0])
-            return 200, hit[1], _HIT_HEADERS[hit[0]]
+            if not stream:
+                return 200, hit[1], _HIT_HEADERS[hit[0]]
+            try:
+                return Replay(replay_body(hit[1], include_usage), hit[0])
+            except (msgspec.DecodeError, ValueError):
+                # Not a chat completion (written by an older, less careful version): a miss,
+                # and gone from both tiers so nobody is served it again.
+                log.warning("request %s: dropped an unreadable cache entry", request_id)
+                await _evict(state, key)
     labels.cache = "miss"
     cache_key = None if skip_write else key
     miss = Miss(request_id, chat.model, body, cache_key, stream, include_usage, deadline)
@@ -198,6 +201,15 @@ def _error(error: EdgeError, request_id: str) -> Answer:
     if error.status >= 500:
         log.warning("request %s: %d %s", request_id, error.status, error.message)
     return error.status, error.body(), [(k.encode(), v.encode()) for k, v in error.headers.items()]
+
+
+async def _evict(state: FrontState, key: str) -> None:
+    state.l1.delete(key)
+    if state.settings.enable_l2_cache:
+        try:
+            await state.cache_redis.delete(keyspace.cache_entry(key))
+        except (TimeoutError, RedisError, OSError):
+            metrics.CACHE_ERRORS.inc()
 
 
 async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:

@@ -23,7 +23,7 @@ from edge_front.state import FrontState
 from edge_front.streams import LiveStream, watch_disconnect
 from shared.config import Deployment
 from shared.errors import EdgeError
-from shared.queue import Job, Reply, cancel, enqueue
+from shared.queue import Job, Reply, enqueue
 from shared.routing import backoff_s, is_retryable
 from shared.wire import ErrorEnvelope
 
@@ -191,7 +191,7 @@ def _deadline_error(job: Job) -> EdgeError:
 
 async def _ask(state: FrontState, job: Job) -> Reply:
     """A non-streamed answer: one reply."""
-    future = state.replies.expect(job.job_id)
+    future = state.replies.expect(job.job_id, job.provider)
     metrics.WAITING.inc()
     try:
         await _submit(state, job)
@@ -207,22 +207,25 @@ async def _start_stream(
     state: FrontState, job: Job, receive: Receive, include_usage: bool
 ) -> Reply | LiveStream:
     """Wait for a streamed answer's first reply: a failure before it is a plain reply (retryable)."""
-    replies = state.replies.expect_stream(job.job_id)
+    replies = state.replies.expect_stream(job.job_id, job.provider)
     watcher = asyncio.create_task(watch_disconnect(receive, replies))
+    first: Reply | None = None
     try:
         await _submit(state, job)
         first = await asyncio.wait_for(replies.get(), job.deadline - time.time())
-    except (EdgeError, TimeoutError) as e:
-        watcher.cancel()
-        state.replies.forget(job.job_id)
-        raise e if isinstance(e, EdgeError) else _deadline_error(job) from None
+    except TimeoutError:
+        raise _deadline_error(job) from None
+    except asyncio.CancelledError:
+        await asyncio.shield(state.cancel(job))  # the server is stopping this request
+        raise
+    finally:
+        if first is None or first.kind != "chunk":  # no stream to hand over: clean up here
+            watcher.cancel()
+            state.replies.forget(job.job_id)
     if first is None:  # the client left while waiting for the first token
-        state.replies.forget(job.job_id)
-        await cancel(state.queue_redis, job)
+        await state.cancel(job)
         metrics.CLIENT_DISCONNECTS.inc()
         raise ClientDisconnected
     if first.kind != "chunk":
-        watcher.cancel()
-        state.replies.forget(job.job_id)
         return first
     return LiveStream(job, replies, first, include_usage, job.cache_key, watcher)

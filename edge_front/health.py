@@ -35,16 +35,25 @@ async def _providers(state: FrontState) -> dict[str, dict[str, object]]:
             pipe.exists(keyspace.queue_health(name))
             pipe.zcard(keyspace.queue(name))
             pipe.zcount(keyspace.workers(name), now_ms - int(WORKER_DEAD_AFTER_S * 1000), "+inf")
+            pipe.hvals(keyspace.load(name))
         results = await pipe.execute()
-    return {
-        name: {
-            "worker_alive": bool(results[3 * i]),
-            "workers": int(results[3 * i + 2]),
-            "queue_depth": int(results[3 * i + 1]),
+    out: dict[str, dict[str, object]] = {}
+    for i, name in enumerate(names):
+        alive, jobs, workers, held = results[4 * i : 4 * i + 4]
+        running = sum(int(n) for n in held)
+        out[name] = {
+            "worker_alive": bool(alive),
+            "workers": int(workers),
+            "queue_depth": max(0, int(jobs) - running),  # waiting for a worker
+            "running": running,
+            # What this front's router last saw, and admits against:
+            "router_view": {
+                "waiting": state.router.depth.get(name, 0),
+                "running": state.router.running.get(name, 0),
+            },
             "available": state.router.provider_available(name),
         }
-        for i, name in enumerate(names)
-    }
+    return out
 
 
 async def ready(request: Request) -> Response:

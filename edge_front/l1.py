@@ -38,6 +38,10 @@ class L1Cache:
             oldest = next(iter(self._items))
             self._remove(oldest)
 
+    def delete(self, key: str) -> None:
+        if key in self._items:
+            self._remove(key)
+
     def _remove(self, key: str) -> None:
         _, value = self._items.pop(key)
         self.bytes -= len(value)

@@ -2,13 +2,17 @@
 
 All waiting requests share one reader task and one Redis connection: the reader blocks on this
 process's reply stream and hands each reply to the future of its request. A request that waits
-holds no connection, so 2,000 waiting requests cost 2,000 futures, not 2,000 sockets.
+holds no connection, so 2,000 waiting requests cost 2,000 futures, not 2,000 sockets. What was
+read is trimmed from the stream in the same round trip as the next read, so the stream holds
+only undelivered replies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -22,34 +26,44 @@ class ReplyRouter:
     def __init__(self, redis: Redis, stream: str) -> None:
         self.redis = redis
         self.stream = stream
-        # A non-streamed answer waits on a future; a streamed one on a queue of its replies.
-        self._waiters: dict[str, asyncio.Future[Reply] | asyncio.Queue[Reply | None]] = {}
+        # A non-streamed answer waits on a future; a streamed one on a queue of its replies. Each
+        # waiter is listed with the provider whose worker answers it (see `fail_provider`).
+        self._waiters: dict[str, tuple[asyncio.Future[Reply] | asyncio.Queue[Reply | None], str]] = {}
 
     def __len__(self) -> int:
         return len(self._waiters)
 
-    def expect(self, job_id: str) -> asyncio.Future[Reply]:
+    def expect(self, job_id: str, provider: str = "") -> asyncio.Future[Reply]:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._waiters[job_id] = future
+        self._waiters[job_id] = (future, provider)
         return future
 
-    def expect_stream(self, job_id: str) -> asyncio.Queue[Reply | None]:
+    def expect_stream(self, job_id: str, provider: str = "") -> asyncio.Queue[Reply | None]:
         """Replies of a streamed answer, in order; `None` is put there by whoever ends the wait
         early (a client disconnect). Memory is bounded by the answer's size: the worker's chunks
         are small and a stream ends at its deadline."""
         queue: asyncio.Queue[Reply | None] = asyncio.Queue()
-        self._waiters[job_id] = queue
+        self._waiters[job_id] = (queue, provider)
         return queue
 
     def forget(self, job_id: str) -> None:
         self._waiters.pop(job_id, None)
+
+    def waiting_for(self, provider: str) -> list[str]:
+        """The job ids this process waits on from `provider`'s workers."""
+        return [job_id for job_id, (_, p) in self._waiters.items() if p == provider]
+
+    def fail(self, job_ids: list[str], reply_for: Callable[[str], Reply]) -> None:
+        """End these waits with a reply made here (the workers will never send one)."""
+        for job_id in job_ids:
+            self._hand_over(reply_for(job_id))
 
     async def run(self) -> None:
         last_id: bytes | str = "0-0"  # the stream is new and private to this process
         failing = False
         while True:
             try:
-                batches = await self.redis.xread({self.stream: last_id}, count=1000, block=1000)
+                batches = await self._read(last_id)
                 failing = False
             except (RedisError, OSError) as e:
                 if not failing:  # once per outage
@@ -69,6 +83,18 @@ class ReplyRouter:
                     last_id = entry_id
                     self._deliver(fields.get(b"r"))
 
+    async def _read(self, last_id: bytes | str) -> Any:
+        """Block for new replies; in the same round trip, trim everything up to `last_id` (read
+        and handed over already). An exact trim: it only ever removes one batch."""
+        if last_id == "0-0":
+            return await self.redis.xread({self.stream: last_id}, count=1000, block=1000)
+        millis, _, seq = (last_id.decode() if isinstance(last_id, bytes) else last_id).partition("-")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xtrim(self.stream, minid=f"{millis}-{int(seq) + 1}", approximate=False)
+            pipe.xread({self.stream: last_id}, count=1000, block=1000)
+            _, batches = await pipe.execute()
+        return batches
+
     def _deliver(self, data: bytes | None) -> None:
         if data is None:
             return
@@ -77,9 +103,13 @@ class ReplyRouter:
         except Exception:
             log.error("undecodable reply on %s dropped", self.stream)
             return
-        waiter = self._waiters.get(reply.job_id)
-        if waiter is None:
+        self._hand_over(reply)
+
+    def _hand_over(self, reply: Reply) -> None:
+        entry = self._waiters.get(reply.job_id)
+        if entry is None:
             return  # its request already ended (deadline, disconnect)
+        waiter = entry[0]
         if isinstance(waiter, asyncio.Queue):
             waiter.put_nowait(reply)
             if reply.kind != "chunk":

@@ -21,6 +21,7 @@ from shared import keyspace
 from shared.breaker import FIELDS, PROBE_LUA, BreakerView
 from shared.config import Deployment, ModelTable
 from shared.errors import EdgeError
+from shared.queue import WORKER_DEAD_AFTER_S
 
 log = logging.getLogger("edge.front")
 REFRESH_S = 0.5
@@ -34,7 +35,10 @@ class Router:
         self.redis = redis
         self.rng = rng or random.Random()
         self.breakers: dict[str, BreakerView] = {}
-        self.depth: dict[str, int] = {}
+        self.depth: dict[str, int] = {}  # jobs waiting for a worker (running ones not counted)
+        self.running: dict[str, int] = {}  # jobs the provider's workers hold
+        self.live_workers: dict[str, int] = {}
+        self.refreshed_at = 0.0  # monotonic time of the last successful refresh
         self.rate: dict[str, float] = {}  # answers per second, per provider
         self._served: dict[str, tuple[float, int]] = {}
         self._probe = redis.register_script(PROBE_LUA)
@@ -132,12 +136,15 @@ class Router:
     async def refresh(self) -> None:
         deployments = self.models.deployments()
         providers = sorted({d.provider for d in deployments})
+        alive_since = int(time.time() * 1000) - int(WORKER_DEAD_AFTER_S * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
             for d in deployments:
                 pipe.hmget(keyspace.breaker(d.id), list(FIELDS))
             for p in providers:
                 pipe.zcard(keyspace.queue(p))
                 pipe.get(keyspace.served(p))
+                pipe.hvals(keyspace.load(p))
+                pipe.zcount(keyspace.workers(p), alive_since, "+inf")
             results = await pipe.execute()
         now = time.monotonic()
         for d, values in zip(deployments, results, strict=False):
@@ -148,8 +155,12 @@ class Router:
             )
         rest = results[len(deployments) :]
         for i, p in enumerate(providers):
-            depth, served = int(rest[2 * i]), int(rest[2 * i + 1] or 0)
-            self.depth[p] = depth
+            queued, served_count, held, live = rest[4 * i : 4 * i + 4]
+            # arq keeps a running job in its queue until it finishes: only the rest waits.
+            running = sum(int(n) for n in held)
+            depth = max(0, int(queued) - running)
+            self.depth[p], self.running[p], self.live_workers[p] = depth, running, int(live)
+            served = int(served_count or 0)
             metrics.QUEUE_DEPTH.labels(p).set(depth)
             metrics.PROVIDER_AVAILABLE.labels(p).set(1 if self.provider_available(p) else 0)
             if p in self._served:
@@ -157,3 +168,4 @@ class Router:
                 sample = max(0, served - before) / max(now - then, 1e-3)
                 self.rate[p] = sample if p not in self.rate else 0.7 * self.rate[p] + 0.3 * sample
             self._served[p] = (now, served)
+        self.refreshed_at = now

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import secrets
 import socket
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from edge_front.l1 import L1Cache
 from edge_front.replies import ReplyRouter
 from edge_front.router import Router
 from shared import keyspace
 from shared.config import ModelTable, Settings
+from shared.queue import Job, cancel
+
+log = logging.getLogger("edge.front")
 
 # Connections a front process may hold: 2 pools of 24 plus the reply reader's one (limit: 64).
 POOL_SIZE = 24
@@ -86,6 +93,10 @@ class FrontState:
         self._tasks.append(asyncio.create_task(self.replies.run(), name="reply-reader"))
         self._tasks.append(asyncio.create_task(self.router.run(), name="router-refresh"))
 
+    def add_task(self, task: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `task` for the life of this state (cancelled by `stop`)."""
+        self._tasks.append(asyncio.create_task(task, name=name))
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -96,6 +107,14 @@ class FrontState:
             pass
         for client in (self.cache_redis, self.queue_redis, self.reader_redis):
             await client.aclose()
+
+    async def cancel(self, job: Job) -> None:
+        """Nobody waits for `job` any more: stop or drop it. Best effort, never raises: it runs
+        in clean-up paths, some after the response started."""
+        try:
+            await cancel(self.queue_redis, job.provider, [job.job_id])
+        except (TimeoutError, RedisError, OSError) as e:
+            log.warning("request %s: could not cancel its job (%s)", job.request_id, type(e).__name__)
 
     async def provider_alive(self, provider: str) -> bool:
         """Whether some worker serves `provider` (arq's health-check key), cached for 2 s."""

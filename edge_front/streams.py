@@ -20,7 +20,7 @@ from edge_front import metrics
 from edge_front.state import FrontState
 from shared.chunks import replay_chunks
 from shared.errors import error_body
-from shared.queue import Job, Reply, cancel
+from shared.queue import Job, Reply
 from shared.sse import DONE, frame
 
 log = logging.getLogger("edge.front")
@@ -45,10 +45,13 @@ class LiveStream:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # which deployment serves it
 
 
-async def send_replay(
-    send: Send, headers: list[tuple[bytes, bytes]], completion: bytes, include_usage: bool
-) -> None:
-    body = b"".join(frame(_encode(chunk)) for chunk in replay_chunks(completion, include_usage)) + DONE
+def replay_body(completion: bytes, include_usage: bool) -> bytes:
+    """A cached completion as the SSE body OpenAI would have streamed. Raises msgspec's errors
+    for an entry that is not a chat completion (the caller treats it as a miss)."""
+    return b"".join(frame(_encode(chunk)) for chunk in replay_chunks(completion, include_usage)) + DONE
+
+
+async def send_sse(send: Send, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
     await send({"type": "http.response.body", "body": body})
 
@@ -56,23 +59,41 @@ async def send_replay(
 async def relay(
     state: FrontState, live: LiveStream, send: Send, headers: list[tuple[bytes, bytes]]
 ) -> tuple[int, int]:
-    """Write the live stream to the client; returns the (prompt, completion) tokens it used."""
-    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
-    remaining = live.job.deadline - time.time()
+    """Write the live stream to the client; returns the (prompt, completion) tokens it used.
+    Never raises but for cancellation: once the response started, every failure ends the
+    stream with an error event, and the job is cancelled unless it finished."""
+    finished = False
     try:
-        async with asyncio.timeout(remaining):
-            return await _pump(state, live, send)
+        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+        async with asyncio.timeout(live.job.deadline - time.time()):
+            tokens, finished = await _pump(state, live, send)
+        return tokens
     except TimeoutError:
-        body = error_body(504, "The stream did not finish within the deadline.")
-        await send({"type": "http.response.body", "body": frame(body), "more_body": False})
-        await cancel(state.queue_redis, live.job)
-        return 0, 0
+        await _end_with_error(send, 504, "The stream did not finish within the deadline.")
+    except OSError:
+        pass  # the client's connection failed: nobody to tell
+    except Exception:
+        log.exception("request %s: relaying the stream failed", live.job.request_id)
+        await _end_with_error(send, 500, "The gateway failed while relaying this stream.")
     finally:
         live.watcher.cancel()
         state.replies.forget(live.job.job_id)
+        if not finished:
+            await state.cancel(live.job)
+    return 0, 0
 
 
-async def _pump(state: FrontState, live: LiveStream, send: Send) -> tuple[int, int]:
+async def _end_with_error(send: Send, status: int, message: str) -> None:
+    try:
+        await send(
+            {"type": "http.response.body", "body": frame(error_body(status, message)), "more_body": False}
+        )
+    except Exception:
+        pass  # the client is gone too
+
+
+async def _pump(state: FrontState, live: LiveStream, send: Send) -> tuple[tuple[int, int], bool]:
+    """(tokens, whether the job finished: answered or failed, nothing left to cancel)."""
     pending: list[Reply | None] = [live.first]
     while True:
         # Everything that already arrived goes out in one write; then wait for the next reply.
@@ -91,20 +112,21 @@ async def _pump(state: FrontState, live: LiveStream, send: Send) -> tuple[int, i
         pending = [await live.replies.get()]
 
 
-async def _finish(state: FrontState, live: LiveStream, send: Send, reply: Reply | None) -> tuple[int, int]:
-    if reply is None:  # the client went away: stop paying for tokens nobody reads
+async def _finish(
+    state: FrontState, live: LiveStream, send: Send, reply: Reply | None
+) -> tuple[tuple[int, int], bool]:
+    if reply is None:  # the client went away: the caller stops paying for tokens nobody reads
         metrics.CLIENT_DISCONNECTS.inc()
-        await cancel(state.queue_redis, live.job)
-        return 0, 0
+        return (0, 0), False
     if reply.kind == "done":
         if live.cache_key is not None:
             state.l1.set(live.cache_key, reply.body)
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
-        return reply.prompt_tokens, reply.completion_tokens
+        return (reply.prompt_tokens, reply.completion_tokens), True
     # An error after the stream began travels inside it, in OpenAI's shape, and ends it.
     log.info("request %s: stream failed with %d", live.job.request_id, reply.status)
     await send({"type": "http.response.body", "body": frame(reply.body), "more_body": False})
-    return 0, 0
+    return (0, 0), True
 
 
 async def watch_disconnect(receive: Receive, replies: asyncio.Queue[Reply | None]) -> None:

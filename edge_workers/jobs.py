@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from edge_workers import metrics
 from edge_workers.publishing import Attempt, Publication, publish
@@ -35,22 +36,58 @@ class WorkerState:
     api_keys: dict[str, str]  # deployment id -> key, read from the environment at start
     session: aiohttp.ClientSession
     redis: Redis
+    # Ids of the jobs claimed and not yet finally answered (shared with the EdgeWorker, which
+    # takes out of Redis's running set whatever a job's end left here).
+    held: set[str] = field(default_factory=set)
     # Upstream calls in flight by job id, so a front's cancel can stop one (see `cancel_listener`).
     running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
 
     async def publish(self, job: Job, pub: Publication) -> None:
         await publish(self.redis, job, pub, self.worker_id, self.models.router.breaker)
+        if pub.attempt is not None:  # the last publication also left the running set
+            self.held.discard(job.job_id)
 
     async def release(self, job: Job) -> None:
         """The job ends without an answer (expired, cancelled): it is no longer this worker's."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.srem(keyspace.running(self.worker_id), job.job_id)
-            await pipe.execute()
+        await self.redis.srem(keyspace.running(self.worker_id), job.job_id)  # type: ignore[misc]
+        self.held.discard(job.job_id)
+
+
+# A job runs again only when its worker died holding it; after this many runs it is answered
+# with an error instead (a request that kills its worker must not take the whole pool down).
+MAX_RUNS = 3
+# When publishing a job's failure fails too (Redis blinked), try again for about this long.
+FAILURE_PUBLISH_ATTEMPTS = (0.1, 0.3, 1.0, 2.0)
 
 
 async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
+    """arq's job function: every outcome, an unexpected exception included, reaches the front."""
     state: WorkerState = ctx["edge"]
     job = decode_job(payload)
+    try:
+        await _run(ctx, state, job)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("request %s: the job failed", job.request_id)
+        metrics.JOBS.labels(state.provider, "error").inc()
+        await _publish_failure(state, job, "The gateway's worker failed while answering this request.")
+
+
+async def _publish_failure(state: WorkerState, job: Job, message: str) -> None:
+    """A 502 for the waiting front, retried through a short Redis outage; given up after that
+    (the front's deadline, or its no-worker check, then ends the request)."""
+    reply = Reply(job.job_id, status=502, body=error_body(502, message))
+    for pause in FAILURE_PUBLISH_ATTEMPTS:
+        try:
+            await state.publish(job, Publication([reply], attempt=Attempt("neutral")))
+            return
+        except (RedisError, OSError) as e:
+            log.warning("request %s: could not publish its failure (%s)", job.request_id, type(e).__name__)
+            await asyncio.sleep(pause)
+
+
+async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
     started = time.time()
     metrics.QUEUE_WAIT.labels(state.provider).observe(
         max(0.0, (started - ctx["enqueue_time"].timestamp()) * 1000)
@@ -70,6 +107,10 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
         await state.publish(
             job, Publication([Reply(job.job_id, status=502, body=body)], attempt=Attempt("neutral"))
         )
+        return
+    if ctx.get("job_try", 1) > MAX_RUNS:
+        log.error("request %s: its worker died %d times; not running it again", job.request_id, MAX_RUNS)
+        await _publish_failure(state, job, f"The request was abandoned after {MAX_RUNS} worker failures.")
         return
     if (
         job.stream
@@ -103,7 +144,8 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
 async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     body = _decode_json(job.body)
     api_key = state.api_keys.get(deployment.id, "")
-    cache = job.cache_key is not None and state.settings.enable_l2_cache
+    settings = state.settings
+    cache = job.cache_key is not None and settings.enable_l2_cache
     if job.stream:
 
         async def send(pub: Publication) -> None:
@@ -119,8 +161,17 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
             job.job_id,
             send,
             cache,
+            (settings.max_upstream_body_bytes, settings.max_upstream_line_bytes),
         )
-    outcome = await call_upstream(state.session, deployment, api_key, job.upstream_model, body, job.deadline)
+    outcome = await call_upstream(
+        state.session,
+        deployment,
+        api_key,
+        job.upstream_model,
+        body,
+        job.deadline,
+        settings.max_upstream_body_bytes,
+    )
     if outcome.status >= 400:
         log.info("request %s: answered %d", job.request_id, outcome.status)
     attempt = Attempt(outcome_of(outcome.status, outcome.attempted), outcome.latency_ms)

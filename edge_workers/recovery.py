@@ -12,48 +12,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
-from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
 from shared import keyspace
-from shared.queue import WORKER_DEAD_AFTER_S, WORKER_HEARTBEAT_S
+from shared.arq_compat import IN_PROGRESS_KEY_PREFIX, JOB_KEY_PREFIX, REAP_LUA, WORKER_STATE_TTL_S
+from shared.queue import WAKE_STREAM_MAXLEN, WORKER_DEAD_AFTER_S, WORKER_HEARTBEAT_S
 
 log = logging.getLogger("edge.worker")
 
 
-# KEYS[1] registry, KEYS[2] queue, KEYS[3] wake stream; ARGV: dead worker id, now_ms, running-set key.
-# Atomic, so when several workers reap the same dead one, only the first re-queues its jobs.
-_REAP_LUA = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {} end
-local jobs = redis.call('SMEMBERS', ARGV[3])
-local requeued = {}
-for _, id in ipairs(jobs) do
-  if redis.call('EXISTS', ARGV[4] .. id) == 1 then
-    redis.call('DEL', ARGV[5] .. id)
-    redis.call('ZADD', KEYS[2], ARGV[2], id)
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'j', id)
-    requeued[#requeued + 1] = id
-  end
-end
-redis.call('DEL', ARGV[3])
-return requeued
-"""
-
-
 class Recovery:
-    def __init__(self, redis: Redis, provider: str, worker_id: str) -> None:
+    def __init__(
+        self, redis: Redis, provider: str, worker_id: str, load: Callable[[], int] = lambda: 0
+    ) -> None:
         self.redis = redis
         self.provider = provider
         self.worker_id = worker_id
-        self._reap = redis.register_script(_REAP_LUA)
+        self.load = load  # how many jobs this worker holds (fronts subtract them from queue depth)
+        self._reap = redis.register_script(REAP_LUA)
 
     async def join(self) -> None:
-        await self.redis.zadd(keyspace.workers(self.provider), {self.worker_id: int(time.time() * 1000)})
+        """The heartbeat: alive now, holding this many jobs; the running set lives on a while."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keyspace.workers(self.provider), {self.worker_id: int(time.time() * 1000)})
+            pipe.expire(keyspace.workers(self.provider), WORKER_STATE_TTL_S)
+            pipe.hset(keyspace.load(self.provider), self.worker_id, str(self.load()))
+            pipe.expire(keyspace.load(self.provider), WORKER_STATE_TTL_S)
+            pipe.expire(keyspace.running(self.worker_id), WORKER_STATE_TTL_S)
+            await pipe.execute()
 
     async def leave(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(keyspace.workers(self.provider), self.worker_id)
+            pipe.hdel(keyspace.load(self.provider), self.worker_id)
             pipe.delete(keyspace.running(self.worker_id))
             await pipe.execute()
 
@@ -76,8 +69,20 @@ class Recovery:
         for worker in dead:
             worker_id = worker.decode()
             ids = await self._reap(
-                keys=[registry, keyspace.queue(self.provider), keyspace.wake(self.provider)],
-                args=[worker_id, now_ms, keyspace.running(worker_id), job_key_prefix, in_progress_key_prefix],
+                keys=[
+                    registry,
+                    keyspace.queue(self.provider),
+                    keyspace.wake(self.provider),
+                    keyspace.load(self.provider),
+                ],
+                args=[
+                    worker_id,
+                    now_ms,
+                    keyspace.running(worker_id),
+                    JOB_KEY_PREFIX,
+                    IN_PROGRESS_KEY_PREFIX,
+                    WAKE_STREAM_MAXLEN,
+                ],
             )
             if ids:
                 log.warning("worker %s stopped; re-queued its %d job(s)", worker_id, len(ids))

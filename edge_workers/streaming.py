@@ -17,13 +17,22 @@ import msgspec
 from edge_workers.providers import ADAPTERS
 from edge_workers.providers.base import StreamError, StreamTranslator
 from edge_workers.publishing import Attempt, Publication, Publish
-from edge_workers.upstream import Outcome, call_timeout, error_outcome, prepare_call, retry_after_of
+from edge_workers.upstream import (
+    BodyTooLarge,
+    Outcome,
+    call_timeout,
+    error_outcome,
+    prepare_call,
+    read_body,
+    retry_after_of,
+    too_large,
+)
 from shared.breaker import outcome_of
 from shared.chunks import ChunkAssembler
 from shared.config import Deployment
 from shared.errors import error_body
 from shared.queue import Reply
-from shared.sse import SSEParser
+from shared.sse import EventTooLarge, SSEParser
 
 _encode = msgspec.json.Encoder().encode
 
@@ -75,7 +84,9 @@ async def stream_answer(
     job_id: str,
     publish: Publish,
     cache: bool,
+    limits: tuple[int, int],
 ) -> str:
+    """`limits`: the most bytes the whole stream, and one line of it, may have."""
     """Run one streamed answer to its end; returns the outcome for metrics (status or "ok")."""
     adapter = ADAPTERS[deployment.provider]
     out = _Stream(job_id, publish)
@@ -83,24 +94,32 @@ async def stream_answer(
     if isinstance(prepared, Outcome):
         return await out.fail(prepared.status, prepared.body)
     request, remaining = prepared
+    max_body, max_line = limits
     out.attempted, out.called_at = True, time.perf_counter()
     try:
         async with session.post(
             request.url, data=request.body, headers=request.headers, timeout=call_timeout(session, remaining)
         ) as response:
             if response.status >= 300:
-                raw = await response.read()
+                raw = await read_body(response, max_body)
                 failed: Outcome = error_outcome(
                     deployment, response.status, raw, retry_after_of(response.headers)
                 )
                 return await out.fail(failed.status, failed.body, failed.retry_after)
             translator = adapter.stream_translator()
             assembler = ChunkAssembler()
-            parser = SSEParser()
+            parser = SSEParser(max_line)
             out.first_byte_ms = (time.perf_counter() - out.called_at) * 1000
+            received = 0
             async for data in response.content.iter_any():
+                received += len(data)
+                if received > max_body:
+                    raise BodyTooLarge
                 await out.chunks(translator, assembler, parser.feed_bytes(data))
             await out.chunks(translator, assembler, parser.flush())
+    except (BodyTooLarge, EventTooLarge) as e:
+        failed = too_large(deployment, max_line if isinstance(e, EventTooLarge) else max_body)
+        return await out.fail(failed.status, failed.body)
     except StreamError as e:
         d = e.detail
         status = e.status if out.started else (e.status if 400 <= e.status < 500 else 502)

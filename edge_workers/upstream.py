@@ -7,6 +7,7 @@ aiohttp, not httpx, because it costs ~20x less CPU per request under concurrency
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -17,6 +18,8 @@ from edge_workers.providers import ADAPTERS, UpstreamRequest
 from shared.config import Deployment
 from shared.errors import EdgeError, error_body
 from shared.wire import Usage
+
+log = logging.getLogger("edge.worker")
 
 
 class Outcome(msgspec.Struct):
@@ -54,9 +57,43 @@ def call_timeout(session: aiohttp.ClientSession, remaining_s: float) -> aiohttp.
     return aiohttp.ClientTimeout(total=remaining_s, sock_connect=min(remaining_s, connect or remaining_s))
 
 
+# The upstream refused the gateway's own credentials: not the client's fault, so never the
+# client's 401/403 (the SDK would blame the client's key), and the deployment's failure.
+CREDENTIALS_REFUSED = frozenset({401, 403})
+
+
 def gateway_status(upstream_status: int) -> int:
-    """Upstream 4xx keeps its status (the client's request is at fault); 5xx becomes 502."""
-    return upstream_status if 400 <= upstream_status < 500 else 502
+    """Upstream 4xx keeps its status (the client's request is at fault), but for a refusal of the
+    gateway's credentials; those and 5xx become 502."""
+    if 400 <= upstream_status < 500 and upstream_status not in CREDENTIALS_REFUSED:
+        return upstream_status
+    return 502
+
+
+class BodyTooLarge(Exception):
+    """The upstream's answer is longer than the configured limit."""
+
+
+async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, refusing one longer than `limit` without reading it all."""
+    declared = response.content_length
+    if declared is not None:
+        if declared > limit:
+            raise BodyTooLarge
+        return await response.read()  # bounded: the parser stops at Content-Length
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(deployment: Deployment, limit: int) -> Outcome:
+    message = f"upstream {deployment.provider} sent an answer larger than the gateway's {limit}-byte limit"
+    return Outcome(502, error_body(502, message), attempted=True)
 
 
 def prepare_call(
@@ -87,6 +124,7 @@ async def call_upstream(
     upstream_model: str,
     body: dict[str, Any],
     deadline: float,
+    max_body_bytes: int,
 ) -> Outcome:
     adapter = ADAPTERS[deployment.provider]
     prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, stream=False)
@@ -101,9 +139,11 @@ async def call_upstream(
             headers=request.headers,
             timeout=call_timeout(session, remaining),
         ) as response:
-            raw = await response.read()
+            raw = await read_body(response, max_body_bytes)
             status = response.status
             retry_after = retry_after_of(response.headers)
+    except BodyTooLarge:
+        return too_large(deployment, max_body_bytes)
     except TimeoutError:
         message = f"upstream {deployment.provider} did not answer in time"
         return Outcome(504, error_body(504, message), attempted=True)
@@ -124,8 +164,25 @@ async def call_upstream(
 
 def error_outcome(deployment: Deployment, status: int, raw: bytes, retry_after: float | None) -> Outcome:
     """A non-2xx upstream answer in the gateway's terms."""
-    detail = ADAPTERS[deployment.provider].parse_error(status, raw)
     gw_status = gateway_status(status)
+    if status in CREDENTIALS_REFUSED:
+        # The upstream's message may quote the (masked) provider key: it stays in no answer.
+        log.warning(
+            "deployment %s: upstream %s refused the gateway's credentials (%d)",
+            deployment.id,
+            deployment.provider,
+            status,
+        )
+        message = (
+            f"upstream {deployment.provider} refused the gateway's credentials for deployment "
+            f"'{deployment.id}' (HTTP {status}); the gateway's operator must fix its API key"
+        )
+        return Outcome(
+            gw_status,
+            error_body(gw_status, message, code="upstream_credentials_refused"),
+            retry_after=retry_after,
+        )
+    detail = ADAPTERS[deployment.provider].parse_error(status, raw)
     message = (
         detail.message
         if gw_status == status

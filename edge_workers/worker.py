@@ -11,6 +11,7 @@ Everything else (job keys, retries, health-check key, shutdown) is arq's own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -20,44 +21,29 @@ from typing import Any
 
 from arq import Worker
 from arq.connections import RedisSettings, create_pool
-from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import func
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
-from edge_workers.jobs import WorkerState, cancel_listener, chat_completion
+from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
 from edge_workers.recovery import Recovery
 from edge_workers.upstream import new_session
-from shared import keyspace
+from shared import arq_compat, keyspace
+from shared.arq_compat import CLAIM_LUA
 from shared.config import Settings, load_settings
 from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
 
 log = logging.getLogger("edge.worker")
-
-# Claim each id whose job is due and not already running, noting it as this worker's (see
-# `edge_workers.recovery`); return the claimed ids and their scores.
-_CLAIM_LUA = """
-local claimed = {}
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  if score and tonumber(score) <= tonumber(ARGV[1]) then
-    if redis.call('SET', KEYS[2] .. id, '1', 'PX', ARGV[2], 'NX') then
-      redis.call('SADD', KEYS[3], id)
-      claimed[#claimed + 1] = id
-      claimed[#claimed + 1] = score
-    end
-  end
-end
-return claimed
-"""
 
 HEALTH_CHECK_INTERVAL_S = 5
 FALLBACK_POLL_S = 0.5
 
 
 class EdgeWorker(Worker):
+    """arq's Worker, woken by the wake stream; every use of arq's internals goes through
+    `shared.arq_compat`, which `build_worker` checks before a worker starts."""
+
     async def main(self) -> None:
         if self._pool is None:
             self._pool = await create_pool(
@@ -67,7 +53,8 @@ class EdgeWorker(Worker):
                 default_queue_name=self.queue_name,
                 expires_extra_ms=self.expires_extra_ms,
             )
-        self._claim = self.pool.register_script(_CLAIM_LUA)
+        self._claim = self.pool.register_script(CLAIM_LUA)
+        self._slot_freed = asyncio.Event()
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
@@ -81,10 +68,18 @@ class EdgeWorker(Worker):
                 # arq's poll (due jobs from the sorted set, health check, task clean-up) at least
                 # every poll_delay; in between, the wake stream names new jobs to claim directly.
                 if time.monotonic() - polled >= self.poll_delay_s:
-                    await self._poll_iteration()
+                    await arq_compat.poll_once(self)
                     polled = time.monotonic()
+                free = arq_compat.free_slots(self)
+                if free <= 0:
+                    # Saturated: read no wake entries we could not start; they wait in the stream
+                    # (or another worker takes their jobs) until a slot frees, not for the poll.
+                    self._slot_freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), self.poll_delay_s)
+                    continue
                 block_ms = int(self.poll_delay_s * 1000)
-                woke = await self.pool.xread({wake_stream: last_id}, count=1000, block=block_ms)
+                woke = await self.pool.xread({wake_stream: last_id}, count=min(free, 1000), block=block_ms)
                 if woke:
                     entries = woke[0][1]
                     last_id = entries[-1][0]
@@ -105,20 +100,46 @@ class EdgeWorker(Worker):
         return newest[0][0] if newest else "0-0"
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        free = self.max_jobs - self.job_counter
+        """Claim what fits in the free slots (one Lua call) and run it; arq's poll calls this too."""
+        free = arq_compat.free_slots(self)
         if free <= 0 or not job_ids:
             return
+        held: set[str] = self.ctx["held"]
         claimed = await self._claim(
-            keys=[self.queue_name, in_progress_key_prefix, keyspace.running(self.ctx["worker_id"])],
-            args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), *job_ids[:free]],
+            keys=[
+                self.queue_name,
+                arq_compat.IN_PROGRESS_KEY_PREFIX,
+                keyspace.running(self.ctx["worker_id"]),
+            ],
+            args=[
+                timestamp_ms(),
+                arq_compat.in_progress_ms(self),
+                arq_compat.WORKER_STATE_TTL_S,
+                *job_ids[:free],
+            ],
         )
         for i in range(0, len(claimed), 2):
             job_id = claimed[i].decode()
-            await self.sem.acquire()
-            self.job_counter += 1
-            task = self.loop.create_task(self.run_job(job_id, int(float(claimed[i + 1]))))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            held.add(job_id)
+            await arq_compat.take_slot(self)
+            task = self.loop.create_task(self._run(job_id, int(float(claimed[i + 1]))))
+            task.add_done_callback(self._job_done)
             self.tasks[job_id] = task
+
+    async def _run(self, job_id: str, score: int) -> None:
+        try:
+            await self.run_job(job_id, score)
+        finally:
+            # A job that ended without its final publication (arq found it expired or over its
+            # tries, or it raised) is still in this worker's running set: take it out.
+            if job_id in self.ctx["held"]:
+                self.ctx["held"].discard(job_id)
+                with contextlib.suppress(RedisError, OSError):
+                    await self.pool.srem(keyspace.running(self.ctx["worker_id"]), job_id)  # type: ignore[misc]
+
+    def _job_done(self, _: asyncio.Task[None]) -> None:
+        arq_compat.release_slot(self)
+        self._slot_freed.set()
 
 
 def _api_keys(settings_models: Any) -> dict[str, str]:
@@ -132,11 +153,13 @@ def _api_keys(settings_models: Any) -> dict[str, str]:
 
 
 def build_worker(provider: str, settings: Settings | None = None, models: Any = None) -> EdgeWorker:
+    arq_compat.check_arq()  # refuse to start on an arq whose internals moved (see shared.arq_compat)
     if settings is None or models is None:
         settings, models = load_settings()
+    held: set[str] = set()  # ids of the jobs this worker claimed and has not answered yet
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        recovery = Recovery(ctx["redis"], provider, ctx["worker_id"])
+        recovery = Recovery(ctx["redis"], provider, ctx["worker_id"], load=held.__len__)
         await recovery.join()
         ctx["recovery"] = recovery
         ctx["heartbeat"] = asyncio.create_task(recovery.run())
@@ -148,6 +171,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             api_keys=_api_keys(models),
             session=new_session(settings.upstream_connect_timeout_s, settings.worker_concurrency),
             redis=ctx["redis"],
+            held=held,
         )
         ctx["cancel_listener"] = asyncio.create_task(cancel_listener(state))
 
@@ -165,7 +189,9 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
 
     return EdgeWorker(
         # A job runs again only after its worker died (see edge_workers.recovery) or stopped.
-        functions=[func(chat_completion, name=JOB_FUNCTION, max_tries=3)],
+        # arq's own limit is one above ours so that `chat_completion` answers the job that has
+        # run too often (arq would drop it without a word, leaving its request waiting).
+        functions=[func(chat_completion, name=JOB_FUNCTION, max_tries=MAX_RUNS + 1)],
         queue_name=keyspace.queue(provider),
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         job_serializer=arq_serialize,
@@ -177,6 +203,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         ctx={
             "wake_stream": keyspace.wake(provider),
+            "held": held,
             "worker_id": f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}",
         },
         on_startup=on_startup,
@@ -195,7 +222,12 @@ def run(provider: str, metrics_port: int | None) -> None:
             log.warning("metrics port %d unavailable (%s); metrics not served", metrics_port, e.strerror)
     asyncio.set_event_loop(new_event_loop())
     try:
-        build_worker(provider, settings, models).run()  # arq handles SIGINT/SIGTERM
+        worker = build_worker(provider, settings, models)
+    except arq_compat.ArqIncompatible as e:
+        log.error("worker not started: %s", e)
+        raise SystemExit(2) from None
+    try:
+        worker.run()  # arq handles SIGINT/SIGTERM
     except asyncio.CancelledError:
         pass  # jobs still running at shutdown were cancelled; their requests get 504 or retry
 

@@ -151,6 +151,7 @@ def main() -> None:
         direct1 = scenario(direct, 1, True, "d1")
         miss64 = scenario(gateway, 64, True, "m64")
         direct64 = scenario(direct, 64, True, "d64")
+
         def streams(url: str, c: int) -> list[StreamStats]:
             return [stream_run(url, MASTER_KEY, c, d, STREAM_PROMPT) for _ in range(args.runs)]
 

@@ -254,6 +254,11 @@ class Settings(msgspec.Struct, frozen=True):
     l2_timeout_s: float = 0.1
     worker_concurrency: int = 512
     upstream_connect_timeout_s: float = 10.0
+    # A hostile or broken upstream must not exhaust a worker that runs hundreds of jobs at once.
+    max_upstream_body_bytes: int = 64 * 1024 * 1024  # a whole answer, or a whole stream
+    max_upstream_line_bytes: int = 8 * 1024 * 1024  # one line (event) of a stream
+    # Requests wait this long for a provider's workers to come back, then get a 503.
+    no_worker_grace_s: float = 10.0
 
 
 def _router_from_env(env: Mapping[str, str]) -> RouterSettings:
@@ -292,9 +297,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         l2_timeout_s=_env_float(env, "EDGE_L2_TIMEOUT", 0.1),
         worker_concurrency=_env_int(env, "EDGE_WORKER_CONCURRENCY", 512),
         upstream_connect_timeout_s=_env_float(env, "EDGE_UPSTREAM_CONNECT_TIMEOUT", 10.0),
+        max_upstream_body_bytes=_env_int(env, "EDGE_MAX_UPSTREAM_BODY_BYTES", 64 * 1024 * 1024),
+        max_upstream_line_bytes=_env_int(env, "EDGE_MAX_UPSTREAM_LINE_BYTES", 8 * 1024 * 1024),
+        no_worker_grace_s=_env_float(env, "EDGE_NO_WORKER_GRACE", 10.0),
     )
-    if settings.request_timeout_s <= 0:
-        raise ConfigError("EDGE_REQUEST_TIMEOUT: must be positive")
+    for name, value in (
+        ("EDGE_REQUEST_TIMEOUT", settings.request_timeout_s),
+        ("EDGE_MAX_UPSTREAM_BODY_BYTES", settings.max_upstream_body_bytes),
+        ("EDGE_MAX_UPSTREAM_LINE_BYTES", settings.max_upstream_line_bytes),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{name}: must be positive")
+    if settings.no_worker_grace_s < 0:
+        raise ConfigError("EDGE_NO_WORKER_GRACE: must not be negative")
     if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"REDIS_URL: expected redis://, rediss:// or unix://, got {settings.redis_url!r}")
     config_path = env.get("EDGE_CONFIG")

@@ -6,6 +6,8 @@ everything else lives under one prefix so operators can see and ACL it.
 
 from __future__ import annotations
 
+from shared.arq_compat import HEALTH_CHECK_SUFFIX
+
 PREFIX = "edge"
 
 
@@ -21,7 +23,7 @@ def queue(provider: str) -> str:
 
 def queue_health(provider: str) -> str:
     """arq's health-check key for a queue: present while at least one worker of it is alive."""
-    return f"{queue(provider)}:health-check"
+    return queue(provider) + HEALTH_CHECK_SUFFIX
 
 
 def wake(provider: str) -> str:
@@ -52,6 +54,11 @@ def served(provider: str) -> str:
 def workers(provider: str) -> str:
     """Sorted set: the provider's worker ids scored by their last heartbeat (ms)."""
     return f"{PREFIX}:workers:{provider}"
+
+
+def load(provider: str) -> str:
+    """Hash: worker id -> how many jobs it holds (running jobs stay in arq's queue until done)."""
+    return f"{PREFIX}:load:{provider}"
 
 
 def running(worker_id: str) -> str:

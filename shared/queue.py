@@ -16,11 +16,10 @@ import time
 from typing import Any, Literal
 
 import msgspec
-from arq.constants import job_key_prefix
-from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
 from shared import keyspace
+from shared.arq_compat import JOB_KEY_PREFIX, serialize_job_data
 
 JOB_FUNCTION = "chat_completion"
 WAKE_STREAM_MAXLEN = 10_000
@@ -97,9 +96,9 @@ async def enqueue(redis: Redis, job: Job) -> None:
     """Put `job` on its provider's queue and wake that provider's workers: one round trip."""
     now_ms = int(time.time() * 1000)
     ttl_ms = max(1, int((job.deadline - time.time()) * 1000)) + JOB_KEY_GRACE_MS
-    data = serialize_job(JOB_FUNCTION, (encode_job(job),), {}, None, now_ms, serializer=arq_serialize)
+    data = serialize_job_data(JOB_FUNCTION, (encode_job(job),), now_ms, arq_serialize)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.psetex(job_key_prefix + job.job_id, ttl_ms, data)
+        pipe.psetex(JOB_KEY_PREFIX + job.job_id, ttl_ms, data)
         pipe.zadd(keyspace.queue(job.provider), {job.job_id: now_ms})
         pipe.xadd(
             keyspace.wake(job.provider), {b"j": job.job_id}, maxlen=WAKE_STREAM_MAXLEN, approximate=True
@@ -107,10 +106,11 @@ async def enqueue(redis: Redis, job: Job) -> None:
         await pipe.execute()
 
 
-async def cancel(redis: Redis, job: Job) -> None:
-    """The client went away: stop the job if a worker runs it, and drop it if it still waits."""
+async def cancel(redis: Redis, provider: str, job_ids: list[str]) -> None:
+    """Nobody waits for these jobs any more: stop any a worker runs, drop those still queued."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.publish(keyspace.cancels(job.provider), job.job_id)
-        pipe.zrem(keyspace.queue(job.provider), job.job_id)
-        pipe.delete(job_key_prefix + job.job_id)
+        for job_id in job_ids:
+            pipe.publish(keyspace.cancels(provider), job_id)
+        pipe.zrem(keyspace.queue(provider), *job_ids)
+        pipe.delete(*(JOB_KEY_PREFIX + job_id for job_id in job_ids))
         await pipe.execute()

@@ -10,27 +10,56 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 
-class SSEParser:
-    """Feed it lines (with or without their line ending); it yields complete (event, data) pairs."""
+class EventTooLarge(ValueError):
+    """A line or event longer than the parser's limit: the stream is broken or hostile."""
 
-    def __init__(self) -> None:
+
+class SSEParser:
+    """Feed it lines (with or without their line ending); it yields complete (event, data) pairs.
+
+    Memory is bounded: a line, and an event's data, longer than `max_line_bytes` raises
+    EventTooLarge. A line that arrives in many reads is joined once, when it ends, so a stream
+    without line breaks costs linear time, not quadratic.
+    """
+
+    def __init__(self, max_line_bytes: int = 8 * 1024 * 1024) -> None:
+        self.max_line_bytes = max_line_bytes
         self._event = ""
         self._data: list[bytes] = []
-        self._partial = b""
+        self._data_size = 0
+        self._partial: list[bytes] = []  # the pieces of an unfinished line
+        self._partial_size = 0
 
     def feed_bytes(self, data: bytes) -> Iterator[tuple[str, bytes]]:
         """Feed raw bytes as they arrive from the network, split anywhere."""
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
+        if b"\n" not in data:
+            self._keep_partial(data)
+            return
+        if self._partial:
+            data = b"".join(self._partial) + data
+            self._partial.clear()
+            self._partial_size = 0
+        lines = data.split(b"\n")
+        self._keep_partial(lines.pop())
         for line in lines:
+            if len(line) > self.max_line_bytes:
+                raise EventTooLarge(f"a stream line is longer than {self.max_line_bytes} bytes")
             yield from self.feed(line)
+
+    def _keep_partial(self, piece: bytes) -> None:
+        if not piece:
+            return
+        self._partial.append(piece)
+        self._partial_size += len(piece)
+        if self._partial_size > self.max_line_bytes:
+            raise EventTooLarge(f"a stream line is longer than {self.max_line_bytes} bytes")
 
     def feed(self, line: bytes) -> Iterator[tuple[str, bytes]]:
         line = line.rstrip(b"\r\n")
         if not line:
             if self._data:
                 event, data = self._event, b"\n".join(self._data)
-                self._event, self._data = "", []
+                self._event, self._data, self._data_size = "", [], 0
                 yield event, data
             else:
                 self._event = ""
@@ -41,6 +70,9 @@ class SSEParser:
         if value.startswith(b" "):
             value = value[1:]
         if name == b"data":
+            self._data_size += len(value)
+            if self._data_size > self.max_line_bytes:
+                raise EventTooLarge(f"a stream event is longer than {self.max_line_bytes} bytes")
             self._data.append(value)
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
@@ -49,7 +81,9 @@ class SSEParser:
     def flush(self) -> Iterator[tuple[str, bytes]]:
         """The last event, if the stream ended without its closing blank line."""
         if self._partial:
-            partial, self._partial = self._partial, b""
+            partial = b"".join(self._partial)
+            self._partial.clear()
+            self._partial_size = 0
             yield from self.feed(partial)
         yield from self.feed(b"")
 

@@ -265,12 +265,6 @@ class ChatCompletionChunk(Struct):
     system_fingerprint: str | None = None
 
 
-class UsageOnly(Struct):
-    """The part of a chat.completion the gateway reads for metrics; decoding only this is cheap."""
-
-    usage: Usage | None = None
-
-
 class Model(Struct):
     id: str
     created: int

@@ -10,10 +10,10 @@ import msgspec
 from edge_workers.providers.base import StreamError, UpstreamRequest
 from shared.config import Deployment
 from shared.errors import EdgeError
-from shared.wire import ChatCompletionChunk, ErrorDetail, ErrorEnvelope, Usage, UsageOnly
+from shared.wire import ChatCompletion, ChatCompletionChunk, ErrorDetail, ErrorEnvelope, Usage
 
 _encode = msgspec.json.Encoder().encode
-_decode_usage = msgspec.json.Decoder(UsageOnly).decode
+_decode_completion = msgspec.json.Decoder(ChatCompletion).decode
 _decode_error = msgspec.json.Decoder(ErrorEnvelope).decode
 _decode_chunk = msgspec.json.Decoder(ChatCompletionChunk).decode
 
@@ -44,6 +44,14 @@ class OpenAIStreamTranslator:
         raise StreamError(detail, 502)
 
 
+def _not_a_completion(body: bytes, error: msgspec.DecodeError) -> str:
+    try:  # some servers report failures as 200 with an error object
+        detail = _decode_error(body).error
+    except msgspec.DecodeError:
+        return f"upstream answered 2xx with a body that is not a chat completion ({error})"
+    return f"upstream answered 2xx with an error: {detail.message}"
+
+
 class OpenAIAdapter:
     def build_request(
         self,
@@ -72,11 +80,17 @@ class OpenAIAdapter:
         )
 
     def parse_response(self, body: bytes) -> tuple[bytes, Usage | None]:
+        """The body passes through as it came, but only once it is known to be a whole chat
+        completion: anything else would be returned as a success and cached."""
         try:
-            usage = _decode_usage(body).usage
-        except msgspec.DecodeError:
-            raise EdgeError(502, "upstream answered 2xx with a body that is not a chat completion") from None
-        return body, usage
+            completion = _decode_completion(body)
+        except msgspec.DecodeError as e:
+            raise EdgeError(502, _not_a_completion(body, e)) from None
+        if not completion.choices or any(c.finish_reason is None for c in completion.choices):
+            raise EdgeError(
+                502, "upstream answered 2xx with an incomplete chat completion (no finish_reason)"
+            )
+        return body, completion.usage
 
     def parse_error(self, status: int, body: bytes) -> ErrorDetail:
         try:

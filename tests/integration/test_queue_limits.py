@@ -55,7 +55,7 @@ def test_a_job_whose_deadline_passed_in_the_queue_never_reaches_the_upstream(sta
             **stack.env,
             "REDIS_URL": private.url,
             "EDGE_WORKER_CONCURRENCY": "1",
-            "EDGE_REQUEST_TIMEOUT": "1",
+            "EDGE_REQUEST_TIMEOUT": "5",
         }
         stack.start_worker("openai", env)
         front = stack.start_front(env, wait_path="/health/ready")
@@ -76,7 +76,9 @@ def test_a_job_whose_deadline_passed_in_the_queue_never_reaches_the_upstream(sta
                 busy.start()
                 time.sleep(0.3)
                 started = time.monotonic()
-                r = client.post(f"{front.url}/v1/chat/completions", json=queued)
+                r = client.post(
+                    f"{front.url}/v1/chat/completions", json=queued, headers={"x-edge-timeout": "1"}
+                )
                 waited = time.monotonic() - started
                 busy.join()
         # ...gets 504 at its 1 s deadline, and the worker drops it instead of calling upstream.

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -210,25 +211,56 @@ def test_a_killed_worker_s_jobs_are_rerun_by_another(cluster: Cluster) -> None:
     assert cluster.calls(cluster.good, "crash") > 20  # the victim's jobs ran twice upstream...
 
 
-def test_admission_refuses_with_retry_after_when_the_queue_is_full(cluster: Cluster) -> None:
+def provider_health(front: Front, provider: str = "openai") -> dict[str, Any]:
+    return httpx.get(f"{front.url}/health").json()["providers"][provider]  # type: ignore[no-any-return]
+
+
+def wait_for(condition, what: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_admission_counts_only_waiting_jobs_and_refuses_with_retry_after(cluster: Cluster) -> None:
     cluster.configure(
         "model_list:\n  - {model_name: gpt-x, provider: openai, model: full, base_url: GOOD/v1}\n"
-        "router_settings: {max_queue_depth: {openai: 4}}\n"
+        "router_settings: {max_queue_depth: {openai: 3}}\n",
+        EDGE_WORKER_CONCURRENCY="4",
     )
     cluster.worker()
     front = cluster.front()
-    threads = [
-        threading.Thread(target=ask, args=(front, "gpt-x", "[[fake:delay_ms=2500]]")) for _ in range(6)
-    ]
-    for t in threads:
-        t.start()
-    time.sleep(1.0)
+    statuses: list[int] = []
+
+    def one(text: str = "[[fake:delay_ms=2500]]") -> None:
+        try:
+            statuses.append(ask(front, "gpt-x", text).status_code)
+        except openai.APIStatusError as e:
+            statuses.append(e.status_code)
+
+    def start(n: int) -> list[threading.Thread]:
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        return threads
+
+    # Four jobs fill the worker's four slots: they run, nothing waits, and the front knows it...
+    threads = start(4)
+    wait_for(
+        lambda: provider_health(front)["router_view"] == {"waiting": 0, "running": 4},
+        "four running jobs, none waiting, as the front's router sees it",
+    )
+    # ...so three more are admitted (running jobs counted as queued would refuse them: 4 >= 3)...
+    threads += start(3)
+    wait_for(lambda: provider_health(front)["router_view"]["waiting"] == 3, "three waiting jobs")
+    # ...and the next one is refused at once, with a Retry-After.
     with pytest.raises(openai.RateLimitError) as caught:
         ask(front, "gpt-x")
     assert caught.value.body["code"] == "queue_full"
     assert int(caught.value.response.headers["retry-after"]) >= 1
     for t in threads:
         t.join()
+    assert statuses == [200] * 7
 
 
 def test_a_deadline_from_x_edge_timeout_expires_in_the_queue_and_never_reaches_upstream(
