@@ -25,10 +25,6 @@ STREAM = "edge:reply:front-1"
 T = TypeVar("T")
 
 
-async def soon(awaitable: Awaitable[T]) -> T:
-    return await asyncio.wait_for(awaitable, timeout=10)
-
-
 @dataclass
 class Setup:
     router: ReplyRouter
@@ -38,6 +34,19 @@ class Setup:
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.router.run())
+
+    async def soon(self, awaitable: Awaitable[T]) -> T:
+        """The awaitable's result; fails at once if the reader task dies meanwhile, and after
+        ten seconds if nothing happens (only so that a broken reader cannot hang the run)."""
+        waiter = asyncio.ensure_future(awaitable)
+        watched = {waiter} if self.task is None else {waiter, self.task}
+        await asyncio.wait(watched, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            if self.task is not None and self.task.done():
+                raise AssertionError(f"the reader task died: {self.task.exception()!r}")
+            raise AssertionError("nothing arrived within ten seconds")
+        return waiter.result()
 
     async def send(self, reply: Reply) -> None:
         await self.writer.xadd(STREAM, {b"r": encode_reply(reply)})
@@ -49,7 +58,7 @@ class Setup:
         """A final reply for a job of its own, awaited: every entry sent before it was handled."""
         future = self.router.expect(name)
         await self.send(Reply(name, body=name.encode()))
-        return await soon(future)
+        return await self.soon(future)
 
 
 @pytest.fixture
@@ -57,14 +66,17 @@ async def setup() -> AsyncIterator[Setup]:
     server = fakeredis.FakeServer()
     reader_client = fakeredis.FakeAsyncRedis(server=server)
     s = Setup(ReplyRouter(reader_client, STREAM), reader_client, fakeredis.FakeAsyncRedis(server=server))
-    yield s
-    if s.task is not None:
-        assert not s.task.done(), "the reader task died"
-        s.task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await s.task
-    await s.reader_client.aclose()
-    await s.writer.aclose()
+    try:
+        yield s
+        if s.task is not None:
+            assert not s.task.done(), "the reader task died"
+    finally:
+        if s.task is not None and not s.task.done():
+            s.task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await s.task
+        await s.reader_client.aclose()
+        await s.writer.aclose()
 
 
 def fail_connections(
@@ -92,7 +104,7 @@ async def test_a_future_gets_its_reply(setup: Setup) -> None:
     assert len(setup.router) == 1
     reply = Reply("job-1", status=200, body=b'{"id":"c1"}', prompt_tokens=3, completion_tokens=5)
     await setup.send(reply)
-    assert await soon(future) == reply
+    assert await setup.soon(future) == reply
     assert len(setup.router) == 0
 
 
@@ -102,7 +114,7 @@ async def test_replies_sent_before_the_reader_started_are_delivered(setup: Setup
         await setup.send(Reply(job, body=job.encode()))
     setup.start()
     for job, future in futures.items():
-        assert (await soon(future)).body == job.encode()
+        assert (await setup.soon(future)).body == job.encode()
 
 
 async def test_a_stream_gets_its_chunks_in_order_and_its_waiter_goes_after_the_last_reply(
@@ -116,7 +128,7 @@ async def test_a_stream_gets_its_chunks_in_order_and_its_waiter_goes_after_the_l
     sent.append(Reply("s1", kind="done", body=b'{"object":"chat.completion"}'))
     for reply in sent:
         await setup.send(reply)
-    received = [await soon(queue.get()) for _ in sent]
+    received = [await setup.soon(queue.get()) for _ in sent]
     assert received == sent
     assert len(setup.router) == 1  # only `other` still waits
     # After its last reply, nothing more reaches the stream's queue.
@@ -132,7 +144,7 @@ async def test_an_error_or_final_reply_also_ends_a_stream(setup: Setup, last: st
     queue = setup.router.expect_stream("s2")
     await setup.send(Reply("s2", kind="chunk", body=b"c"))
     await setup.send(Reply("s2", kind=last, status=502, body=b"err"))  # type: ignore[arg-type]
-    assert [(await soon(queue.get())).kind for _ in range(2)] == ["chunk", last]
+    assert [(await setup.soon(queue.get())).kind for _ in range(2)] == ["chunk", last]
     assert len(setup.router) == 0
 
 
@@ -170,7 +182,7 @@ async def test_undecodable_entries_are_skipped_and_later_ones_delivered(
         await setup.send_raw({b"r": msgspec.msgpack.encode({"job_id": "after", "kind": "bogus"})})
         await setup.send_raw({b"other": b"field"})  # no reply field at all
         await setup.send(Reply("after", body=b"ok"))
-        assert (await soon(future)).body == b"ok"
+        assert (await setup.soon(future)).body == b"ok"
     undecodable = [r for r in caplog.records if "undecodable" in r.getMessage()]
     assert len(undecodable) == 3
 
@@ -181,16 +193,16 @@ async def test_the_reader_survives_a_redis_error_and_resumes_where_it_was(
     setup.start()
     queue = setup.router.expect_stream("s3")
     await setup.send(Reply("s3", kind="chunk", body=b"before"))
-    assert (await soon(queue.get())).body == b"before"
+    assert (await setup.soon(queue.get())).body == b"before"
 
     failed = fail_connections(setup.reader_client, monkeypatch, RedisConnectionError("redis went away"))
     with caplog.at_level(logging.WARNING, logger="edge.front"):
         await setup.send(Reply("nobody", body=b"wakes the reader"))
-        await soon(failed.wait())
+        await setup.soon(failed.wait())
         await setup.send(Reply("s3", kind="chunk", body=b"after"))
         await setup.send(Reply("s3", kind="done", body=b"{}"))
         # Resumed after the last entry it handled: nothing twice, nothing lost.
-        assert [(await soon(queue.get())).body for _ in range(2)] == [b"after", b"{}"]
+        assert [(await setup.soon(queue.get())).body for _ in range(2)] == [b"after", b"{}"]
     assert any("reply stream read failed" in r.getMessage() for r in caplog.records)
     await setup.barrier()
     assert queue.empty()
@@ -202,6 +214,6 @@ async def test_the_reader_survives_an_unexpected_exception(
     failed = fail_connections(setup.reader_client, monkeypatch, ValueError("surprise"))
     future = setup.router.expect("j")
     setup.start()
-    await soon(failed.wait())
+    await setup.soon(failed.wait())
     await setup.send(Reply("j", body=b"still here"))
-    assert (await soon(future)).body == b"still here"
+    assert (await setup.soon(future)).body == b"still here"
