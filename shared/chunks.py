@@ -84,8 +84,10 @@ class ChunkAssembler:
                 ToolCall(id=call_id, function=FunctionCall(name=name, arguments="".join(arguments)))
                 for call_id, name, arguments in (parts.tool_calls[i] for i in sorted(parts.tool_calls))
             ]
+            # As a non-streamed answer says it: content null beside tool calls or a refusal.
+            no_content = not parts.content and bool(tool_calls or parts.refusal)
             message = ResponseMessage(
-                content="".join(parts.content) if parts.content or not tool_calls else None,
+                content=None if no_content else "".join(parts.content),
                 refusal="".join(parts.refusal) if parts.refusal else None,
                 tool_calls=tool_calls or None,
             )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anthropic
 import openai.types.chat
+import pydantic
 import pytest
 
 from edge_workers.providers.anthropic import AnthropicAdapter, is_response_tool
@@ -488,8 +490,6 @@ RICH_REQUESTS: list[dict[str, Any]] = [
 
 @pytest.mark.parametrize("body", RICH_REQUESTS)
 def test_requests_match_the_anthropic_sdk_types(body: dict[str, Any]) -> None:
-    anthropic = pytest.importorskip("anthropic")
-    pydantic = pytest.importorskip("pydantic")
     types = anthropic.types
     payload = json.loads(ADAPTER.build_request(body, "claude-sonnet-4-5", DEP, "k").body)
 

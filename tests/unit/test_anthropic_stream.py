@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anthropic
 import msgspec
 import openai.types.chat
 import pytest
+
+# A locked dependency, private module and all: an SDK refactor must fail this test, not skip it.
+from anthropic.lib.streaming._messages import accumulate_event
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
 from edge_workers.providers.anthropic import to_chat_completion
@@ -389,9 +393,7 @@ def test_event_name_may_be_absent() -> None:
 def test_sdk_built_stream_matches_the_non_streaming_translation() -> None:
     """Events built with the anthropic SDK's types; the SDK's own accumulator rebuilds the message,
     whose non-streaming translation must say what the reassembled stream says."""
-    anthropic = pytest.importorskip("anthropic")
     t_ = anthropic.types
-    accumulate = pytest.importorskip("anthropic.lib.streaming._messages").accumulate_event
 
     usage = t_.Usage(input_tokens=30, output_tokens=1, cache_read_input_tokens=12)
     message = t_.Message(id="msg_sdk", type="message", role="assistant", model=MODEL, content=[], usage=usage)
@@ -424,7 +426,7 @@ def test_sdk_built_stream_matches_the_non_streaming_translation() -> None:
 
     snapshot, json_bufs = None, dict[int, bytes]()
     for e in events:
-        snapshot = accumulate(event=e, current_snapshot=snapshot, json_bufs=json_bufs)
+        snapshot = accumulate_event(event=e, current_snapshot=snapshot, json_bufs=json_bufs)
     assert snapshot is not None
     expected = to_chat_completion(
         msgspec.json.decode(snapshot.model_dump_json(), type=AnthropicMessage), CREATED

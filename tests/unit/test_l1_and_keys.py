@@ -1,4 +1,9 @@
+import copy
+import json
 import time
+from typing import Any
+
+import pytest
 
 from edge_front.l1 import L1Cache
 from shared.cache_keys import chat_cache_key
@@ -38,32 +43,77 @@ def test_l1_replacing_a_key_keeps_byte_count_right():
     assert cache.bytes == 2 and len(cache) == 1
 
 
-def test_cache_key_ignores_field_order_and_non_semantic_fields():
-    a = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
-    b = {
-        "temperature": 0,
-        "stream": True,
-        "user": "u1",
-        "messages": [{"content": "hi", "role": "user"}],
-        "model": "gpt-4o",
-    }
-    assert chat_cache_key(a) == chat_cache_key(b)
+BASE: dict[str, Any] = {
+    "model": "gpt-4o",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+    ],
+    "temperature": 0,
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+}
 
 
-def test_cache_key_changes_with_anything_that_changes_the_answer():
-    base = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
-    variants = [
-        {**base, "model": "gpt-4o-mini"},
-        {**base, "messages": [{"role": "user", "content": "hi!"}]},
-        {**base, "temperature": 0.5},
-        {**base, "seed": 1},
-        {**base, "tools": [{"type": "function", "function": {"name": "f"}}]},
-        {**base, "reasoning_effort": "high"},  # a field the gateway does not model still counts
-    ]
-    keys = {chat_cache_key(v) for v in variants} | {chat_cache_key(base)}
-    assert len(keys) == len(variants) + 1
+def reordered(value: Any) -> Any:
+    """The same JSON value with every object's keys in reverse order."""
+    if isinstance(value, dict):
+        return {k: reordered(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [reordered(v) for v in value]
+    return value
 
 
-def test_cache_key_is_scoped():
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
-    assert chat_cache_key(body, "tenant-a") != chat_cache_key(body, "tenant-b")
+def test_cache_key_is_the_same_whatever_the_json_key_order_at_any_depth() -> None:
+    # As production calls it: the decoded request body, nothing else.
+    twin = json.loads(json.dumps(reordered(BASE)))
+    assert list(twin) != list(BASE) and list(twin["tools"][0]) != list(BASE["tools"][0])
+    assert chat_cache_key(twin) == chat_cache_key(BASE)
+    assert chat_cache_key(copy.deepcopy(BASE)) == chat_cache_key(BASE)  # and deterministic
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"stream": True},
+        {"stream": False},
+        {"stream_options": {"include_usage": True}},
+        {"user": "u1"},
+        {"metadata": {"team": "a"}},
+        {"store": True},
+        {"temperature": 0, "seed": None},  # a null field is the field left out
+        {"stream": True, "stream_options": {"include_usage": True}, "user": "u2", "store": False},
+    ],
+)
+def test_cache_key_ignores_what_cannot_change_the_answer(extra: dict[str, Any]) -> None:
+    assert chat_cache_key({**BASE, **extra}) == chat_cache_key(BASE)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": "gpt-4o-mini"},
+        {"messages": [{"role": "user", "content": "hi"}]},
+        {"messages": [BASE["messages"][0], {"role": "user", "content": [{"type": "text", "text": "hi!"}]}]},
+        {"messages": list(reversed(BASE["messages"]))},
+        {"temperature": 0.5},
+        {"temperature": None},
+        {"top_p": 0.9},
+        {"max_tokens": 10},
+        {"max_completion_tokens": 10},
+        {"n": 2},
+        {"seed": 1},
+        {"stop": ["\n"]},
+        {"tools": [{"type": "function", "function": {"name": "g", "parameters": {"type": "object"}}}]},
+        {"tools": None},
+        {"tool_choice": "required"},
+        {"parallel_tool_calls": False},
+        {"response_format": {"type": "json_object"}},
+        {"logprobs": True},
+        {"presence_penalty": 1},
+        {"frequency_penalty": 1},
+        {"logit_bias": {"50256": -100}},
+        {"reasoning_effort": "high"},  # a field the gateway does not model still counts
+    ],
+)
+def test_cache_key_changes_with_anything_that_changes_the_answer(change: dict[str, Any]) -> None:
+    assert chat_cache_key({**BASE, **change}) != chat_cache_key(BASE)

@@ -1,17 +1,20 @@
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
 
-from edge_front.dispatch import _context_too_long
+from edge_front import router as router_module
+from edge_front.dispatch import _choose, _context_too_long
 from edge_front.router import Router
+from shared import keyspace
 from shared.breaker import BreakerView, outcome_of
 from shared.config import ConfigError, load_settings
 from shared.errors import error_body
 from shared.queue import Reply
-from shared.routing import BreakerSettings, RetrySettings, backoff_s, is_retryable
+from shared.routing import RetrySettings, backoff_s, is_retryable
 
 CONFIG = """
 model_list:
@@ -66,13 +69,84 @@ def test_weighted_picks_in_proportion_to_weight(tmp_path: Path) -> None:
     assert 2.5 < firsts["b"] / firsts["a"] < 3.5
 
 
-def test_open_breakers_are_skipped_until_their_cooldown_passes(tmp_path: Path) -> None:
-    r = router(tmp_path)
-    deployment = r.models.group("gpt-4o")[0]
-    r.breakers[deployment.id] = BreakerView(state="open", opened_at_ms=1_000_000)
-    settings = BreakerSettings(cooldown_s=30)
-    assert r.breakers[deployment.id].effective(1_000_000 + 29_000, settings) == "open"
-    assert r.breakers[deployment.id].effective(1_000_000 + 30_000, settings) == "half_open"
+class FakeClock:
+    """Stands in for the `time` module in edge_front.router: wall time moves only when told."""
+
+    def __init__(self, now_s: float) -> None:
+        self.now_s = now_s
+
+    def time(self) -> float:
+        return self.now_s
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+
+class FakeFront:
+    """What `_choose` uses of the front's state: the router and worker liveness."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.dead: set[str] = set()
+
+    async def provider_alive(self, provider: str) -> bool:
+        return provider not in self.dead
+
+
+async def open_breaker(r: Router, deployment_id: str, now_ms: int) -> None:
+    """The hash fields RECORD_LUA writes when failures open a breaker."""
+    fields = {"state": "open", "opened_at": now_ms, "failures": 0, "window_start": now_ms}
+    await r.redis.hset(keyspace.breaker(deployment_id), mapping=fields)  # type: ignore[arg-type]
+
+
+async def test_open_breakers_are_skipped_until_their_cooldown_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = router(tmp_path, CONFIG + "  breaker: {cooldown_s: 30, half_open_probes: 1}\n")
+    start = 1_700_000_000.0
+    clock = FakeClock(start)
+    monkeypatch.setattr(router_module, "time", clock)
+    probes: list[tuple[list[str], list[int]]] = []
+    probe_answer = 1
+
+    async def probe(keys: list[str], args: list[int]) -> int:
+        # PROBE_LUA's slot, which fakeredis cannot run without lupa.
+        probes.append((keys, args))
+        return probe_answer
+
+    monkeypatch.setattr(r, "_probe", probe)
+    front: Any = FakeFront(r)
+    plan = r.plan("gpt-4o")
+    b, a = plan[0], plan[1]
+    assert models_of(plan[:2]) == ["b", "a"]
+
+    await r.refresh()
+    assert await _choose(front, plan, 0) == (b, 0)  # all closed: the plan's first
+
+    opened_ms = int(clock.now_s * 1000)
+    await open_breaker(r, b.id, opened_ms)
+    assert await _choose(front, plan, 0) == (b, 0)  # this front has not read the breaker yet
+    await r.refresh()
+    assert r.state(b) == "open"
+    assert await _choose(front, plan, 0) == (a, 1)
+    assert r.provider_available("openai")  # a, c and long-context are still closed
+
+    clock.now_s = start + 29.999
+    await r.refresh()
+    assert await _choose(front, plan, 0) == (a, 1)
+    assert probes == []  # an open breaker is skipped without asking Redis
+
+    clock.now_s = start + 30  # the cooldown has passed: half-open, one probe may go through
+    assert r.state(b) == "half_open"
+    front.dead.add("openai")  # no probe slot is spent on a deployment that cannot be served
+    assert models_of([(await _choose(front, plan, 0))[0]]) == ["claude-x"]
+    assert probes == []
+    front.dead.clear()
+    assert await _choose(front, plan, 0) == (b, 0)
+    assert probes == [([keyspace.breaker(b.id)], [opened_ms + 30_000, 30_000, 1])]
+
+    probe_answer = 0  # the probe slot is taken: the next request goes elsewhere
+    assert await _choose(front, plan, 0) == (a, 1)
 
 
 def test_admission_refuses_a_full_queue_with_a_retry_after_from_the_service_rate(tmp_path: Path) -> None:
