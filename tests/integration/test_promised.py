@@ -302,7 +302,7 @@ def test_a_chunked_body_over_the_limit_is_413(lonely: Front) -> None:
     assert "content-length" not in r.request.headers
     assert r.status_code == 413
     error = r.json()["error"]
-    assert error["code"] == "request_too_large" and error["message"]
+    assert error["code"] == "request_too_large" and error["message"] and error["type"]
     # Under the limit, the same kind of body gets past the reader (and finds no worker).
     r = httpx.post(f"{lonely.url}{CHAT}", content=chunked_body(900), headers=headers, timeout=30)
     assert r.status_code == 503 and r.json()["error"]["code"] == "no_worker"
