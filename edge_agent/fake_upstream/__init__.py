@@ -6,7 +6,8 @@ both APIs, `GET /_fake/stats`, `POST /_fake/reset`, `GET|POST /_fake/config`, `G
 Answers are deterministic (a function of the messages). Behaviour is steered by markers in the
 last user message, combinable: `[[fake:status=429]]`, `[[fake:retry_after=0.2]]`,
 `[[fake:delay_ms=300]]`, `[[fake:timeout]]`, `[[fake:drop]]`, `[[fake:chunk_delay_ms=50]]`,
-`[[fake:stream_error_after=3]]`, `[[fake:stream_drop_after=3]]`, `[[fake:words=N]]`.
+`[[fake:stream_error_after=3]]`, `[[fake:stream_drop_after=3]]`, `[[fake:words=N]]`,
+`[[fake:error_code=context_length_exceeded]]` (the `code` of a `status` error, OpenAI API only).
 `[[fake:times=N]]` limits the failure markers (status, drop, timeout, delay_ms, stream_error_after,
 stream_drop_after) to the first N requests with the same key (path + exact last user text); later
 ones are answered normally. `POST /_fake/reset` clears those counts.

@@ -123,7 +123,12 @@ class AnthropicApi(BaseApi):
         return None
 
     def error(
-        self, status: int, message: str | None = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        code: str | None = None,  # Anthropic's error envelope has no code
     ) -> web.Response:
         return json_response(error_body(status, message), status, headers)
 

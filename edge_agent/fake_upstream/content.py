@@ -48,6 +48,7 @@ class Markers:
     bad_body: str | None = None  # a 2xx answer that is not a completion: error_200, no_finish, not_json
     huge_body_mb: int | None = None  # a 2xx body of N MiB
     sse_no_newlines_mb: int | None = None  # a 2xx event stream of N MiB that never ends a line
+    error_code: str | None = None  # the OpenAI `code` of a `status` error, e.g. context_length_exceeded
 
     def without_failures(self) -> Markers:
         """These markers with the failure ones (status, drop, timeout, delay_ms, stream_*) cleared."""
@@ -74,7 +75,7 @@ _INT_MARKERS = frozenset(
         "sse_no_newlines_mb",
     }
 )
-_STR_MARKERS = frozenset({"bad_body"})
+_STR_MARKERS = frozenset({"bad_body", "error_code"})
 _FLOAT_MARKERS = frozenset({"retry_after", "delay_ms", "chunk_delay_ms"})
 _FLAG_MARKERS = frozenset({"timeout", "drop"})
 

@@ -34,13 +34,16 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
 }
 
 
-def error_body(status: int, message: str | None = None, param: str | None = None) -> dict[str, Any]:
-    kind, code, default = _ERRORS.get(
+def error_body(
+    status: int, message: str | None = None, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    kind, default_code, default = _ERRORS.get(
         status,
         ("server_error", None, "The server had an error while processing your request.")
         if status >= 500
         else ("invalid_request_error", None, "Invalid request."),
     )
+    code = code or default_code
     return {"error": {"message": message or default, "type": kind, "param": param, "code": code}}
 
 
@@ -131,8 +134,9 @@ class OpenAIApi(BaseApi):
         message: str | None = None,
         headers: dict[str, str] | None = None,
         param: str | None = None,
+        code: str | None = None,
     ) -> web.Response:
-        return json_response(error_body(status, message, param), status, headers)
+        return json_response(error_body(status, message, param, code), status, headers)
 
     async def respond(
         self, request: web.Request, body: dict[str, Any], text: str, markers: Markers
