@@ -34,6 +34,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(
         error_body(status, message, code="not_found" if status == 404 else None),
         status,
+        headers=getattr(exc, "headers", None),  # a 405's Allow
         media_type="application/json",
     )
 

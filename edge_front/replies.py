@@ -81,7 +81,10 @@ class ReplyRouter:
             for _, entries in batches:
                 for entry_id, fields in entries:
                     last_id = entry_id
-                    self._deliver(fields.get(b"r"))
+                    try:
+                        self._deliver(fields.get(b"r"))
+                    except Exception:  # one bad reply must not end the reader every request needs
+                        log.exception("delivering a reply failed")
 
     async def _read(self, last_id: bytes | str) -> Any:
         """Block for new replies; in the same round trip, trim everything up to `last_id` (read

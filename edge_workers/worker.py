@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from arq import Worker
@@ -83,7 +84,10 @@ class EdgeWorker(Worker):
                 if woke:
                     entries = woke[0][1]
                     last_id = entries[-1][0]
-                    await self.start_jobs([fields[b"j"] for _, fields in entries if b"j" in fields])
+                    await self.start_jobs(
+                        [fields[b"j"] for _, fields in entries if b"j" in fields],
+                        [entry_id for entry_id, _ in entries],
+                    )
             except (RedisError, OSError) as e:
                 # Redis went away: keep the jobs in hand running and wait for it to come back.
                 if not redis_down:
@@ -99,23 +103,28 @@ class EdgeWorker(Worker):
         newest = await self.pool.xrevrange(stream, count=1)
         return newest[0][0] if newest else "0-0"
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Claim what fits in the free slots (one Lua call) and run it; arq's poll calls this too."""
+    async def start_jobs(self, job_ids: list[bytes], wake_entries: Sequence[bytes] = ()) -> None:
+        """Claim what fits in the free slots (one Lua call) and run it; arq's poll calls this too
+        (without wake entries). The main loop reads no more wake entries than there are slots."""
         free = arq_compat.free_slots(self)
         if free <= 0 or not job_ids:
             return
         held: set[str] = self.ctx["held"]
+        ids = job_ids[:free]
         claimed = await self._claim(
             keys=[
                 self.queue_name,
                 arq_compat.IN_PROGRESS_KEY_PREFIX,
                 keyspace.running(self.ctx["worker_id"]),
+                self.ctx["wake_stream"],
             ],
             args=[
                 timestamp_ms(),
                 arq_compat.in_progress_ms(self),
                 arq_compat.WORKER_STATE_TTL_S,
-                *job_ids[:free],
+                len(ids),
+                *ids,
+                *wake_entries,
             ],
         )
         for i in range(0, len(claimed), 2):

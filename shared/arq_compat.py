@@ -114,10 +114,14 @@ WORKER_STATE_TTL_S = 30
 
 # Claim each id whose job is due and not already running (arq's in-progress key, set as arq's own
 # claim sets it), noting it in the worker's running set; return the claimed ids and their scores.
-# KEYS: queue, in-progress prefix, running set. ARGV: now_ms, in-progress ms, running-set ttl, ids...
+# The wake-stream entries that named the ids are deleted: their jobs are claimed now, or cannot
+# be (run or gone), so no other worker needs to read them and the stream stays empty when idle.
+# KEYS: queue, in-progress prefix, running set, wake stream.
+# ARGV: now_ms, in-progress ms, running-set ttl, number of job ids, job ids..., wake entry ids...
 CLAIM_LUA = """
 local claimed = {}
-for i = 4, #ARGV do
+local last = 4 + tonumber(ARGV[4])
+for i = 5, last do
   local id = ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], id)
   if score and tonumber(score) <= tonumber(ARGV[1]) then
@@ -129,8 +133,10 @@ for i = 4, #ARGV do
   end
 end
 if #claimed > 0 then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
+if #ARGV > last then redis.call('XDEL', KEYS[4], unpack(ARGV, last + 1)) end
 return claimed
 """
+
 
 # Take over a dead worker: KEYS registry, queue, wake stream, load hash; ARGV dead worker id, now_ms,
 # its running-set key, job-key prefix, in-progress prefix, wake-stream maxlen. Atomic, so when

@@ -9,12 +9,17 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from arq.constants import in_progress_key_prefix, job_key_prefix
 
 from edge_agent.redis_server import RedisServer
-from edge_workers.recovery import _REAP_LUA
-from edge_workers.worker import _CLAIM_LUA
 from shared import keyspace
+from shared.arq_compat import (
+    CLAIM_LUA,
+    IN_PROGRESS_KEY_PREFIX,
+    JOB_KEY_PREFIX,
+    REAP_LUA,
+    WORKER_STATE_TTL_S,
+)
+from shared.queue import WAKE_STREAM_MAXLEN
 
 LEASE_MS = 60_000
 
@@ -38,20 +43,39 @@ def r(server: RedisServer) -> Iterator[redis.Redis]:
         client.close()
 
 
-def claim(r: redis.Redis, worker: str, now_ms: int, ids: list[str]) -> list[tuple[str, float]]:
-    script = r.register_script(_CLAIM_LUA)
+def claim(
+    r: redis.Redis, worker: str, now_ms: int, ids: list[str], wake_entries: tuple[bytes, ...] = ()
+) -> list[tuple[str, float]]:
+    script = r.register_script(CLAIM_LUA)
     out = script(
-        keys=[keyspace.queue("openai"), in_progress_key_prefix, keyspace.running(worker)],
-        args=[now_ms, LEASE_MS, *ids],
+        keys=[
+            keyspace.queue("openai"),
+            IN_PROGRESS_KEY_PREFIX,
+            keyspace.running(worker),
+            keyspace.wake("openai"),
+        ],
+        args=[now_ms, LEASE_MS, WORKER_STATE_TTL_S, len(ids), *ids, *wake_entries],
     )
     return [(out[i].decode(), float(out[i + 1])) for i in range(0, len(out), 2)]
 
 
 def reap(r: redis.Redis, dead: str, now_ms: int) -> list[str]:
-    script = r.register_script(_REAP_LUA)
+    script = r.register_script(REAP_LUA)
     out = script(
-        keys=[keyspace.workers("openai"), keyspace.queue("openai"), keyspace.wake("openai")],
-        args=[dead, now_ms, keyspace.running(dead), job_key_prefix, in_progress_key_prefix],
+        keys=[
+            keyspace.workers("openai"),
+            keyspace.queue("openai"),
+            keyspace.wake("openai"),
+            keyspace.load("openai"),
+        ],
+        args=[
+            dead,
+            now_ms,
+            keyspace.running(dead),
+            JOB_KEY_PREFIX,
+            IN_PROGRESS_KEY_PREFIX,
+            WAKE_STREAM_MAXLEN,
+        ],
     )
     return sorted(i.decode() for i in out)
 
@@ -66,16 +90,18 @@ def members(r: redis.Redis, key: str) -> set[str]:
 def test_claim_takes_only_due_jobs_not_already_in_progress(r: redis.Redis) -> None:
     queue = keyspace.queue("openai")
     r.zadd(queue, {"due": 1_000, "busy": 1_500, "later": 5_000})
-    r.set(in_progress_key_prefix + "busy", b"1", px=LEASE_MS)  # another worker runs it
+    r.set(IN_PROGRESS_KEY_PREFIX + "busy", b"1", px=LEASE_MS)  # another worker runs it
 
     got = claim(r, "w1", 2_000, ["due", "busy", "later", "gone"])
 
     assert got == [("due", 1_000.0)]  # the id with its score (the enqueue time arq reports)
     assert members(r, keyspace.running("w1")) == {"due"}
-    assert 0 < r.pttl(in_progress_key_prefix + "due") <= LEASE_MS
-    assert not r.exists(in_progress_key_prefix + "later")
-    assert not r.exists(in_progress_key_prefix + "gone")
+    assert 0 < r.pttl(IN_PROGRESS_KEY_PREFIX + "due") <= LEASE_MS
+    assert not r.exists(IN_PROGRESS_KEY_PREFIX + "later")
+    assert not r.exists(IN_PROGRESS_KEY_PREFIX + "gone")
     assert r.zcard(queue) == 3  # claiming leaves the queue to arq's run_job
+    # The running set expires unless heartbeats keep it: nothing outlives a worker nobody reaps.
+    assert 0 < r.ttl(keyspace.running("w1")) <= WORKER_STATE_TTL_S
 
 
 def test_a_claimed_job_is_never_claimed_twice(r: redis.Redis) -> None:
@@ -84,6 +110,15 @@ def test_a_claimed_job_is_never_claimed_twice(r: redis.Redis) -> None:
     assert claim(r, "w2", 2_000, ["j"]) == []
     assert members(r, keyspace.running("w2")) == set()
     assert members(r, keyspace.running("w1")) == {"j"}
+
+
+def test_claim_deletes_the_wake_entries_it_was_given(r: redis.Redis) -> None:
+    wake = keyspace.wake("openai")
+    r.zadd(keyspace.queue("openai"), {"a": 10, "b": 20})
+    read = [r.xadd(wake, {"j": job}) for job in ("a", "b", "gone")]
+    later = r.xadd(wake, {"j": "not-read-yet"})
+    assert claim(r, "w1", 25, ["a", "b", "gone"], tuple(read)) == [("a", 10.0), ("b", 20.0)]
+    assert [entry_id for entry_id, _ in r.xrange(wake)] == [later]
 
 
 def test_claim_returns_every_due_id_with_its_score_in_order(r: redis.Redis) -> None:
@@ -97,11 +132,12 @@ def test_claim_returns_every_due_id_with_its_score_in_order(r: redis.Redis) -> N
 
 def _dead_worker_holding(r: redis.Redis, dead: str, live: str) -> None:
     r.zadd(keyspace.workers("openai"), {dead: 1_000, live: 9_000})
+    r.hset(keyspace.load("openai"), mapping={dead: 3, live: 1})
     r.sadd(keyspace.running(dead), "j1", "j2", "answered")
     for job in ("j1", "j2"):
-        r.set(job_key_prefix + job, b"payload")
+        r.set(JOB_KEY_PREFIX + job, b"payload")
     for job in ("j1", "j2", "answered"):
-        r.set(in_progress_key_prefix + job, b"1", px=LEASE_MS)
+        r.set(IN_PROGRESS_KEY_PREFIX + job, b"1", px=LEASE_MS)
     # "answered": its job key is gone (the front gave up or it was answered): not re-run.
 
 
@@ -116,12 +152,13 @@ def test_reap_requeues_only_jobs_that_still_exist_and_wakes_workers(r: redis.Red
         "j1": 10_000.0,
         "j2": 10_000.0,
     }
-    assert not r.exists(in_progress_key_prefix + "j1") and not r.exists(in_progress_key_prefix + "j2")
+    assert not r.exists(IN_PROGRESS_KEY_PREFIX + "j1") and not r.exists(IN_PROGRESS_KEY_PREFIX + "j2")
     assert not r.exists(keyspace.running(dead))
     assert [m.decode() for m in r.zrange(keyspace.workers("openai"), 0, -1)] == [live]
+    assert r.hgetall(keyspace.load("openai")) == {live.encode(): b"1"}  # its jobs no longer count as running
     woke = sorted(fields[b"j"].decode() for _, fields in r.xrange(keyspace.wake("openai")))
     assert woke == ["j1", "j2"]
-    assert r.exists(job_key_prefix + "j1")  # the job itself is untouched: it runs again as it was
+    assert r.exists(JOB_KEY_PREFIX + "j1")  # the job itself is untouched: it runs again as it was
 
 
 def test_reaping_twice_or_racing_reapers_requeue_once(server: RedisServer, r: redis.Redis) -> None:
@@ -150,8 +187,8 @@ def test_reaping_twice_or_racing_reapers_requeue_once(server: RedisServer, r: re
 def test_reaping_a_worker_that_is_not_registered_touches_nothing(r: redis.Redis) -> None:
     # It re-registered (heartbeat) or another reaper already removed it.
     r.sadd(keyspace.running("ghost"), "j1")
-    r.set(job_key_prefix + "j1", b"payload")
-    r.set(in_progress_key_prefix + "j1", b"1", px=LEASE_MS)
+    r.set(JOB_KEY_PREFIX + "j1", b"payload")
+    r.set(IN_PROGRESS_KEY_PREFIX + "j1", b"1", px=LEASE_MS)
     assert reap(r, "ghost", 10_000) == []
-    assert r.exists(in_progress_key_prefix + "j1") and members(r, keyspace.running("ghost")) == {"j1"}
+    assert r.exists(IN_PROGRESS_KEY_PREFIX + "j1") and members(r, keyspace.running("ghost")) == {"j1"}
     assert r.zcard(keyspace.queue("openai")) == 0 and r.xlen(keyspace.wake("openai")) == 0
