@@ -38,7 +38,6 @@ from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
 log = logging.getLogger("edge.worker")
 
 HEALTH_CHECK_INTERVAL_S = 5
-FALLBACK_POLL_S = 0.5
 
 
 class EdgeWorker(Worker):
@@ -60,7 +59,9 @@ class EdgeWorker(Worker):
         if self.on_startup:
             await self.on_startup(self.ctx)
         wake_stream = self.ctx["wake_stream"]
-        last_id = await self._latest_wake_id(wake_stream)
+        # From the start: claims delete the entries they read, so what is left names jobs nobody
+        # has claimed yet (a worker starting during a burst takes its share at once).
+        last_id: bytes | str = "0-0"
         log.info("worker ready on queue %s", self.queue_name)
         polled = 0.0
         redis_down = False
@@ -99,10 +100,6 @@ class EdgeWorker(Worker):
                 log.warning("Redis reachable again")
                 redis_down = False
 
-    async def _latest_wake_id(self, stream: str) -> bytes | str:
-        newest = await self.pool.xrevrange(stream, count=1)
-        return newest[0][0] if newest else "0-0"
-
     async def start_jobs(self, job_ids: list[bytes], wake_entries: Sequence[bytes] = ()) -> None:
         """Claim what fits in the free slots (one Lua call) and run it; arq's poll calls this too
         (without wake entries). The main loop reads no more wake entries than there are slots."""
@@ -110,7 +107,6 @@ class EdgeWorker(Worker):
         if free <= 0 or not job_ids:
             return
         held: set[str] = self.ctx["held"]
-        ids = job_ids[:free]
         claimed = await self._claim(
             keys=[
                 self.queue_name,
@@ -122,8 +118,9 @@ class EdgeWorker(Worker):
                 timestamp_ms(),
                 arq_compat.in_progress_ms(self),
                 arq_compat.WORKER_STATE_TTL_S,
-                len(ids),
-                *ids,
+                free,
+                len(job_ids),
+                *job_ids,
                 *wake_entries,
             ],
         )
@@ -208,7 +205,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         max_jobs=settings.worker_concurrency,
         job_timeout=settings.request_timeout_s + 5,
         keep_result=0,
-        poll_delay=FALLBACK_POLL_S,
+        poll_delay=settings.worker_poll_interval_s,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         ctx={
             "wake_stream": keyspace.wake(provider),

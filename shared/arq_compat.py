@@ -112,16 +112,19 @@ def in_progress_ms(worker: Worker) -> int:
 # within WORKER_DEAD_AFTER_S; this bounds what is left when no worker of the provider remains.
 WORKER_STATE_TTL_S = 30
 
-# Claim each id whose job is due and not already running (arq's in-progress key, set as arq's own
-# claim sets it), noting it in the worker's running set; return the claimed ids and their scores.
-# The wake-stream entries that named the ids are deleted: their jobs are claimed now, or cannot
-# be (run or gone), so no other worker needs to read them and the stream stays empty when idle.
+# Claim, up to a limit, the ids whose job is due and not already running (arq's in-progress key,
+# set as arq's own claim sets it), noting each in the worker's running set; return the claimed ids
+# and their scores. Running jobs stay in arq's queue, so the ids are tried until the limit is met,
+# not just the first few. The wake-stream entries given are deleted: their jobs are claimed now or
+# cannot be (running or gone), so no other worker needs them and the stream is empty when idle.
 # KEYS: queue, in-progress prefix, running set, wake stream.
-# ARGV: now_ms, in-progress ms, running-set ttl, number of job ids, job ids..., wake entry ids...
+# ARGV: now_ms, in-progress ms, running-set ttl, most to claim, number of ids, ids..., entry ids...
 CLAIM_LUA = """
 local claimed = {}
-local last = 4 + tonumber(ARGV[4])
-for i = 5, last do
+local want = tonumber(ARGV[4]) * 2
+local last = 5 + tonumber(ARGV[5])
+for i = 6, last do
+  if #claimed >= want then break end
   local id = ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], id)
   if score and tonumber(score) <= tonumber(ARGV[1]) then

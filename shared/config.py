@@ -259,6 +259,8 @@ class Settings(msgspec.Struct, frozen=True):
     max_upstream_line_bytes: int = 8 * 1024 * 1024  # one line (event) of a stream
     # Requests wait this long for a provider's workers to come back, then get a 503.
     no_worker_grace_s: float = 10.0
+    # arq's poll of the queue, a fallback only: workers are woken by the wake stream.
+    worker_poll_interval_s: float = 0.5
 
 
 def _router_from_env(env: Mapping[str, str]) -> RouterSettings:
@@ -300,11 +302,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         max_upstream_body_bytes=_env_int(env, "EDGE_MAX_UPSTREAM_BODY_BYTES", 64 * 1024 * 1024),
         max_upstream_line_bytes=_env_int(env, "EDGE_MAX_UPSTREAM_LINE_BYTES", 8 * 1024 * 1024),
         no_worker_grace_s=_env_float(env, "EDGE_NO_WORKER_GRACE", 10.0),
+        worker_poll_interval_s=_env_float(env, "EDGE_WORKER_POLL_INTERVAL", 0.5),
     )
     for name, value in (
         ("EDGE_REQUEST_TIMEOUT", settings.request_timeout_s),
         ("EDGE_MAX_UPSTREAM_BODY_BYTES", settings.max_upstream_body_bytes),
         ("EDGE_MAX_UPSTREAM_LINE_BYTES", settings.max_upstream_line_bytes),
+        ("EDGE_WORKER_POLL_INTERVAL", settings.worker_poll_interval_s),
     ):
         if value <= 0:
             raise ConfigError(f"{name}: must be positive")

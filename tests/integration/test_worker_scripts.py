@@ -44,7 +44,12 @@ def r(server: RedisServer) -> Iterator[redis.Redis]:
 
 
 def claim(
-    r: redis.Redis, worker: str, now_ms: int, ids: list[str], wake_entries: tuple[bytes, ...] = ()
+    r: redis.Redis,
+    worker: str,
+    now_ms: int,
+    ids: list[str],
+    wake_entries: tuple[bytes, ...] = (),
+    most: int = 100,
 ) -> list[tuple[str, float]]:
     script = r.register_script(CLAIM_LUA)
     out = script(
@@ -54,7 +59,7 @@ def claim(
             keyspace.running(worker),
             keyspace.wake("openai"),
         ],
-        args=[now_ms, LEASE_MS, WORKER_STATE_TTL_S, len(ids), *ids, *wake_entries],
+        args=[now_ms, LEASE_MS, WORKER_STATE_TTL_S, most, len(ids), *ids, *wake_entries],
     )
     return [(out[i].decode(), float(out[i + 1])) for i in range(0, len(out), 2)]
 
@@ -119,6 +124,16 @@ def test_claim_deletes_the_wake_entries_it_was_given(r: redis.Redis) -> None:
     later = r.xadd(wake, {"j": "not-read-yet"})
     assert claim(r, "w1", 25, ["a", "b", "gone"], tuple(read)) == [("a", 10.0), ("b", 20.0)]
     assert [entry_id for entry_id, _ in r.xrange(wake)] == [later]
+
+
+def test_claim_takes_up_to_its_limit_past_jobs_that_run_elsewhere(r: redis.Redis) -> None:
+    # arq keeps running jobs in its queue: a poll sees them first, and must look past them.
+    r.zadd(keyspace.queue("openai"), {f"j{i}": i for i in range(1, 9)})
+    for i in range(1, 5):
+        r.set(IN_PROGRESS_KEY_PREFIX + f"j{i}", b"1", px=LEASE_MS)
+    ids = [f"j{i}" for i in range(1, 9)]
+    assert claim(r, "w1", 100, ids, most=3) == [("j5", 5.0), ("j6", 6.0), ("j7", 7.0)]
+    assert claim(r, "w2", 100, ids, most=3) == [("j8", 8.0)]
 
 
 def test_claim_returns_every_due_id_with_its_score_in_order(r: redis.Redis) -> None:
