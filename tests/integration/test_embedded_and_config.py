@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import openai
 
-from edge_agent.devstack import DevStack, wait_http
+from edge_agent.devstack import DevStack
+from edge_agent.probes import wait_http
 from edge_agent.redis_server import RedisServer, free_port
 
 CONFIG_VARS = ("REDIS_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "EDGE_MASTER_KEY", "EDGE_CONFIG")
