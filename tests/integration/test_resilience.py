@@ -18,6 +18,7 @@ import pytest
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
 from edge_agent.probes import wait_http
 from edge_agent.redis_server import RedisServer, free_port
+from tests.integration.conftest import sample, scrape, wait_until
 
 
 class Cluster:
@@ -235,22 +236,29 @@ def test_a_deadline_from_x_edge_timeout_expires_in_the_queue_and_never_reaches_u
     cluster: Cluster,
 ) -> None:
     cluster.configure(
-        "model_list:\n  - {model_name: gpt-x, provider: openai, model: late, base_url: GOOD/v1}\n"
-        "  - {model_name: gpt-busy, provider: openai, model: busy, base_url: GOOD/v1}\n",
-        EDGE_WORKER_CONCURRENCY="1",
+        "model_list:\n  - {model_name: gpt-x, provider: openai, model: late, base_url: GOOD/v1}\n",
+        EDGE_REQUEST_TIMEOUT="30",
     )
-    cluster.worker()
+    worker = cluster.worker()
     front = cluster.front()
-    busy = threading.Thread(target=ask, args=(front, "gpt-busy", "[[fake:delay_ms=2000]]"))
-    busy.start()
-    time.sleep(0.3)
-    started = time.monotonic()
-    with pytest.raises(openai.InternalServerError) as caught:
-        ask(front, "gpt-x", extra_headers={"x-edge-timeout": "0.5"})
+    before = scrape(worker.metrics_url)
+    os.kill(worker.pid, signal.SIGSTOP)  # frozen, still alive to the front: the job waits in the queue
+    try:
+        with pytest.raises(openai.InternalServerError) as caught:
+            # Without the header the deadline would be 30 s: the client would give up at 10 s first.
+            ask(front, "gpt-x", extra_headers={"x-edge-timeout": "0.5"}, timeout=10)
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
     assert caught.value.status_code == 504
-    assert time.monotonic() - started < 1.5
-    busy.join()
-    time.sleep(0.5)
+    wait_until(
+        lambda: (
+            sample(
+                scrape(worker.metrics_url), "llm_edge_worker_jobs_total", provider="openai", status="expired"
+            )
+            - sample(before, "llm_edge_worker_jobs_total", provider="openai", status="expired")
+        ),
+        "the worker to take the job and drop it as expired",
+    )
     assert cluster.calls(cluster.good, "late") == 0
 
 
