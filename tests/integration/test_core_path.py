@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import httpx
@@ -210,13 +211,15 @@ def test_upstream_timeout_is_504(stack: DevStack) -> None:
 
 
 def test_redis_unreachable_on_a_miss_is_503_with_retry_after(stack: DevStack) -> None:
-    dead = RedisServer()  # a free port nobody listens on
-    front = stack.start_front({**stack.env, "REDIS_URL": dead.url}, wait_path="/health/live")
-    with pytest.raises(openai.InternalServerError) as caught:
-        sdk(front).chat.completions.create(model="gpt-4o", messages=unique())
-    assert caught.value.status_code == 503
-    assert caught.value.response.headers["retry-after"]
-    assert httpx.get(f"{front.url}/health/ready").status_code == 503
+    with socket.socket() as held:  # bound, never listening: connections are refused, nobody else binds it
+        held.bind(("127.0.0.1", 0))
+        dead_url = f"redis://127.0.0.1:{held.getsockname()[1]}/0"
+        front = stack.start_front({**stack.env, "REDIS_URL": dead_url}, wait_path="/health/live")
+        with pytest.raises(openai.InternalServerError) as caught:
+            sdk(front).chat.completions.create(model="gpt-4o", messages=unique())
+        assert caught.value.status_code == 503
+        assert caught.value.response.headers["retry-after"]
+        assert httpx.get(f"{front.url}/health/ready").status_code == 503
 
 
 def test_provider_without_workers_is_503_not_a_hang(stack: DevStack) -> None:
