@@ -214,11 +214,15 @@ def test_a_killed_worker_s_jobs_are_rerun_by_another(cluster: Cluster) -> None:
     threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
     for t in threads:
         t.start()
-    held = redis.Redis.from_url(cluster.redis.url)
-    wait_until(
-        lambda: sum(held.scard(k) for k in held.scan_iter(keyspace.running(f"*-{victim.pid}-*"))),
-        "the victim to hold jobs",
-    )
+    r = redis.Redis.from_url(cluster.redis.url)
+
+    def victim_busy_upstream() -> bool:
+        """The victim holds jobs, and every job held (by either worker) has reached the upstream."""
+        victim_held = sum(r.scard(k) for k in r.scan_iter(keyspace.running(f"*-{victim.pid}-*")))
+        held = sum(r.scard(k) for k in r.scan_iter(keyspace.running("*")))
+        return victim_held > 0 and cluster.calls(cluster.good, "crash") >= held
+
+    wait_until(victim_busy_upstream, "the victim to hold jobs that reached the upstream")
     os.kill(victim.pid, signal.SIGKILL)
     for t in threads:
         t.join()
