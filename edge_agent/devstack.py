@@ -77,6 +77,7 @@ class DevStack:
                 "ANTHROPIC_API_KEY": "sk-upstream-anthropic",
                 "PYTHONUNBUFFERED": "1",
                 "LOG_LEVEL": "WARNING",
+                "HOST": "127.0.0.1",  # where workers serve their metrics (fronts get --host)
             }
         )
         env.update(self.env_overrides)
