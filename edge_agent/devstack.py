@@ -1,7 +1,9 @@
 """Real processes for tests and benchmarks: redis-server, fake upstream, workers, fronts.
 
 Each process is started the way an operator would start it (`python -m edge_agent ...`), on
-free loopback ports, with the environment a test asks for.
+free loopback ports, with the environment a test asks for. A free port can be taken by another
+process before the child binds it: each start checks that the child itself listens on its port
+(see `edge_agent.probes.wait_listening`) and starts it again on another port when it does not.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from edge_agent.probes import wait_http
+from edge_agent.probes import PortTaken, answers_200, wait_listening
 from edge_agent.redis_server import RedisServer, free_port
 
 MASTER_KEY = "sk-edge-test-key"
@@ -30,12 +33,35 @@ class Front:
 
 
 @dataclass
+class Worker:
+    """A worker process and the port it serves its Prometheus metrics on."""
+
+    provider: str
+    process: subprocess.Popen[bytes]
+    metrics_port: int
+    env: dict[str, str] | None = None
+    listening: bool = False  # checked: the metrics port is this process's own
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+
+@dataclass
 class DevStack:
     env_overrides: dict[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     redis: RedisServer | None = None
     upstream_port: int = 0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
@@ -51,6 +77,7 @@ class DevStack:
                 "ANTHROPIC_API_KEY": "sk-upstream-anthropic",
                 "PYTHONUNBUFFERED": "1",
                 "LOG_LEVEL": "WARNING",
+                "HOST": "127.0.0.1",  # where workers serve their metrics (fronts get --host)
             }
         )
         env.update(self.env_overrides)
@@ -77,23 +104,86 @@ class DevStack:
     def start_redis(self) -> None:
         self.redis = RedisServer().start()
 
-    def start_upstream(self, *flags: str) -> None:
-        self.upstream_port = free_port()
-        proc = self.spawn("upstream", ["fake-upstream", "--port", str(self.upstream_port), *flags])
-        wait_http(f"{self.upstream_url}/health", watch=[proc])
+    def _discard(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        self.processes.remove(proc)
 
-    def start_worker(self, provider: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        return self.spawn(
-            f"worker-{provider}", ["worker", "--provider", provider, "--metrics-port", "0"], env
+    def spawn_listening(
+        self,
+        name: str,
+        args: Callable[[int], list[str]],
+        ready_url: Callable[[int], str],
+        env: dict[str, str] | None = None,
+        attempts: int = 5,
+        meanwhile: Callable[[], None] = lambda: None,
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """Spawn a server on a free port; returns it once it listens there itself and `ready_url`
+        answers 200, running `meanwhile` while it starts. Another try on another port if someone
+        else took the port first."""
+        for attempt in range(attempts):
+            port = free_port()
+            proc = self.spawn(name, args(port), env)
+            meanwhile()
+            try:
+                wait_listening(proc, port, answers_200(ready_url(port)))
+                return proc, port
+            except PortTaken:
+                self._discard(proc)
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def start_upstream(self, *flags: str) -> None:
+        _, self.upstream_port = self.spawn_listening(
+            "upstream",
+            lambda port: ["fake-upstream", "--port", str(port), *flags],
+            lambda port: f"http://127.0.0.1:{port}/health",
         )
+
+    def start_worker(self, provider: str, env: dict[str, str] | None = None) -> Worker:
+        """Spawn a worker serving its metrics on a free port. It is not waited for here (workers
+        start while the front does): `start_front` or `check_workers` check its port."""
+        port = free_port()
+        proc = self.spawn(
+            f"worker-{provider}", ["worker", "--provider", provider, "--metrics-port", str(port)], env
+        )
+        worker = Worker(provider, proc, port, env)
+        self.workers.append(worker)
+        return worker
+
+    def check_workers(self, attempts: int = 5) -> None:
+        """Wait until every worker started so far serves metrics on its own port; one whose port
+        another process took is started again on another port (its `process` changes)."""
+        for worker in self.workers:
+            for attempt in range(attempts):
+                if worker.listening:
+                    break
+                try:
+                    wait_listening(worker.process, worker.metrics_port)
+                    worker.listening = True
+                except PortTaken:
+                    if attempt == attempts - 1:
+                        raise
+                    self._discard(worker.process)
+                    worker.metrics_port = free_port()
+                    worker.process = self.spawn(
+                        f"worker-{worker.provider}",
+                        ["worker", "--provider", worker.provider, "--metrics-port", str(worker.metrics_port)],
+                        worker.env,
+                    )
 
     def start_front(self, env: dict[str, str] | None = None, wait_path: str = "/health") -> Front:
         """`wait_path` "/health" waits for every provider's worker, "/health/live" for the front only."""
-        port = free_port()
-        proc = self.spawn("front", ["front", "--host", "127.0.0.1", "--port", str(port)], env)
-        front = Front(port, proc)
-        wait_http(front.url + wait_path, watch=[proc])
-        return front
+        proc, port = self.spawn_listening(
+            "front",
+            lambda port: ["front", "--host", "127.0.0.1", "--port", str(port)],
+            lambda port: f"http://127.0.0.1:{port}{wait_path}",
+            env,
+            meanwhile=self.check_workers,  # the workers started so far, while the front starts
+        )
+        return Front(port, proc)
 
     def start(self, providers: tuple[str, ...] = ("openai", "anthropic")) -> Front:
         self.start_redis()
@@ -112,5 +202,6 @@ class DevStack:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.processes.clear()
+        self.workers.clear()
         if self.redis is not None:
             self.redis.stop()

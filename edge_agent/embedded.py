@@ -15,7 +15,7 @@ import sys
 import time
 from types import FrameType
 
-from edge_agent.probes import wait_http
+from edge_agent.probes import PortTaken, answers_200, wait_http, wait_listening
 from edge_agent.redis_server import RedisServer, free_port
 from shared.config import API_KEY_ENV, PROVIDERS, load_settings
 
@@ -26,6 +26,22 @@ class _Stop(Exception):
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "edge_agent", *args], env=env)
+
+
+def _start_fake_upstream(env: dict[str, str], attempts: int = 5) -> tuple[subprocess.Popen[bytes], int]:
+    """The fake upstream on a free port, started again on another if someone took it first."""
+    for attempt in range(attempts):
+        port = free_port()
+        proc = _spawn(["fake-upstream", "--port", str(port)], env)
+        try:
+            wait_listening(proc, port, answers_200(f"http://127.0.0.1:{port}/health"))
+            return proc, port
+        except BaseException as e:  # a stop (Ctrl-C) while it starts, too
+            proc.kill()
+            proc.wait(10)
+            if not isinstance(e, PortTaken) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def run_stack(host: str, port: int, workers: int) -> None:
@@ -47,8 +63,8 @@ def run_stack(host: str, port: int, workers: int) -> None:
             print(f"edge-agent: started a private redis-server on {redis.url}", flush=True)
         providers: list[str] = [p for p in PROVIDERS if env.get(API_KEY_ENV[p])]
         if not providers and not env.get("EDGE_CONFIG"):
-            fake_port = free_port()
-            children.append(_spawn(["fake-upstream", "--port", str(fake_port)], env))
+            fake, fake_port = _start_fake_upstream(env)
+            children.append(fake)
             env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{fake_port}/v1"
             env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{fake_port}"
             for p in PROVIDERS:

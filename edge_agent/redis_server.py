@@ -12,8 +12,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from edge_agent.probes import PortTaken, wait_listening
 
 
 def find_redis_server() -> str:
@@ -41,6 +42,7 @@ class RedisServer:
     """A redis-server child process on a free loopback port, without persistence."""
 
     def __init__(self, port: int | None = None) -> None:
+        self._port_picked = not port
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="edge-redis-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -49,7 +51,19 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> RedisServer:
+    def start(self, timeout_s: float = 10.0, attempts: int = 5) -> RedisServer:
+        """Start and wait for PING. On a port picked here (none given), a port another process
+        took first (the free-port race) means another try on a new port."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout_s)
+            except PortTaken:
+                if not self._port_picked or attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> RedisServer:
         args = [
             find_redis_server(),
             "--port",
@@ -67,21 +81,32 @@ class RedisServer:
             "--loglevel",
             "warning",
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"redis-server exited at start: {err.strip()[:300]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("redis-server did not answer PING in time")
+        process = self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_listening(process, self.port, self._pong, timeout_s)
+        except PortTaken:
+            self._kill()
+            raise
+        except RuntimeError as e:
+            err = ""
+            if process.poll() is not None and process.stderr is not None:
+                err = process.stderr.read().decode().strip()[:300]
+            self.stop()
+            raise RuntimeError(f"redis-server did not start: {err or e}") from None
+        return self
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from edge_agent.devstack import MASTER_KEY, DevStack, Front
+from edge_agent.devstack import MASTER_KEY, DevStack, Front, Worker
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -19,8 +26,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     try:
         dev.start_redis()
         dev.start_upstream()
-        dev.start_worker("openai")
-        dev.start_worker("anthropic")
+        dev.session_workers = {p: dev.start_worker(p) for p in ("openai", "anthropic")}  # type: ignore[attr-defined]
         dev.front = dev.start_front()  # type: ignore[attr-defined]
         yield dev
     finally:
@@ -32,6 +38,12 @@ def front(stack: DevStack) -> Front:
     return stack.front  # type: ignore[attr-defined,no-any-return]
 
 
+@pytest.fixture(scope="session")
+def workers(stack: DevStack) -> dict[str, Worker]:
+    """The session stack's worker of each provider (the only ones on its Redis)."""
+    return stack.session_workers  # type: ignore[attr-defined,no-any-return]
+
+
 def sdk(front: Front, **kwargs) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{front.url}/v1", api_key=MASTER_KEY, max_retries=0, **kwargs)
 
@@ -39,3 +51,40 @@ def sdk(front: Front, **kwargs) -> openai.OpenAI:
 @pytest.fixture(scope="session")
 def client(front: Front) -> openai.OpenAI:
     return sdk(front)
+
+
+def wait_until(condition: Callable[[], T], what: str, timeout_s: float = 20.0, every_s: float = 0.02) -> T:
+    """Poll `condition` until it returns something truthy (returned); fail naming `what` at the deadline.
+
+    The deadline only bounds a hang: it is far beyond what any condition needs on a slow machine.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every_s)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str) -> Samples:
+    """Every sample of a Prometheus endpoint, keyed by (sample name, labels)."""
+    text = httpx.get(url, timeout=10).text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value; 0 when it was never observed (a labelled child not yet created)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def fake_stats(upstream_url: str) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(f"{upstream_url}/_fake/stats", timeout=10).json()
+    return stats

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import httpx
 import openai
 import pytest
 
-from edge_agent.devstack import MASTER_KEY, DevStack, Front
+from edge_agent.devstack import MASTER_KEY, DevStack, Front, Worker
 from edge_agent.redis_server import RedisServer
-from tests.integration.conftest import sdk
+from tests.integration.conftest import sample, scrape, sdk
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
@@ -210,13 +211,15 @@ def test_upstream_timeout_is_504(stack: DevStack) -> None:
 
 
 def test_redis_unreachable_on_a_miss_is_503_with_retry_after(stack: DevStack) -> None:
-    dead = RedisServer()  # a free port nobody listens on
-    front = stack.start_front({**stack.env, "REDIS_URL": dead.url}, wait_path="/health/live")
-    with pytest.raises(openai.InternalServerError) as caught:
-        sdk(front).chat.completions.create(model="gpt-4o", messages=unique())
-    assert caught.value.status_code == 503
-    assert caught.value.response.headers["retry-after"]
-    assert httpx.get(f"{front.url}/health/ready").status_code == 503
+    with socket.socket() as held:  # bound, never listening: connections are refused, nobody else binds it
+        held.bind(("127.0.0.1", 0))
+        dead_url = f"redis://127.0.0.1:{held.getsockname()[1]}/0"
+        front = stack.start_front({**stack.env, "REDIS_URL": dead_url}, wait_path="/health/live")
+        with pytest.raises(openai.InternalServerError) as caught:
+            sdk(front).chat.completions.create(model="gpt-4o", messages=unique())
+        assert caught.value.status_code == 503
+        assert caught.value.response.headers["retry-after"]
+        assert httpx.get(f"{front.url}/health/ready").status_code == 503
 
 
 def test_provider_without_workers_is_503_not_a_hang(stack: DevStack) -> None:
@@ -246,16 +249,44 @@ def test_health_endpoints_are_open(front: Front) -> None:
     assert detail["providers"]["openai"]["worker_alive"] and detail["providers"]["anthropic"]["worker_alive"]
 
 
-def test_metrics_have_the_seed_names(client: openai.OpenAI, front: Front) -> None:
-    create(client)
-    text = httpx.get(f"{front.url}/metrics").text
-    for name in (
-        "llm_edge_requests_total",
-        "llm_edge_request_duration_ms",
-        "llm_edge_cache_hits_total",
-        "llm_edge_cache_misses_total",
-        "llm_edge_tokens_total",
-        "llm_edge_active_requests",
-    ):
-        assert name in text
-    assert 'llm_edge_requests_total{model="gpt-4o-mini",provider="openai",status="200"}' in text
+def test_metrics_count_requests_cache_tiers_tokens_and_durations(
+    client: openai.OpenAI, front: Front, workers: dict[str, Worker]
+) -> None:
+    front_metrics, worker_metrics = f"{front.url}/metrics", workers["openai"].metrics_url
+    front_before, worker_before = scrape(front_metrics), scrape(worker_metrics)
+    messages = unique()
+    h1, first = create(client, messages=messages)
+    h2, _ = create(client, messages=messages)
+    assert (h1["x-edge-cache"], h2["x-edge-cache"]) == ("miss", "hit-l1")
+    with pytest.raises(openai.RateLimitError):
+        create(client, "gpt-4o", messages=unique("[[fake:status=429]]"))
+    front_after, worker_after = scrape(front_metrics), scrape(worker_metrics)
+    assert first.usage is not None and first.usage.prompt_tokens > 0 and first.usage.completion_tokens > 0
+
+    def moved(name: str, **labels: str) -> float:
+        return sample(front_after, name, **labels) - sample(front_before, name, **labels)
+
+    assert moved("llm_edge_requests_total", provider="openai", model="gpt-4o-mini", status="200") == 2
+    assert moved("llm_edge_requests_total", provider="openai", model="gpt-4o", status="429") == 1
+    assert moved("llm_edge_cache_hits_total", tier="l1") == 1
+    assert moved("llm_edge_cache_hits_total", tier="l2") == 0
+    assert moved("llm_edge_cache_misses_total", tier="l1") == 2
+    assert moved("llm_edge_cache_misses_total", tier="l2") == 2
+    for kind, count in (("prompt", first.usage.prompt_tokens), ("completion", first.usage.completion_tokens)):
+        assert moved("llm_edge_tokens_total", provider="openai", model="gpt-4o-mini", type=kind) == count
+    assert moved("llm_edge_request_duration_ms_count", cache="miss") == 2
+    assert moved("llm_edge_request_duration_ms_count", cache="hit-l1") == 1
+    assert sample(front_after, "llm_edge_active_requests") == 0
+
+    def worker_moved(name: str, **labels: str) -> float:
+        return sample(worker_after, name, **labels) - sample(worker_before, name, **labels)
+
+    # The hit never reached a worker: two jobs, one answered 200 and one 429.
+    assert worker_moved("llm_edge_worker_jobs_total", provider="openai", status="200") == 1
+    assert worker_moved("llm_edge_worker_jobs_total", provider="openai", status="429") == 1
+    assert worker_moved("llm_edge_upstream_duration_ms_count", provider="openai") == 2
+    assert worker_moved("llm_edge_queue_wait_ms_count", provider="openai") == 2
+    assert (
+        worker_moved("llm_edge_upstream_tokens_total", provider="openai", model="gpt-4o-mini", type="prompt")
+        == first.usage.prompt_tokens
+    )

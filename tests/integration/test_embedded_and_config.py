@@ -13,8 +13,10 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
-from edge_agent.devstack import DevStack, wait_http
+from edge_agent.devstack import DevStack
+from edge_agent.probes import wait_http
 from edge_agent.redis_server import RedisServer, free_port
 
 CONFIG_VARS = ("REDIS_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "EDGE_MASTER_KEY", "EDGE_CONFIG")
@@ -122,3 +124,36 @@ def test_config_file_routes_public_names_to_deployments(stack: DevStack, tmp_pat
         assert httpx.get(f"{front.url}/health").json()["status"] == "ok"
     finally:
         private.stop()
+
+
+def test_starts_move_to_another_port_when_the_free_port_was_taken_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import edge_agent.devstack
+    import edge_agent.redis_server
+
+    with socket.socket() as taken:  # another process took the "free" port before the child bound it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        racing = {"left": 0}
+
+        def free_port_racing() -> int:  # the next pick loses the race, unless it is already a retry
+            if racing["left"] > 0:
+                racing["left"] -= 1
+                return taken_port
+            return free_port()
+
+        monkeypatch.setattr(edge_agent.redis_server, "free_port", free_port_racing)
+        monkeypatch.setattr(edge_agent.devstack, "free_port", free_port_racing)
+        dev = DevStack(log_dir=tmp_path)
+        try:
+            racing["left"] = 2  # RedisServer() picks, then its first retry
+            dev.start_redis()
+            assert racing["left"] == 0 and dev.redis is not None and dev.redis.port != taken_port
+            racing["left"] = 1
+            dev.start_upstream()
+            assert racing["left"] == 0 and dev.upstream_port != taken_port
+            assert httpx.get(f"{dev.upstream_url}/health").json() == {"status": "ok"}
+        finally:
+            dev.stop()

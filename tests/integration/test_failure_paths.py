@@ -19,8 +19,6 @@ import pytest
 import redis
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
-from edge_agent.probes import wait_http
-from edge_agent.redis_server import free_port
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
 
@@ -174,11 +172,11 @@ def test_upstream_refusing_the_gateway_s_key_is_a_502_naming_the_deployment(quie
 def test_a_deployment_whose_key_is_refused_fails_over_to_the_next(tmp_path: Path) -> None:
     dev = private_stack(tmp_path)
     try:
-        port = free_port()
-        refusing = dev.spawn(
-            "upstream-refusing", ["fake-upstream", "--port", str(port), "--require-key", "sk-other-key"]
+        _, port = dev.spawn_listening(
+            "upstream-refusing",
+            lambda port: ["fake-upstream", "--port", str(port), "--require-key", "sk-other-key"],
+            lambda port: f"http://127.0.0.1:{port}/health",
         )
-        wait_http(f"http://127.0.0.1:{port}/health", watch=[refusing])
         config = tmp_path / "models.yaml"
         config.write_text(
             "model_list:\n"

@@ -15,10 +15,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
-from edge_agent.probes import wait_http
-from edge_agent.redis_server import RedisServer, free_port
+from edge_agent.redis_server import RedisServer
+from shared import keyspace
+from tests.integration.conftest import sample, scrape, wait_until
 
 
 class Cluster:
@@ -33,9 +35,11 @@ class Cluster:
         self.env: dict[str, str] = {}
 
     def _upstream(self, *flags: str) -> str:
-        port = free_port()
-        proc = self.base.spawn("upstream", ["fake-upstream", "--port", str(port), *flags])
-        wait_http(f"http://127.0.0.1:{port}/health", watch=[proc])
+        _, port = self.base.spawn_listening(
+            "upstream",
+            lambda port: ["fake-upstream", "--port", str(port), *flags],
+            lambda port: f"http://127.0.0.1:{port}/health",
+        )
         return f"http://127.0.0.1:{port}"
 
     def configure(self, yaml_text: str, **env: str) -> None:
@@ -83,7 +87,7 @@ model_list:
   - {model_name: gpt-x, provider: openai, model: bad-model, base_url: BAD/v1, priority: 0}
   - {model_name: gpt-x, provider: openai, model: good-model, base_url: GOOD/v1, priority: 1}
 router_settings:
-  breaker: {failures: 3, window_s: 30, cooldown_s: 2, half_open_probes: 1, close_after: 2}
+  breaker: {failures: 3, window_s: 30, cooldown_s: 3, half_open_probes: 1, close_after: 2}
 """
 
 
@@ -97,6 +101,10 @@ def test_failover_from_a_failing_deployment_to_a_healthy_one(cluster: Cluster) -
     assert raw.headers["x-edge-model"] == "good-model" and raw.headers["x-edge-provider"] == "openai"
 
 
+def _breaker(front: Front, deployment: str) -> str:
+    return str(httpx.get(f"{front.url}/health").json()["breakers"][deployment])
+
+
 def test_breaker_opens_skips_the_failing_upstream_then_half_opens_and_closes(cluster: Cluster) -> None:
     cluster.configure(TWO_DEPLOYMENTS)
     cluster.worker()
@@ -105,21 +113,26 @@ def test_breaker_opens_skips_the_failing_upstream_then_half_opens_and_closes(clu
     for i in range(3):  # three failures at the bad deployment open its breaker
         assert ask(fronts[i % 2], "gpt-x").headers["x-edge-attempts"] == "2"
     assert cluster.calls(cluster.bad, "bad-model") == 3
-    time.sleep(1.0)  # every front sees the shared breaker within a second
+    # Every front sees the shared breaker (the 3 s cooldown is far off).
+    wait_until(
+        lambda: all(_breaker(f, "gpt-x#0") == "open" for f in fronts), "the breaker open at each front"
+    )
     for i in range(6):
         assert ask(fronts[i % 2], "gpt-x").headers["x-edge-attempts"] == "1"
     assert cluster.calls(cluster.bad, "bad-model") == 3  # never touched while open
-    detail = httpx.get(f"{fronts[1].url}/health").json()
-    assert detail["breakers"]["gpt-x#0"] == "open" and detail["breakers"]["gpt-x#1"] == "closed"
-    assert 'llm_edge_breaker_state{deployment="gpt-x#0"} 2.0' in httpx.get(f"{fronts[0].url}/metrics").text
+    assert _breaker(fronts[1], "gpt-x#1") == "closed"
+    metric = sample(scrape(f"{fronts[0].url}/metrics"), "llm_edge_breaker_state", deployment="gpt-x#0")
+    assert metric == 2  # open
 
     httpx.post(f"{cluster.bad}/_fake/config", json={"error_rate": 0})  # the upstream recovers
-    time.sleep(2.2)  # cooldown: half-open, one probe at a time
+    wait_until(  # the cooldown passes: half-open, one probe at a time
+        lambda: all(_breaker(f, "gpt-x#0") == "half_open" for f in fronts),
+        "the cooldown to end at each front",
+    )
     for i in range(4):
         ask(fronts[i % 2], "gpt-x")
-    time.sleep(0.7)
     assert cluster.calls(cluster.bad, "bad-model") >= 5  # probes went through and succeeded
-    assert httpx.get(f"{fronts[0].url}/health").json()["breakers"]["gpt-x#0"] == "closed"
+    wait_until(lambda: _breaker(fronts[0], "gpt-x#0") == "closed", "the breaker to close")
     assert ask(fronts[0], "gpt-x").headers["x-edge-model"] == "bad-model"  # back to first priority
 
 
@@ -178,7 +191,8 @@ def test_fallback_across_providers_answers_in_openai_shape(cluster: Cluster) -> 
 
 def test_a_killed_worker_s_jobs_are_rerun_by_another(cluster: Cluster) -> None:
     cluster.configure(
-        "model_list:\n  - {model_name: gpt-x, provider: openai, model: crash, base_url: GOOD/v1}\n"
+        "model_list:\n  - {model_name: gpt-x, provider: openai, model: crash, base_url: GOOD/v1}\n",
+        EDGE_REQUEST_TIMEOUT="20",
     )
     victim = cluster.worker()
     cluster.worker()
@@ -199,15 +213,22 @@ def test_a_killed_worker_s_jobs_are_rerun_by_another(cluster: Cluster) -> None:
         results.append(r.status_code)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
-    started = time.monotonic()
     for t in threads:
         t.start()
-    time.sleep(0.6)  # both workers hold jobs now
+    r = redis.Redis.from_url(cluster.redis.url)
+
+    def victim_busy_upstream() -> bool:
+        """The victim holds jobs, and every job held (by either worker) has reached the upstream."""
+        victim_held = sum(r.scard(k) for k in r.scan_iter(keyspace.running(f"*-{victim.pid}-*")))
+        held = sum(r.scard(k) for k in r.scan_iter(keyspace.running("*")))
+        return victim_held > 0 and cluster.calls(cluster.good, "crash") >= held
+
+    wait_until(victim_busy_upstream, "the victim to hold jobs that reached the upstream")
     os.kill(victim.pid, signal.SIGKILL)
     for t in threads:
         t.join()
+    # Rerun after the crash, not at the job's lease (deadline + 5 s): all answered before their deadline.
     assert results == [200] * 20
-    assert time.monotonic() - started < 8  # seconds after the crash, not at a lease or deadline
     assert cluster.calls(cluster.good, "crash") > 20  # the victim's jobs ran twice upstream...
 
 
@@ -267,22 +288,29 @@ def test_a_deadline_from_x_edge_timeout_expires_in_the_queue_and_never_reaches_u
     cluster: Cluster,
 ) -> None:
     cluster.configure(
-        "model_list:\n  - {model_name: gpt-x, provider: openai, model: late, base_url: GOOD/v1}\n"
-        "  - {model_name: gpt-busy, provider: openai, model: busy, base_url: GOOD/v1}\n",
-        EDGE_WORKER_CONCURRENCY="1",
+        "model_list:\n  - {model_name: gpt-x, provider: openai, model: late, base_url: GOOD/v1}\n",
+        EDGE_REQUEST_TIMEOUT="30",
     )
-    cluster.worker()
+    worker = cluster.worker()
     front = cluster.front()
-    busy = threading.Thread(target=ask, args=(front, "gpt-busy", "[[fake:delay_ms=2000]]"))
-    busy.start()
-    time.sleep(0.3)
-    started = time.monotonic()
-    with pytest.raises(openai.InternalServerError) as caught:
-        ask(front, "gpt-x", extra_headers={"x-edge-timeout": "0.5"})
+    before = scrape(worker.metrics_url)
+    os.kill(worker.pid, signal.SIGSTOP)  # frozen, still alive to the front: the job waits in the queue
+    try:
+        with pytest.raises(openai.InternalServerError) as caught:
+            # Without the header the deadline would be 30 s: the client would give up at 10 s first.
+            ask(front, "gpt-x", extra_headers={"x-edge-timeout": "0.5"}, timeout=10)
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
     assert caught.value.status_code == 504
-    assert time.monotonic() - started < 1.5
-    busy.join()
-    time.sleep(0.5)
+    wait_until(
+        lambda: (
+            sample(
+                scrape(worker.metrics_url), "llm_edge_worker_jobs_total", provider="openai", status="expired"
+            )
+            - sample(before, "llm_edge_worker_jobs_total", provider="openai", status="expired")
+        ),
+        "the worker to take the job and drop it as expired",
+    )
     assert cluster.calls(cluster.good, "late") == 0
 
 
@@ -297,12 +325,12 @@ def test_workers_and_fronts_survive_a_redis_restart(cluster: Cluster) -> None:
         ask(front, "gpt-x")
     assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"]
     cluster.redis = RedisServer(port=port).start()  # empty: no scripts, no keys, no health
-    deadline = time.monotonic() + 15
-    while True:
+
+    def answered() -> bool:
         try:
-            assert ask(front, "gpt-x").parse().choices[0].message.content
-            break
+            return bool(ask(front, "gpt-x").parse().choices[0].message.content)
         except openai.InternalServerError:
-            assert time.monotonic() < deadline, "the stack did not recover after Redis came back"
-            time.sleep(0.3)
+            return False
+
+    wait_until(answered, "the stack to recover after Redis came back", timeout_s=15, every_s=0.3)
     assert worker.poll() is None

@@ -12,8 +12,10 @@ import openai
 import pytest
 import redis
 
-from edge_agent.devstack import MASTER_KEY, DevStack, Front
+from edge_agent.devstack import MASTER_KEY, DevStack, Front, Worker
 from shared import keyspace
+from shared.cache_keys import chat_cache_key
+from tests.integration.conftest import fake_stats, sample, scrape, wait_until
 
 MODELS = ("gpt-4o-mini", "claude-sonnet-4-5")
 NO_CACHE = {"Cache-Control": "no-cache, no-store"}
@@ -118,28 +120,55 @@ def test_chunks_are_delivered_as_the_upstream_sends_them(client: openai.OpenAI) 
     assert len(arrivals) >= 4 and min(gaps) > 0.2
 
 
+# A stream that is over (and cached) in about a second if nothing cancels it.
+SHORT_STREAM = "[[fake:chunk_delay_ms=50]] [[fake:words=20]]"
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_client_disconnect_cancels_the_upstream_and_caches_nothing(
-    stack: DevStack, front: Front, client: openai.OpenAI, model: str
+    stack: DevStack, front: Front, client: openai.OpenAI, workers: dict[str, Worker], model: str
 ) -> None:
-    before = httpx.get(f"{stack.upstream_url}/_fake/stats").json()["cancelled"]
-    messages = unique("[[fake:chunk_delay_ms=100]] [[fake:words=200]]")
+    assert stack.redis is not None
+    worker = workers["openai" if model.startswith("gpt") else "anthropic"]
+    cancelled_before = fake_stats(stack.upstream_url)["cancelled"]
+    jobs_before = scrape(worker.metrics_url)
+    messages = unique(SHORT_STREAM)
     body = {"model": model, "messages": messages, "stream": True}
+    l2_key = keyspace.cache_entry(chat_cache_key(body))
     with httpx.stream(
         "POST",
         f"{front.url}/v1/chat/completions",
         json=body,
         headers={"Authorization": f"Bearer {MASTER_KEY}"},
     ) as response:
-        lines = response.iter_lines()
-        for _ in range(3):
-            next(lines)
-    left = time.monotonic()
-    while httpx.get(f"{stack.upstream_url}/_fake/stats").json()["cancelled"] == before:
-        assert time.monotonic() - left < 2, "the upstream call was not cancelled"
-        time.sleep(0.01)
+        assert response.headers["x-edge-cache"] == "miss"
+        first = next(line for line in response.iter_lines() if line.startswith("data: "))
+        assert json.loads(first[6:])["object"] == "chat.completion.chunk"
+    # The client left after the first chunk: the gateway cancels the upstream call.
+    wait_until(
+        lambda: fake_stats(stack.upstream_url)["cancelled"] > cancelled_before,
+        "the upstream call to be cancelled",
+    )
+    # A stream of the same length, begun after the first one, run to its end and cached: past this,
+    # the first stream would have ended (and been cached) too, had its upstream call gone on.
+    control = unique(SHORT_STREAM)
+    assert streamed_text(client.chat.completions.create(model=model, messages=control, stream=True))
+    r = redis.Redis.from_url(stack.redis.url)
+    control_key = keyspace.cache_entry(chat_cache_key({"model": model, "messages": control}))
+    wait_until(lambda: r.exists(control_key), "the control stream's answer in L2")
+    assert not r.exists(l2_key)
     raw = client.chat.completions.with_raw_response.create(model=model, messages=messages)
     assert raw.headers["x-edge-cache"] == "miss"
+    # The worker ended the job as cancelled (not by running the answer to its end).
+    labels = {"provider": worker.provider, "status": "cancelled"}
+
+    def cancelled_jobs() -> float:
+        now = scrape(worker.metrics_url)
+        return sample(now, "llm_edge_worker_jobs_total", **labels) - sample(
+            jobs_before, "llm_edge_worker_jobs_total", **labels
+        )
+
+    assert wait_until(cancelled_jobs, "the worker to end the job as cancelled") == 1
 
 
 def test_cache_replay_both_ways(client: openai.OpenAI) -> None:
