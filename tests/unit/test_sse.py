@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from shared.sse import DONE, SSEParser, frame
+from shared.sse import DONE, EventTooLarge, SSEParser, frame
 
 Event = tuple[str, bytes]
 
@@ -157,3 +157,29 @@ def test_frame_and_done_are_what_openai_sends_and_parse_back() -> None:
     assert frame(payload) == b'data: {"id":"c1","choices":[]}\n\n'
     assert DONE == b"data: [DONE]\n\n"
     assert parse([frame(payload) + frame(b"x: y") + DONE]) == [("", payload), ("", b"x: y"), ("", b"[DONE]")]
+
+
+# ---- bounds: a hostile stream cannot exhaust the worker ----------------------------------------
+
+
+def test_a_line_longer_than_the_limit_raises_however_it_is_split() -> None:
+    for pieces in ([b"data: " + b"x" * 200], [b"data: "] + [b"x"] * 200):
+        parser = SSEParser(max_line_bytes=100)
+        with pytest.raises(EventTooLarge):
+            for piece in pieces:
+                list(parser.feed_bytes(piece))
+
+
+def test_an_event_of_many_lines_longer_than_the_limit_raises() -> None:
+    parser = SSEParser(max_line_bytes=100)
+    with pytest.raises(EventTooLarge):
+        list(parser.feed_bytes(b"data: " + b"x" * 60 + b"\n" + b"data: " + b"y" * 60 + b"\n"))
+
+
+def test_lines_and_events_within_the_limit_pass_and_the_count_restarts_per_line() -> None:
+    parser = SSEParser(max_line_bytes=100)
+    events = []
+    for _ in range(50):  # far more than the limit in all, never in one line or event
+        events += list(parser.feed_bytes(b"data: " + b"z" * 40))
+        events += list(parser.feed_bytes(b"\n\n"))
+    assert events == [("", b"z" * 40)] * 50

@@ -1,0 +1,126 @@
+"""Every job outcome reaches the waiting front, exceptions included: the worker's job function
+run against a real redis-server, with faults injected where production code would fail."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from edge_agent.redis_server import RedisServer
+from edge_workers import jobs
+from edge_workers.jobs import MAX_RUNS, WorkerState, chat_completion
+from shared import keyspace
+from shared.config import load_settings
+from shared.queue import Job, Reply, decode_reply, encode_job
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    s = RedisServer().start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def run_job(server: RedisServer, job_try: int = 1) -> tuple[list[Reply], set[bytes]]:
+    """Run one job through `chat_completion`; the replies its front would read, and what is left
+    in the worker's running set."""
+
+    async def main() -> tuple[list[Reply], set[bytes]]:
+        redis = Redis.from_url(server.url)
+        settings, models = load_settings({"EDGE_MASTER_KEY": "k", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+        deployment = models.group("gpt-4o-mini")[0]
+        session = aiohttp.ClientSession()
+        state = WorkerState(
+            provider="openai",
+            worker_id="w-test",
+            settings=settings,
+            models=models,
+            api_keys={},
+            session=session,
+            redis=redis,
+        )
+        job = Job(
+            job_id=f"job-{time.monotonic_ns()}",
+            request_id="req-test",
+            reply_to=f"edge:reply:test-{time.monotonic_ns()}",
+            provider="openai",
+            deployment_id=deployment.id,
+            upstream_model="gpt-4o-mini",
+            body=msgspec.json.encode(
+                {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+            ),
+            deadline=time.time() + 30,
+        )
+        await redis.sadd(keyspace.running("w-test"), job.job_id)
+        state.held.add(job.job_id)
+        ctx: dict[str, Any] = {"edge": state, "job_try": job_try, "enqueue_time": datetime.now(UTC)}
+        try:
+            await chat_completion(ctx, encode_job(job))
+            entries = await redis.xrange(job.reply_to)
+            running = await redis.smembers(keyspace.running("w-test"))
+        finally:
+            await session.close()
+            await redis.aclose()
+        return [decode_reply(fields[b"r"]) for _, fields in entries], running
+
+    return asyncio.run(main())
+
+
+def test_an_unexpected_exception_in_a_job_is_answered_with_a_502(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(jobs, "call_upstream", broken)
+    replies, running = run_job(server)
+    assert [(r.kind, r.status) for r in replies] == [("final", 502)]
+    assert b"worker failed" in replies[0].body and b"a bug" not in replies[0].body
+    assert running == set()  # and the job left the worker's running set
+
+
+def test_a_redis_error_while_publishing_the_answer_still_reaches_the_front(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def answered(*args: object, **kwargs: object) -> jobs.Outcome:
+        return jobs.Outcome(200, b'{"id": "x"}', attempted=True)
+
+    real_publish = jobs.publish
+    calls = 0
+
+    async def flaky_publish(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the answer's publication: Redis blinks
+            raise RedisConnectionError("connection reset")
+        await real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "call_upstream", answered)
+    monkeypatch.setattr(jobs, "publish", flaky_publish)
+    replies, running = run_job(server)
+    assert [(r.kind, r.status) for r in replies] == [("final", 502)]
+    assert running == set()
+
+
+def test_a_job_that_killed_its_workers_too_often_is_answered_not_dropped(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a job past its runs must not reach the upstream")
+
+    monkeypatch.setattr(jobs, "call_upstream", never)
+    replies, running = run_job(server, job_try=MAX_RUNS + 1)
+    assert [(r.kind, r.status) for r in replies] == [("final", 502)]
+    assert b"abandoned" in replies[0].body
+    assert running == set()
