@@ -22,6 +22,7 @@ from edge_front.state import FrontState
 from edge_front.streams import LiveStream, relay, replay_body, send_sse
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
+from shared.config import MAX_ROUTED_MODELS, Deployment
 from shared.errors import EdgeError
 from shared.queue import Reply
 from shared.routing import is_retryable
@@ -68,13 +69,27 @@ class _Labels:
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 _MISS = (b"x-edge-cache", b"miss")
-_HIT_HEADERS = {"hit-l1": [(b"x-edge-cache", b"hit-l1")], "hit-l2": [(b"x-edge-cache", b"hit-l2")]}
+# Hit headers per (tier, deployment): built once, not per hit. Bounded by the deployments served
+# (without a config file, by the models asked for: cleared if it ever grows past that).
+_hit_headers: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}
+
+
+def _hit_headers_for(source: str, deployment: Deployment) -> list[tuple[bytes, bytes]]:
+    """A hit says which deployment its model routes to, as a miss does (x-edge-attempts 0)."""
+    headers = _hit_headers.get((source, deployment.id))
+    if headers is None:
+        if len(_hit_headers) > 4 * MAX_ROUTED_MODELS:
+            _hit_headers.clear()
+        headers = [(b"x-edge-cache", source.encode()), *_deployment_headers(deployment, deployment.model, 0)]
+        _hit_headers[(source, deployment.id)] = headers
+    return headers
 
 
 class Replay(msgspec.Struct):
     """A cached completion, already made into the SSE body for a streaming client."""
 
     body: bytes
+    headers: list[tuple[bytes, bytes]]
     source: str
 
 
@@ -105,7 +120,7 @@ async def chat_completions(state: FrontState, scope: Scope, receive: Receive, se
         elif isinstance(result, Replay):
             status = 200
             metrics.STREAMS.labels(result.source).inc()
-            await send_sse(send, [*base, *_HIT_HEADERS[result.source]], result.body)
+            await send_sse(send, [*base, *result.headers], result.body)
         else:
             status, body, extra = result
             await send_json(send, status, body, [*base, *extra])
@@ -119,7 +134,8 @@ async def _handle(
     state: FrontState, receive: Receive, headers: dict[bytes, bytes], request_id: str, labels: _Labels
 ) -> Answer | LiveStream | Replay:
     body = await read_body(receive, headers, state.settings.max_body_bytes)
-    deadline = time.time() + _timeout_s(headers, state.settings.request_timeout_s)
+    timeout_s = _timeout_s(headers, state.settings.request_timeout_s)
+    deadline = time.time() + timeout_s
     raw, chat = parse_chat_request(body)
     group = state.models.group(chat.model)
     if not group:
@@ -135,9 +151,9 @@ async def _handle(
         if hit is not None:
             labels.cache = hit[0]
             if not stream:
-                return 200, hit[1], _HIT_HEADERS[hit[0]]
+                return 200, hit[1], _hit_headers_for(hit[0], group[0])
             try:
-                return Replay(replay_body(hit[1], include_usage), hit[0])
+                return Replay(replay_body(hit[1], include_usage), _hit_headers_for(hit[0], group[0]), hit[0])
             except (msgspec.DecodeError, ValueError):
                 # Not a chat completion (written by an older, less careful version): a miss,
                 # and gone from both tiers so nobody is served it again.
@@ -145,7 +161,8 @@ async def _handle(
                 await _evict(state, key)
     labels.cache = "miss"
     cache_key = None if skip_write else key
-    miss = Miss(request_id, chat.model, body, cache_key, stream, include_usage, deadline)
+    client_deadline = timeout_s < state.settings.request_timeout_s
+    miss = Miss(request_id, chat.model, body, cache_key, stream, include_usage, deadline, client_deadline)
     served = await dispatch(state, miss, receive)
     labels.provider = served.deployment.provider
     if isinstance(served.result, LiveStream):
@@ -174,11 +191,15 @@ def _timeout_s(headers: dict[bytes, bytes], limit: float) -> float:
 
 
 def _served_headers(served: Served, model: str) -> list[tuple[bytes, bytes]]:
-    upstream_model = model if served.deployment.model == "*" else served.deployment.model
+    return _deployment_headers(served.deployment, model, served.attempts)
+
+
+def _deployment_headers(deployment: Deployment, model: str, attempts: int) -> list[tuple[bytes, bytes]]:
+    upstream_model = model if deployment.model == "*" else deployment.model
     return [
-        (b"x-edge-provider", served.deployment.provider.encode()),
+        (b"x-edge-provider", deployment.provider.encode()),
         (b"x-edge-model", upstream_model.encode()),
-        (b"x-edge-attempts", str(served.attempts).encode()),
+        (b"x-edge-attempts", str(attempts).encode()),
     ]
 
 

@@ -22,7 +22,7 @@ from edge_front.http import ClientDisconnected
 from edge_front.state import FrontState
 from edge_front.streams import LiveStream, watch_disconnect
 from shared.config import Deployment
-from shared.errors import EdgeError
+from shared.errors import EdgeError, deadline_error
 from shared.queue import Job, Reply, enqueue
 from shared.routing import backoff_s, is_retryable
 from shared.wire import ErrorEnvelope
@@ -42,6 +42,7 @@ class Miss:
     stream: bool
     include_usage: bool
     deadline: float
+    client_deadline: bool = False  # set by x-edge-timeout below the configured limit
 
 
 @dataclass
@@ -90,7 +91,7 @@ async def dispatch(state: FrontState, miss: Miss, receive: Receive) -> Served:
             return served
         index += 1
     if last is None:
-        raise EdgeError(504, "The deadline passed before any attempt could be made.")
+        raise deadline_error()
     return last
 
 
@@ -166,6 +167,7 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         cache_key=miss.cache_key,
         cache_ttl_s=state.settings.l2_ttl_s,
         stream=miss.stream,
+        client_deadline=miss.client_deadline,
     )
 
 
@@ -185,10 +187,6 @@ async def _submit(state: FrontState, job: Job) -> None:
         raise _queue_unavailable(e) from None
 
 
-def _deadline_error(job: Job) -> EdgeError:
-    return EdgeError(504, f"No answer from provider '{job.provider}' within the deadline.")
-
-
 async def _ask(state: FrontState, job: Job) -> Reply:
     """A non-streamed answer: one reply."""
     future = state.replies.expect(job.job_id, job.provider)
@@ -197,7 +195,7 @@ async def _ask(state: FrontState, job: Job) -> Reply:
         await _submit(state, job)
         return await asyncio.wait_for(future, job.deadline - time.time())
     except TimeoutError:
-        raise _deadline_error(job) from None
+        raise deadline_error() from None
     finally:
         metrics.WAITING.dec()
         state.replies.forget(job.job_id)
@@ -214,7 +212,7 @@ async def _start_stream(
         await _submit(state, job)
         first = await asyncio.wait_for(replies.get(), job.deadline - time.time())
     except TimeoutError:
-        raise _deadline_error(job) from None
+        raise deadline_error() from None
     except asyncio.CancelledError:
         await asyncio.shield(state.cancel(job))  # the server is stopping this request
         raise

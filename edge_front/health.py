@@ -84,8 +84,11 @@ async def health(request: Request) -> Response:
     detail["breakers"] = {d.id: state.router.state(d) for d in state.models.deployments()}
     detail["l1"] = {"entries": len(state.l1), "bytes": state.l1.bytes, "max_entries": state.l1.max_entries}
     detail["waiting_replies"] = len(state.replies)
-    healthy = detail["redis"]["status"] == "ok" and all(  # type: ignore[index]
-        p["worker_alive"] for p in providers.values()
+    breakers: dict[str, str] = detail["breakers"]  # type: ignore[assignment]
+    healthy = (
+        detail["redis"]["status"] == "ok"  # type: ignore[index]
+        and all(p["worker_alive"] for p in providers.values())
+        and "open" not in breakers.values()  # a deployment refusing requests is a degradation
     )
     detail["status"] = "ok" if healthy else "degraded"
     return Response(json_encoder.encode(detail), 200 if healthy else 503, media_type=_JSON)

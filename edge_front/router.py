@@ -153,6 +153,9 @@ class Router:
             metrics.BREAKER_STATE.labels(d.id).set(
                 _STATE_VALUE[view.effective(time.time() * 1000, self.settings.breaker)]
             )
+        for gone in self.breakers.keys() - {d.id for d in deployments}:
+            del self.breakers[gone]  # a model nobody asked for lately (no config file)
+            metrics.BREAKER_STATE.remove(gone)
         rest = results[len(deployments) :]
         for i, p in enumerate(providers):
             queued, served_count, held, live = rest[4 * i : 4 * i + 4]

@@ -19,7 +19,7 @@ from starlette.types import Receive, Send
 from edge_front import metrics
 from edge_front.state import FrontState
 from shared.chunks import replay_chunks
-from shared.errors import error_body
+from shared.errors import deadline_body, error_body
 from shared.queue import Job, Reply
 from shared.sse import DONE, frame
 
@@ -69,12 +69,12 @@ async def relay(
             tokens, finished = await _pump(state, live, send)
         return tokens
     except TimeoutError:
-        await _end_with_error(send, 504, "The stream did not finish within the deadline.")
+        await _end_with(send, deadline_body())
     except OSError:
         pass  # the client's connection failed: nobody to tell
     except Exception:
         log.exception("request %s: relaying the stream failed", live.job.request_id)
-        await _end_with_error(send, 500, "The gateway failed while relaying this stream.")
+        await _end_with(send, error_body(500, "The gateway failed while relaying this stream."))
     finally:
         live.watcher.cancel()
         state.replies.forget(live.job.job_id)
@@ -83,11 +83,9 @@ async def relay(
     return 0, 0
 
 
-async def _end_with_error(send: Send, status: int, message: str) -> None:
+async def _end_with(send: Send, error: bytes) -> None:
     try:
-        await send(
-            {"type": "http.response.body", "body": frame(error_body(status, message)), "more_body": False}
-        )
+        await send({"type": "http.response.body", "body": frame(error), "more_body": False})
     except Exception:
         pass  # the client is gone too
 

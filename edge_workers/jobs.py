@@ -33,7 +33,7 @@ class WorkerState:
     worker_id: str
     settings: Settings
     models: ModelTable
-    api_keys: dict[str, str]  # deployment id -> key, read from the environment at start
+    api_keys: dict[str, str]  # variable name -> key, read from the environment at start
     session: aiohttp.ClientSession
     redis: Redis
     # Ids of the jobs claimed and not yet finally answered (shared with the EdgeWorker, which
@@ -143,7 +143,7 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
 
 async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     body = _decode_json(job.body)
-    api_key = state.api_keys.get(deployment.id, "")
+    api_key = state.api_keys.get(deployment.api_key_env, "")
     settings = state.settings
     cache = job.cache_key is not None and settings.enable_l2_cache
     if job.stream:
@@ -155,10 +155,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
             state.session,
             deployment,
             api_key,
-            job.upstream_model,
+            job,
             body,
-            job.deadline,
-            job.job_id,
             send,
             cache,
             (settings.max_upstream_body_bytes, settings.max_upstream_line_bytes),
@@ -174,7 +172,9 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     )
     if outcome.status >= 400:
         log.info("request %s: answered %d", job.request_id, outcome.status)
-    attempt = Attempt(outcome_of(outcome.status, outcome.attempted), outcome.latency_ms)
+    # A timeout at a deadline the client chose (x-edge-timeout) is not the upstream's failure.
+    judged = outcome.attempted and not (outcome.deadline and job.client_deadline)
+    attempt = Attempt(outcome_of(outcome.status, judged), outcome.latency_ms)
     cache_body = outcome.body if outcome.status == 200 and cache else None
     await state.publish(job, Publication([_final_reply(job, outcome)], cache_body, attempt))
     if outcome.usage:

@@ -30,17 +30,18 @@ from edge_workers.upstream import (
 from shared.breaker import outcome_of
 from shared.chunks import ChunkAssembler
 from shared.config import Deployment
-from shared.errors import error_body
-from shared.queue import Reply
+from shared.errors import deadline_body, error_body
+from shared.queue import Job, Reply
 from shared.sse import EventTooLarge, SSEParser
 
 _encode = msgspec.json.Encoder().encode
 
 
 class _Stream:
-    def __init__(self, job_id: str, publish: Publish) -> None:
+    def __init__(self, job_id: str, publish: Publish, client_deadline: bool) -> None:
         self.job_id = job_id
         self.publish = publish
+        self.client_deadline = client_deadline  # a timeout then says nothing about the upstream
         self.started = False  # a chunk went out: errors must now travel inside the stream
         self.attempted = False  # the upstream was called (its failures count against it)
         self.called_at = 0.0
@@ -64,12 +65,14 @@ class _Stream:
                 self.started = True
                 await self.publish(Publication(replies, first_chunks=first))
 
-    async def fail(self, status: int, body: bytes, retry_after: float | None = None) -> str:
+    async def fail(
+        self, status: int, body: bytes, retry_after: float | None = None, deadline: bool = False
+    ) -> str:
         if self.started:
             reply = Reply(self.job_id, kind="error", status=status, body=body)
         else:  # nothing sent yet: the client gets a plain HTTP error
             reply = Reply(self.job_id, kind="final", status=status, body=body, retry_after=retry_after)
-        attempt = Attempt(outcome_of(status, self.attempted))
+        attempt = Attempt(outcome_of(status, self.attempted and not (deadline and self.client_deadline)))
         await self.publish(Publication([reply], attempt=attempt))
         return str(status)
 
@@ -78,21 +81,19 @@ async def stream_answer(
     session: aiohttp.ClientSession,
     deployment: Deployment,
     api_key: str,
-    upstream_model: str,
+    job: Job,
     body: dict[str, Any],
-    deadline: float,
-    job_id: str,
     publish: Publish,
     cache: bool,
     limits: tuple[int, int],
 ) -> str:
-    """`limits`: the most bytes the whole stream, and one line of it, may have."""
-    """Run one streamed answer to its end; returns the outcome for metrics (status or "ok")."""
+    """Run one streamed answer to its end; returns the outcome for metrics (status or "ok").
+    `limits`: the most bytes the whole stream, and one line of it, may have."""
     adapter = ADAPTERS[deployment.provider]
-    out = _Stream(job_id, publish)
-    prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, stream=True)
+    out = _Stream(job.job_id, publish, job.client_deadline)
+    prepared = prepare_call(deployment, api_key, job.upstream_model, body, job.deadline, stream=True)
     if isinstance(prepared, Outcome):
-        return await out.fail(prepared.status, prepared.body)
+        return await out.fail(prepared.status, prepared.body, deadline=prepared.deadline)
     request, remaining = prepared
     max_body, max_line = limits
     out.attempted, out.called_at = True, time.perf_counter()
@@ -124,8 +125,11 @@ async def stream_answer(
         d = e.detail
         status = e.status if out.started else (e.status if 400 <= e.status < 500 else 502)
         return await out.fail(status, error_body(status, d.message, d.type, d.param, d.code))
+    except aiohttp.ConnectionTimeoutError:  # the upstream's own failure, whatever the deadline
+        message = f"upstream {deployment.provider} did not accept a connection in time"
+        return await out.fail(504, error_body(504, message))
     except TimeoutError:
-        return await out.fail(504, error_body(504, f"upstream {deployment.provider} did not finish in time"))
+        return await out.fail(504, deadline_body(), deadline=True)
     except aiohttp.ClientError as e:
         what = "dropped the stream" if out.started else "connection failed"
         return await out.fail(
@@ -136,7 +140,7 @@ async def stream_answer(
     completion = _encode(assembler.completion())
     usage = assembler.usage
     done = Reply(
-        job_id,
+        job.job_id,
         kind="done",
         body=completion,
         prompt_tokens=usage.prompt_tokens if usage else 0,

@@ -16,7 +16,7 @@ import msgspec
 
 from edge_workers.providers import ADAPTERS, UpstreamRequest
 from shared.config import Deployment
-from shared.errors import EdgeError, error_body
+from shared.errors import EdgeError, deadline_body, error_body
 from shared.wire import Usage
 
 log = logging.getLogger("edge.worker")
@@ -29,6 +29,7 @@ class Outcome(msgspec.Struct):
     retry_after: float | None = None
     attempted: bool = False  # the upstream was called: this outcome says something about it
     latency_ms: float = -1.0
+    deadline: bool = False  # the request's deadline ended the call (the upstream may be fine)
 
 
 def new_session(connect_timeout_s: float, max_connections: int) -> aiohttp.ClientSession:
@@ -113,7 +114,7 @@ def prepare_call(
         return Outcome(e.status, e.body())
     remaining = deadline - time.time()
     if remaining <= 0:
-        return Outcome(504, error_body(504, "request deadline passed before the upstream call"))
+        return Outcome(504, deadline_body(), deadline=True)
     return request, remaining
 
 
@@ -144,9 +145,11 @@ async def call_upstream(
             retry_after = retry_after_of(response.headers)
     except BodyTooLarge:
         return too_large(deployment, max_body_bytes)
-    except TimeoutError:
-        message = f"upstream {deployment.provider} did not answer in time"
+    except aiohttp.ConnectionTimeoutError:  # the upstream's own failure, whatever the deadline
+        message = f"upstream {deployment.provider} did not accept a connection in time"
         return Outcome(504, error_body(504, message), attempted=True)
+    except TimeoutError:
+        return Outcome(504, deadline_body(), attempted=True, deadline=True)
     except aiohttp.ClientError as e:
         message = f"upstream {deployment.provider} connection failed: {type(e).__name__}"
         return Outcome(502, error_body(502, message), attempted=True)

@@ -32,7 +32,7 @@ from edge_workers.recovery import Recovery
 from edge_workers.upstream import new_session
 from shared import arq_compat, keyspace
 from shared.arq_compat import CLAIM_LUA
-from shared.config import Settings, load_settings
+from shared.config import ModelTable, Settings, load_settings
 from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
 
 log = logging.getLogger("edge.worker")
@@ -148,13 +148,13 @@ class EdgeWorker(Worker):
         self._slot_freed.set()
 
 
-def _api_keys(settings_models: Any) -> dict[str, str]:
+def _api_keys(models: ModelTable) -> dict[str, str]:
+    """Variable name -> API key, read once at start."""
     keys = {}
-    for d in settings_models.deployments():
-        key = os.environ.get(d.api_key_env, "")
-        if not key:
-            log.warning("no API key in $%s for deployment %s", d.api_key_env, d.id)
-        keys[d.id] = key
+    for name in sorted(models.key_variables()):
+        keys[name] = os.environ.get(name, "")
+        if not keys[name]:
+            log.warning("no API key in $%s", name)
     return keys
 
 

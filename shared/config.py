@@ -6,6 +6,7 @@ A bad value stops the process at start with one line naming the field (`ConfigEr
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,10 @@ DEFAULT_CATALOG: dict[str, tuple[str, ...]] = {
     "openai": ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3", "o4-mini"),
     "anthropic": ("claude-sonnet-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest"),
 }
+
+
+# Without a config file: how many model names keep a deployment (and a breaker) of their own.
+MAX_ROUTED_MODELS = 256
 
 
 class ConfigError(Exception):
@@ -164,6 +169,11 @@ class ModelTable:
             self._exact.setdefault(d.model_name, []).append(d)
             self._by_id[d.id] = d
         self._by_prefix = by_prefix
+        # Without a config file, each model asked for is a deployment of its own (its own
+        # breaker: one model's failures or timeouts must not close a provider's other models),
+        # made from its provider's template below; bounded, the least recently used forgotten.
+        self._templates: dict[str, Deployment] = {}
+        self._routed: OrderedDict[str, Deployment] = OrderedDict()
         if by_prefix:
             for provider in PROVIDERS:
                 base_url = (env.get(BASE_URL_ENV[provider]) or DEFAULT_BASE_URLS[provider]).rstrip("/")
@@ -175,7 +185,7 @@ class ModelTable:
                     api_key_env=API_KEY_ENV[provider],
                     id=f"{provider}:*",
                 )
-                self._by_id[d.id] = d
+                self._templates[provider] = d
 
     def group(self, model: str) -> list[Deployment]:
         """The deployments serving a public model name (empty if none)."""
@@ -185,14 +195,39 @@ class ModelTable:
         if self._by_prefix:
             for provider, prefixes in DEFAULT_PREFIXES.items():
                 if model.startswith(prefixes):
-                    return [self._by_id[f"{provider}:*"]]
+                    return [self._routed_model(provider, model)]
         return []
 
+    def _routed_model(self, provider: str, model: str) -> Deployment:
+        deployment_id = f"{provider}:{model}"
+        d = self._routed.get(deployment_id)
+        if d is None:
+            d = msgspec.structs.replace(
+                self._templates[provider], model_name=model, model=model, id=deployment_id
+            )
+            self._routed[deployment_id] = d
+            if len(self._routed) > MAX_ROUTED_MODELS:
+                self._routed.popitem(last=False)
+        else:
+            self._routed.move_to_end(deployment_id)
+        return d
+
     def by_id(self, deployment_id: str) -> Deployment | None:
-        return self._by_id.get(deployment_id)
+        found = self._by_id.get(deployment_id) or self._routed.get(deployment_id)
+        if found is None and self._by_prefix:
+            provider, _, model = deployment_id.partition(":")
+            if provider in self._templates and model.startswith(DEFAULT_PREFIXES[provider]):
+                return self._routed_model(provider, model)
+        return found
 
     def deployments(self) -> list[Deployment]:
-        return list(self._by_id.values())
+        """Every deployment requests are routed to (without a config file: the models asked for
+        recently, each with its own breaker)."""
+        return [*self._by_id.values(), *self._routed.values()]
+
+    def key_variables(self) -> set[str]:
+        """The environment variables holding the deployments' API keys."""
+        return {d.api_key_env for d in (*self._by_id.values(), *self._templates.values())}
 
     def public_models(self) -> list[tuple[str, str]]:
         """(model name, provider) pairs to list in GET /v1/models."""

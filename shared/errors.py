@@ -36,6 +36,17 @@ def error_body(
     return json_encoder.encode(ErrorEnvelope(error=detail))
 
 
+DEADLINE_MESSAGE = "The request's deadline passed before its answer was complete."
+# Every final failure tells the OpenAI SDK not to retry: the gateway already retried what was
+# worth retrying, and a retry after a deadline would only repeat the upstream calls.
+NO_RETRY = {"x-should-retry": "false"}
+
+
+def deadline_body() -> bytes:
+    """The one 504 every deadline ends in, wherever it passed (queue, upstream, stream)."""
+    return error_body(504, DEADLINE_MESSAGE, code="deadline_exceeded")
+
+
 class EdgeError(Exception):
     """An error answered to the client as an OpenAI error envelope."""
 
@@ -59,3 +70,7 @@ class EdgeError(Exception):
 
     def body(self) -> bytes:
         return error_body(self.status, self.message, self.type_, self.param, self.code)
+
+
+def deadline_error() -> EdgeError:
+    return EdgeError(504, DEADLINE_MESSAGE, code="deadline_exceeded", headers=dict(NO_RETRY))

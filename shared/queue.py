@@ -43,6 +43,7 @@ class Job(msgspec.Struct, frozen=True):
     cache_key: str | None = None  # None: do not write the answer to L2 (Cache-Control: no-store)
     cache_ttl_s: int = 3600
     stream: bool = False
+    client_deadline: bool = False  # the deadline is the client's own, shorter than the gateway's
 
 
 class Reply(msgspec.Struct, frozen=True):
