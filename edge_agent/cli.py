@@ -6,7 +6,9 @@ import argparse
 import logging
 import os
 import sys
+from typing import NoReturn
 
+from edge_agent.listen import PortInUse, bind_listener
 from shared.config import PROVIDERS, ConfigError, load_settings
 
 
@@ -19,7 +21,7 @@ def _configure_logging() -> None:
     )
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     print(f"edge-agent: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -36,7 +38,11 @@ def cmd_front(args: argparse.Namespace) -> None:
     settings, models = load_settings()
     if not settings.master_key:
         _fail("EDGE_MASTER_KEY: not set; it is the key clients must send (`edge-agent up` makes one)")
-    uvicorn.run(
+    try:
+        sock = bind_listener(settings.host, settings.port)  # before the app starts anything
+    except PortInUse as e:
+        _fail(str(e))
+    config = uvicorn.Config(
         create_app(settings, models),
         host=settings.host,
         port=settings.port,
@@ -47,6 +53,7 @@ def cmd_front(args: argparse.Namespace) -> None:
         log_level="warning",
         timeout_graceful_shutdown=5,
     )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from edge_agent.probes import PortTaken, answers_200, wait_listening
+from edge_agent.children import spawn
+from edge_agent.probes import PortTaken, answers_200, wait_listening, workers_ready
 from edge_agent.redis_server import RedisServer, free_port
 
 MASTER_KEY = "sk-edge-test-key"
@@ -92,12 +94,7 @@ class DevStack:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"{name}-{len(self.processes)}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", *args],
-            env=env or self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = spawn([sys.executable, "-m", "edge_agent", *args], env or self.env, out, subprocess.STDOUT)
         self.processes.append(proc)
         return proc
 
@@ -114,20 +111,20 @@ class DevStack:
         self,
         name: str,
         args: Callable[[int], list[str]],
-        ready_url: Callable[[int], str],
+        ready: Callable[[int], Callable[[], bool]],
         env: dict[str, str] | None = None,
         attempts: int = 5,
         meanwhile: Callable[[], None] = lambda: None,
     ) -> tuple[subprocess.Popen[bytes], int]:
-        """Spawn a server on a free port; returns it once it listens there itself and `ready_url`
-        answers 200, running `meanwhile` while it starts. Another try on another port if someone
+        """Spawn a server on a free port; returns it once it listens there itself and `ready(port)`
+        holds, running `meanwhile` while it starts. Another try on another port if someone
         else took the port first."""
         for attempt in range(attempts):
             port = free_port()
             proc = self.spawn(name, args(port), env)
             meanwhile()
             try:
-                wait_listening(proc, port, answers_200(ready_url(port)))
+                wait_listening(proc, port, ready(port))
                 return proc, port
             except PortTaken:
                 self._discard(proc)
@@ -139,7 +136,7 @@ class DevStack:
         _, self.upstream_port = self.spawn_listening(
             "upstream",
             lambda port: ["fake-upstream", "--port", str(port), *flags],
-            lambda port: f"http://127.0.0.1:{port}/health",
+            lambda port: answers_200(f"http://127.0.0.1:{port}/health"),
         )
 
     def start_worker(self, provider: str, env: dict[str, str] | None = None) -> Worker:
@@ -174,12 +171,21 @@ class DevStack:
                         worker.env,
                     )
 
-    def start_front(self, env: dict[str, str] | None = None, wait_path: str = "/health") -> Front:
-        """`wait_path` "/health" waits for every provider's worker, "/health/live" for the front only."""
+    def start_front(self, env: dict[str, str] | None = None, wait_path: str | None = None) -> Front:
+        """Start a front; by default return once every worker started so far on its Redis is
+        registered and live (so any provider's request finds its worker). A `wait_path` such as
+        "/health/ready" or "/health/live" waits for that path to answer 200 instead."""
+        redis_url = (env or self.env)["REDIS_URL"]
+        expected = Counter(w.provider for w in self.workers if (w.env or self.env)["REDIS_URL"] == redis_url)
+
+        def ready(port: int) -> Callable[[], bool]:
+            url = f"http://127.0.0.1:{port}"
+            return workers_ready(url, expected) if wait_path is None else answers_200(url + wait_path)
+
         proc, port = self.spawn_listening(
             "front",
             lambda port: ["front", "--host", "127.0.0.1", "--port", str(port)],
-            lambda port: f"http://127.0.0.1:{port}{wait_path}",
+            ready,
             env,
             meanwhile=self.check_workers,  # the workers started so far, while the front starts
         )

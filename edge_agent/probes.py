@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 
 def wait_http(url: str, timeout_s: float = 30.0, watch: Iterable[subprocess.Popen[bytes]] = ()) -> None:
@@ -114,6 +115,30 @@ def answers_200(url: str) -> Callable[[], bool]:
             with urllib.request.urlopen(url, timeout=1) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
+            return False
+
+    return check
+
+
+def workers_ready(front_url: str, expected: Mapping[str, int]) -> Callable[[], bool]:
+    """A check: the front's `/health` shows, for each provider, a live worker and at least the
+    expected number of registered ones. `/health/ready` is not enough to start sending requests:
+    it turns ready with the first provider's first worker, while the others are still starting."""
+
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(f"{front_url}/health", timeout=1) as response:
+                body = response.read()
+        except urllib.error.HTTPError as e:  # 503 while degraded: the body still tells who is up
+            body = e.read()
+        except (urllib.error.URLError, OSError):
+            return False
+        try:
+            providers = json.loads(body).get("providers", {})
+            return all(
+                providers[p]["worker_alive"] and providers[p]["workers"] >= n for p, n in expected.items()
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
             return False
 
     return check

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from edge_agent.children import spawn
 from edge_agent.probes import PortTaken, wait_listening
 
 
@@ -81,7 +82,7 @@ class RedisServer:
             "--loglevel",
             "warning",
         ]
-        process = self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = self.process = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             wait_listening(process, self.port, self._pong, timeout_s)
         except PortTaken:

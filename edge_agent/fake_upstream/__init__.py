@@ -3,7 +3,10 @@
 Endpoints: `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic), and, outside
 both APIs, `GET /_fake/stats`, `POST /_fake/reset`, `GET|POST /_fake/config`, `GET /health`.
 
-Answers are deterministic (a function of the messages). Behaviour is steered by markers in the
+Answers are deterministic (a function of the messages). OpenAI's `response_format` is honoured
+(json_schema: a document valid against the schema, see `schema.py`; json_object: a small object),
+and so are `logprobs`/`top_logprobs`; a forced tool's input satisfies its input schema (the
+gateway maps `response_format` to one for Anthropic). Behaviour is steered by markers in the
 last user message, combinable: `[[fake:status=429]]`, `[[fake:retry_after=0.2]]`,
 `[[fake:delay_ms=300]]`, `[[fake:timeout]]`, `[[fake:drop]]`, `[[fake:chunk_delay_ms=50]]`,
 `[[fake:stream_error_after=3]]`, `[[fake:stream_drop_after=3]]`, `[[fake:words=N]]`,

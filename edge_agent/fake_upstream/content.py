@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from edge_agent.fake_upstream.schema import instance
+
 encode = msgspec.json.encode
 decode = msgspec.json.decode
 
@@ -233,32 +235,9 @@ class ToolCall:
         return [self.arguments[i : i + size] for i in range(0, len(self.arguments), size)]
 
 
-def _fake_value(schema: Any, snippet: str) -> Any:
-    if not isinstance(schema, dict):
-        return snippet
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    kind = schema.get("type")
-    if kind == "integer" or kind == "number":
-        return 1
-    if kind == "boolean":
-        return True
-    if kind == "array":
-        return [snippet]
-    if kind == "object":
-        return {}
-    return snippet
-
-
 def make_tool_call(id_: str, name: str, schema: Any, text: str) -> ToolCall:
-    """A deterministic call: the schema's required properties (or its first) filled from `text`."""
-    snippet = text.strip()[:20]
-    props = schema.get("properties") if isinstance(schema, dict) else None
-    if isinstance(props, dict) and props:
-        required = schema.get("required") if isinstance(schema, dict) else None
-        keys = [k for k in required if k in props] if isinstance(required, list) else []
-        args = {key: _fake_value(props[key], snippet) for key in keys or [next(iter(props))]}
-    else:
-        args = {"query": snippet}
+    """A deterministic call whose arguments satisfy the tool's parameter schema (strings from `text`)."""
+    args = instance(schema, text) if isinstance(schema, dict) else None
+    if not isinstance(args, dict) or not args:  # no schema, or one that asks for nothing in particular
+        args = {"query": text.strip()[:20]}
     return ToolCall(id_, name, args, encode(args).decode())

@@ -19,6 +19,7 @@ from edge_agent.fake_upstream.content import (
     random_id,
     string_list,
 )
+from edge_agent.fake_upstream.openai_options import choice_logprobs, structured, top_logprobs
 
 FINGERPRINT = "fp_f4e3d2c1b0"
 
@@ -149,18 +150,22 @@ class OpenAIApi(BaseApi):
         if not isinstance(limit, int):
             limit = None
         tool = pick_tool(body)
+        document = structured(body, text) if tool is None else None
         results: list[Completion | ToolCall] = []
         if tool is not None:
             results = [make_tool_call("call_" + random_id(24), tool[0], tool[1], text) for _ in range(n)]
+        elif document is not None:
+            results = [document] * n
         else:
             seed = encode(messages)
             stops = string_list(body.get("stop"))
             results = [complete(seed, i, text, markers.words, limit, stops) for i in range(n)]
         prompt = prompt_tokens(messages)
+        top = top_logprobs(body)
         if body.get("stream") is True:
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            return await self._stream(request, body["model"], results, prompt, include_usage, markers)
+            return await self._stream(request, body["model"], results, prompt, include_usage, markers, top)
 
         choices = []
         completion_tokens = 0
@@ -176,8 +181,16 @@ class OpenAIApi(BaseApi):
             else:
                 message = {"role": "assistant", "content": result.text, "refusal": None}
             completion_tokens += result.tokens
+            logprobs = None
+            if top is not None and isinstance(result, Completion):
+                logprobs = choice_logprobs(result.pieces(), top)
             choices.append(
-                {"index": i, "message": message, "logprobs": None, "finish_reason": _finish_reason(result)}
+                {
+                    "index": i,
+                    "message": message,
+                    "logprobs": logprobs,
+                    "finish_reason": _finish_reason(result),
+                }
             )
         return json_response(
             {
@@ -200,6 +213,7 @@ class OpenAIApi(BaseApi):
         prompt: int,
         include_usage: bool,
         markers: Markers,
+        top: int | None,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers=SSE_HEADERS)
         await resp.prepare(request)
@@ -212,8 +226,13 @@ class OpenAIApi(BaseApi):
             "system_fingerprint": FINGERPRINT,
         }
 
-        def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        def chunk(
+            index: int,
+            delta: dict[str, Any],
+            finish_reason: str | None = None,
+            logprobs: dict[str, Any] | None = None,
+        ) -> bytes:
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
             obj: dict[str, Any] = {**head, "choices": [choice]}
             if include_usage:
                 obj["usage"] = None
@@ -236,7 +255,8 @@ class OpenAIApi(BaseApi):
             else:
                 await out.frame(chunk(i, {"role": "assistant", "content": "", "refusal": None}))
                 for piece in result.pieces():
-                    if not await out.content(chunk(i, {"content": piece})):
+                    logprobs = None if top is None else choice_logprobs([piece], top)
+                    if not await out.content(chunk(i, {"content": piece}, logprobs=logprobs)):
                         return resp
             if i == last and not await out.end_of_content():
                 return resp

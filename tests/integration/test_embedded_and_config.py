@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 from edge_agent.devstack import DevStack
 from edge_agent.probes import wait_http
 from edge_agent.redis_server import RedisServer, free_port
+from tests.integration.conftest import wait_until
 
 CONFIG_VARS = ("REDIS_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "EDGE_MASTER_KEY", "EDGE_CONFIG")
 
@@ -26,41 +26,127 @@ def _bare_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in CONFIG_VARS and not k.endswith("_BASE_URL")}
 
 
-def test_up_starts_everything_prints_a_working_curl_and_stops_on_ctrl_c() -> None:
-    port = free_port()
+def _start_up(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """`edge-agent up` with its output read until it says it is up (or ends)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent", "up", "--port", str(port)],
-        env={**_bare_env(), "LOG_LEVEL": "WARNING"},
+        [sys.executable, "-m", "edge_agent", "up", *args],
+        env={**_bare_env(), "LOG_LEVEL": "WARNING", **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        process_group=0,  # as a shell runs it: Ctrl-C signals this whole group
     )
+    assert proc.stdout is not None
     output = ""
+    while "Ctrl-C stops everything" not in output:
+        line = proc.stdout.readline()  # bounded: `up` gives up after 60 s and prints why
+        if not line:
+            break
+        output += line
+    return proc, output
+
+
+def _curl_model_and_key(output: str) -> tuple[str, str]:
+    key = re.search(r"Authorization: Bearer (\S+)'", output).group(1)  # type: ignore[union-attr]
+    model = re.search(r'"model": "([^"]+)"', output).group(1)  # type: ignore[union-attr]
+    return model, key
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def _gone(pid: int) -> bool:
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while "Ctrl-C stops everything" not in output and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output += line
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return True
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_up_starts_everything_prints_a_working_curl_and_stops_on_ctrl_c() -> None:
+    port = free_port()
+    proc, output = _start_up("--port", str(port))
+    try:
         assert "edge-agent is up" in output, output
-        key = re.search(r"Authorization: Bearer (\S+)'", output).group(1)  # type: ignore[union-attr]
+        model, key = _curl_model_and_key(output)
+        assert model == "gpt-4o-mini"
         redis_port = int(re.search(r"redis-server on redis://127\.0\.0\.1:(\d+)", output).group(1))  # type: ignore[union-attr]
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        # Both right away: `up` is ready only once every provider's worker is.
         for model in ("gpt-4o-mini", "claude-sonnet-4-5"):
             answer = client.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": "Hello!"}]
             )
             assert answer.choices[0].message.content
+        # Each worker's metrics port is printed and answers with that worker's metrics.
+        printed = dict(re.findall(r"(openai|anthropic) worker \(pid \d+\): (http://\S+/metrics)", output))
+        assert set(printed) == {"openai", "anthropic"}, output
+        for url in printed.values():
+            assert "llm_edge_queue_wait_ms" in httpx.get(url, timeout=10).text
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal
+        rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
+    assert rest.strip().splitlines()[-1] == "edge-agent: stopped", rest
+    assert "ConnectionError" not in rest, rest
     # Every child is gone: nothing listens on the front's or Redis's port any more.
     for p in (port, redis_port):
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", p)) != 0
+        assert _port_free(p)
+
+
+def test_up_and_front_refuse_a_port_in_use_at_once() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        up = subprocess.run(
+            [sys.executable, "-m", "edge_agent", "up", "--port", str(port)],
+            env=_bare_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert up.returncode == 1
+        assert f"port {port} on 127.0.0.1 is already in use" in up.stderr, up.stderr
+        assert "edge-agent is up" not in up.stdout and "redis-server" not in up.stdout
+        front = _front_exit({"HOST": "127.0.0.1", "PORT": str(port)})
+        assert front.returncode == 2
+        assert f"port {port} on 127.0.0.1 is already in use" in front.stderr, front.stderr
+
+
+def test_up_with_a_config_prints_a_served_model_and_its_children_die_with_it(
+    stack: DevStack, tmp_path: Path
+) -> None:
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        "model_list:\n"
+        f"  - {{model_name: house-model, provider: anthropic, model: claude-3-5-haiku-latest,\n"
+        f"     base_url: {stack.upstream_url}, api_key_env: HOUSE_KEY}}\n"
+    )
+    port = free_port()
+    proc, output = _start_up("--port", str(port), env={"EDGE_CONFIG": str(config), "HOUSE_KEY": "k"})
+    try:
+        assert "edge-agent is up" in output, output
+        model, key = _curl_model_and_key(output)
+        assert model == "house-model"
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        assert client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+        assert re.findall(r"(\w+) worker \(pid", output) == ["anthropic"], output
+        children = _children(proc.pid)
+        assert len(children) == 3, output  # redis-server, one worker, the front
+    finally:
+        proc.kill()  # SIGKILL: `up` cannot stop anything itself
+        proc.wait(60)
+        proc.stdout.close()  # type: ignore[union-attr]  # (the children may hold its other end)
+    wait_until(lambda: all(_gone(pid) for pid in children), "the children of a killed `up` to exit")
+    wait_until(lambda: _port_free(port), "the front's port to be free")
 
 
 def _front_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
+from edge_agent.probes import answers_200
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
 
@@ -175,7 +176,7 @@ def test_a_deployment_whose_key_is_refused_fails_over_to_the_next(tmp_path: Path
         _, port = dev.spawn_listening(
             "upstream-refusing",
             lambda port: ["fake-upstream", "--port", str(port), "--require-key", "sk-other-key"],
-            lambda port: f"http://127.0.0.1:{port}/health",
+            lambda port: answers_200(f"http://127.0.0.1:{port}/health"),
         )
         config = tmp_path / "models.yaml"
         config.write_text(

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
+from edge_agent.probes import answers_200
 from edge_agent.redis_server import RedisServer
 from shared import keyspace
 from tests.integration.conftest import sample, scrape, wait_until
@@ -38,7 +39,7 @@ class Cluster:
         _, port = self.base.spawn_listening(
             "upstream",
             lambda port: ["fake-upstream", "--port", str(port), *flags],
-            lambda port: f"http://127.0.0.1:{port}/health",
+            lambda port: answers_200(f"http://127.0.0.1:{port}/health"),
         )
         return f"http://127.0.0.1:{port}"
 
@@ -51,7 +52,9 @@ class Cluster:
         return self.base.start_worker(provider, self.env)
 
     def front(self) -> Front:
-        return self.base.start_front(self.env, wait_path="/health/ready")
+        # Every worker started so far, not only the first (/health/ready): a fallback to the
+        # other provider must find its worker already there.
+        return self.base.start_front(self.env)
 
     def calls(self, upstream: str, model: str) -> int:
         return int(httpx.get(f"{upstream}/_fake/stats").json()["by_model"].get(model, 0))
