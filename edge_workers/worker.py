@@ -151,7 +151,7 @@ class EdgeWorker(Worker):
 def _api_keys(settings_models: Any) -> dict[str, str]:
     keys = {}
     for d in settings_models.deployments():
-        key = os.environ.get(d.api_key_env, "")
+        key = d.api_key or os.environ.get(d.api_key_env, "")  # a key written in the file wins
         if not key:
             log.warning("no API key in $%s for deployment %s", d.api_key_env, d.id)
         keys[d.id] = key
