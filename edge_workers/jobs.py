@@ -43,7 +43,10 @@ class WorkerState:
     running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
 
     async def publish(self, job: Job, pub: Publication) -> None:
-        await publish(self.redis, job, pub, self.worker_id, self.models.router.breaker)
+        deployment = self.models.by_id(job.deployment_id)
+        limited = deployment is not None and deployment.tpm is not None
+        usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
+        await publish(self.redis, job, pub, self.worker_id, self.models.router.breaker, usage)
         if pub.attempt is not None:  # the last publication also left the running set
             self.held.discard(job.job_id)
 

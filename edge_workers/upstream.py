@@ -114,7 +114,10 @@ def prepare_call(
     remaining = deadline - time.time()
     if remaining <= 0:
         return Outcome(504, error_body(504, "request deadline passed before the upstream call"))
-    return request, remaining
+    # The deployment's own timeout (LiteLLM's timeout / stream_timeout) bounds one call; the
+    # request's deadline still bounds them all.
+    limit = (deployment.stream_timeout_s if stream else None) or deployment.timeout_s
+    return request, min(remaining, limit) if limit else remaining
 
 
 async def call_upstream(
