@@ -1,4 +1,4 @@
-"""`edge-agent`: the one command-line entry point (front, worker, fake-upstream, up)."""
+"""`edge-agent`: the one command-line entry point (front, worker, fake-upstream, up, config check)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,17 @@ def _configure_logging() -> None:
 def _fail(message: str) -> NoReturn:
     print(f"edge-agent: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def _strict(args: argparse.Namespace) -> None:
+    if getattr(args, "strict", False):
+        os.environ["EDGE_CONFIG_STRICT"] = "true"
+
+
+def cmd_config_check(args: argparse.Namespace) -> None:
+    from edge_agent.config_check import main as check
+
+    check(args.file, args.strict)
 
 
 def cmd_front(args: argparse.Namespace) -> None:
@@ -107,12 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="front listen port (env PORT, default 8080)")
     up.add_argument("--workers", type=int, default=1, help="worker processes per provider")
     up.set_defaults(handler=cmd_up)
+
+    strict_help = "refuse to start on any config warning (env EDGE_CONFIG_STRICT=true)"
+    for command in (front, worker, up):
+        command.add_argument("--strict", action="store_true", help=strict_help)
+    config = sub.add_parser("config", help="work with an EDGE_CONFIG file").add_subparsers(
+        dest="config_command", required=True
+    )
+    check = config.add_parser("check", help="print what FILE would serve, its warnings; exit 0 if it starts")
+    check.add_argument("file")
+    check.add_argument("--strict", action="store_true", help=strict_help)
+    check.set_defaults(handler=cmd_config_check)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     _configure_logging()
+    _strict(args)
     try:
         args.handler(args)
     except ConfigError as e:

@@ -133,11 +133,17 @@ class DevStack:
         raise AssertionError("unreachable")
 
     def start_upstream(self, *flags: str) -> None:
-        _, self.upstream_port = self.spawn_listening(
+        """The stack's own fake upstream (the one OPENAI_BASE_URL/ANTHROPIC_BASE_URL name)."""
+        self.upstream_port = int(self.spawn_upstream(*flags).rsplit(":", 1)[1])
+
+    def spawn_upstream(self, *flags: str) -> str:
+        """Another fake upstream (e.g. one that fails or wants another key); returns its URL."""
+        _, port = self.spawn_listening(
             "upstream",
             lambda port: ["fake-upstream", "--port", str(port), *flags],
             lambda port: answers_200(f"http://127.0.0.1:{port}/health"),
         )
+        return f"http://127.0.0.1:{port}"
 
     def start_worker(self, provider: str, env: dict[str, str] | None = None) -> Worker:
         """Spawn a worker serving its metrics on a free port. It is not waited for here (workers

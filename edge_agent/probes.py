@@ -134,9 +134,12 @@ def workers_ready(front_url: str, expected: Mapping[str, int]) -> Callable[[], b
         except (urllib.error.URLError, OSError):
             return False
         try:
-            providers = json.loads(body).get("providers", {})
+            providers = json.loads(body)["providers"]
+            # A provider the front's config does not serve is not listed: its workers idle.
             return all(
-                providers[p]["worker_alive"] and providers[p]["workers"] >= n for p, n in expected.items()
+                providers[p]["worker_alive"] and providers[p]["workers"] >= n
+                for p, n in expected.items()
+                if p in providers
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return False

@@ -99,11 +99,14 @@ async def _choose(state: FrontState, plan: list[Deployment], start: int) -> tupl
     """The next usable deployment of the plan from `start`, wrapping around; else an error."""
     router = state.router
     refused: EdgeError | None = None
-    no_worker = False
+    no_worker = limited = False
     for offset in range(len(plan)):
         index = (start + offset) % len(plan)
         deployment = plan[index]
         if router.state(deployment) == "open":
+            continue
+        if router.limits.at_limit(deployment, time.time()):  # its rpm/tpm: like an open breaker
+            limited = True
             continue
         refusal = router.admission(deployment.provider)
         if refusal is not None:
@@ -121,6 +124,8 @@ async def _choose(state: FrontState, plan: list[Deployment], start: int) -> tupl
             return deployment, index
     if refused is not None:
         raise refused
+    if limited:
+        raise router.limits.refusal(time.time())
     if no_worker:
         providers = ", ".join(sorted({d.provider for d in plan}))
         raise EdgeError(
@@ -182,7 +187,7 @@ async def _attempt(
 
 async def _submit(state: FrontState, job: Job) -> None:
     try:
-        await enqueue(state.queue_redis, job)
+        await enqueue(state.queue_redis, job, state.router.limits.count(job.deployment_id, time.time()))
     except (TimeoutError, RedisError, OSError) as e:
         raise _queue_unavailable(e) from None
 

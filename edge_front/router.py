@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge_front import metrics
+from edge_front.deployment_limits import FIELDS as USAGE_FIELDS
+from edge_front.deployment_limits import DeploymentLimits
 from shared import keyspace
 from shared.breaker import FIELDS, PROBE_LUA, BreakerView
 from shared.config import Deployment, ModelTable
@@ -42,6 +44,7 @@ class Router:
         self.rate: dict[str, float] = {}  # answers per second, per provider
         self._served: dict[str, tuple[float, int]] = {}
         self._probe = redis.register_script(PROBE_LUA)
+        self.limits = DeploymentLimits(models.deployments())
 
     # ---- plans ---------------------------------------------------------------------------
 
@@ -115,7 +118,8 @@ class Router:
         )
 
     def provider_available(self, provider: str) -> bool:
-        return any(self.state(d) != "open" for d in self.models.deployments() if d.provider == provider)
+        states = [self.state(d) for d in self.models.deployments() if d.provider == provider]
+        return not states or any(s != "open" for s in states)  # no model asked for yet: nothing open
 
     # ---- shared state ----------------------------------------------------------------------
 
@@ -135,7 +139,7 @@ class Router:
 
     async def refresh(self) -> None:
         deployments = self.models.deployments()
-        providers = sorted({d.provider for d in deployments})
+        providers = sorted(self.models.providers())
         alive_since = int(time.time() * 1000) - int(WORKER_DEAD_AFTER_S * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
             for d in deployments:
@@ -145,7 +149,11 @@ class Router:
                 pipe.get(keyspace.served(p))
                 pipe.hvals(keyspace.load(p))
                 pipe.zcount(keyspace.workers(p), alive_since, "+inf")
+            usage = self.limits.begin_read(time.time())
+            for key in usage.keys:
+                pipe.hmget(key, list(USAGE_FIELDS))
             results = await pipe.execute()
+        self.limits.finish_read(usage, results[len(results) - len(usage.keys) :])
         now = time.monotonic()
         for d, values in zip(deployments, results, strict=False):
             view = BreakerView.from_fields(values)

@@ -43,7 +43,10 @@ class WorkerState:
     running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
 
     async def publish(self, job: Job, pub: Publication) -> None:
-        await publish(self.redis, job, pub, self.worker_id, self.models.router.breaker)
+        deployment = self.models.by_id(job.deployment_id)
+        limited = deployment is not None and deployment.tpm is not None
+        usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
+        await publish(self.redis, job, pub, self.worker_id, self.models.router.breaker, usage)
         if pub.attempt is not None:  # the last publication also left the running set
             self.held.discard(job.job_id)
 
@@ -143,7 +146,7 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
 
 async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     body = _decode_json(job.body)
-    api_key = state.api_keys.get(deployment.api_key_env, "")
+    api_key = deployment.api_key or state.api_keys.get(deployment.api_key_env, "")  # the file's key wins
     settings = state.settings
     cache = job.cache_key is not None and settings.enable_l2_cache
     if job.stream:

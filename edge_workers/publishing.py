@@ -14,7 +14,7 @@ from redis.exceptions import NoScriptError
 
 from shared import keyspace
 from shared.breaker import RECORD_LUA, Outcome, record_args
-from shared.queue import REPLY_STREAM_MAXLEN, Job, Reply, encode_reply
+from shared.queue import REPLY_STREAM_MAXLEN, USAGE_TTL_S, Job, Reply, encode_reply
 from shared.routing import BreakerSettings
 
 # EVALSHA, not EVAL: sending the script's text with every answer cost measurable throughput.
@@ -42,8 +42,19 @@ class Publication:
 Publish = Callable[[Publication], Awaitable[None]]
 
 
-async def publish(redis: Redis, job: Job, pub: Publication, worker_id: str, breaker: BreakerSettings) -> None:
+async def publish(
+    redis: Redis,
+    job: Job,
+    pub: Publication,
+    worker_id: str,
+    breaker: BreakerSettings,
+    usage_key: str | None = None,  # set when the deployment has a tpm limit
+) -> None:
     async with redis.pipeline(transaction=False) as pipe:
+        tokens = sum(r.prompt_tokens + r.completion_tokens for r in pub.replies)
+        if usage_key is not None and tokens:
+            pipe.hincrby(usage_key, "t", tokens)
+            pipe.expire(usage_key, USAGE_TTL_S)
         for reply in pub.replies:
             pipe.xadd(job.reply_to, {b"r": encode_reply(reply)}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
         pipe.expire(job.reply_to, REPLY_STREAM_TTL_S)

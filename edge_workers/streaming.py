@@ -25,12 +25,13 @@ from edge_workers.upstream import (
     prepare_call,
     read_body,
     retry_after_of,
+    timed_out,
     too_large,
 )
 from shared.breaker import outcome_of
 from shared.chunks import ChunkAssembler
 from shared.config import Deployment
-from shared.errors import deadline_body, error_body
+from shared.errors import error_body
 from shared.queue import Job, Reply
 from shared.sse import EventTooLarge, SSEParser
 
@@ -129,7 +130,8 @@ async def stream_answer(
         message = f"upstream {deployment.provider} did not accept a connection in time"
         return await out.fail(504, error_body(504, message))
     except TimeoutError:
-        return await out.fail(504, deadline_body(), deadline=True)
+        failed = timed_out(deployment, job.deadline)
+        return await out.fail(failed.status, failed.body, deadline=failed.deadline)
     except aiohttp.ClientError as e:
         what = "dropped the stream" if out.started else "connection failed"
         return await out.fail(

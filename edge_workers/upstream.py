@@ -92,6 +92,15 @@ async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def timed_out(deployment: Deployment, deadline: float) -> Outcome:
+    """A call that ran out of time: at the request's deadline, or at the deployment's own timeout
+    (then the deployment's failure, and another deployment may still answer in time)."""
+    if time.time() >= deadline - 0.05:
+        return Outcome(504, deadline_body(), attempted=True, deadline=True)
+    message = f"upstream {deployment.provider} did not answer within deployment '{deployment.id}''s timeout"
+    return Outcome(504, error_body(504, message), attempted=True)
+
+
 def too_large(deployment: Deployment, limit: int) -> Outcome:
     message = f"upstream {deployment.provider} sent an answer larger than the gateway's {limit}-byte limit"
     return Outcome(502, error_body(502, message), attempted=True)
@@ -115,7 +124,10 @@ def prepare_call(
     remaining = deadline - time.time()
     if remaining <= 0:
         return Outcome(504, deadline_body(), deadline=True)
-    return request, remaining
+    # The deployment's own timeout (LiteLLM's timeout / stream_timeout) bounds one call; the
+    # request's deadline still bounds them all.
+    limit = (deployment.stream_timeout_s if stream else None) or deployment.timeout_s
+    return request, min(remaining, limit) if limit else remaining
 
 
 async def call_upstream(
@@ -149,7 +161,7 @@ async def call_upstream(
         message = f"upstream {deployment.provider} did not accept a connection in time"
         return Outcome(504, error_body(504, message), attempted=True)
     except TimeoutError:
-        return Outcome(504, deadline_body(), attempted=True, deadline=True)
+        return timed_out(deployment, deadline)
     except aiohttp.ClientError as e:
         message = f"upstream {deployment.provider} connection failed: {type(e).__name__}"
         return Outcome(502, error_body(502, message), attempted=True)

@@ -5,15 +5,16 @@ A bad value stops the process at start with one line naming the field (`ConfigEr
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
-import yaml
 
+from shared.config_source import Path, PathError, Source, SourceError, dotted
+from shared.litellm_config import FileSettings, convert, translate
 from shared.routing import BreakerSettings, RetrySettings, RouterSettings
 from shared.wire import validation_error_param
 
@@ -43,6 +44,8 @@ DEFAULT_CATALOG: dict[str, tuple[str, ...]] = {
 # Without a config file: how many model names keep a deployment (and a breaker) of their own.
 MAX_ROUTED_MODELS = 256
 
+log = logging.getLogger("edge.config")
+
 
 class ConfigError(Exception):
     """A configuration problem, worded as one line that names the field."""
@@ -63,73 +66,75 @@ class Deployment(msgspec.Struct, frozen=True):
     # Stable name the queue carries instead of a URL: workers resolve it in their own config,
     # so nothing on the queue can point a worker at another host.
     id: str = ""
+    rpm: int | None = None  # requests per minute, cluster-wide (edge_front/deployment_limits.py)
+    tpm: int | None = None  # tokens per minute, cluster-wide
+    timeout_s: float | None = None  # bounds one upstream call (the request's deadline too)
+    stream_timeout_s: float | None = None  # ... of a streamed call, instead of timeout_s
+    api_key: str = ""  # written in the file itself (LiteLLM allows it); wins over api_key_env
+
+    def __repr__(self) -> str:  # never a key in a log line
+        return f"Deployment({self.id!r}, {self.provider}, {self.model!r}, {self.base_url!r})"
+
+
+PerMinute = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class _DeploymentIn(msgspec.Struct, forbid_unknown_fields=True):
-    """A `model_list` entry as written in the YAML file."""
+    """A `model_list` entry in the gateway's own form (LiteLLM's is translated into it)."""
 
     model_name: str
     provider: Provider
     model: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
-    weight: float = 1.0
+    weight: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     priority: int = 0
     input_cost_per_1m: float = 0.0
     output_cost_per_1m: float = 0.0
+    rpm: PerMinute | None = None
+    tpm: PerMinute | None = None
+    timeout_s: Seconds | None = None
+    stream_timeout_s: Seconds | None = None
+    api_key: str | None = None
 
 
-class _ConfigFile(msgspec.Struct, forbid_unknown_fields=True):
-    model_list: list[_DeploymentIn] = []
-    router_settings: RouterSettings = RouterSettings()
+class LoadedConfig(msgspec.Struct, frozen=True):
+    deployments: list[Deployment]
+    router: RouterSettings
+    settings: FileSettings
+    warnings: list[str]  # ignored keys and skipped models, by path
 
 
-def _litellm_entry(entry: Any) -> Any:
-    """Accept LiteLLM's `litellm_params` form so existing config files work unchanged."""
-    if not isinstance(entry, dict) or "litellm_params" not in entry:
-        return entry
-    params = entry.get("litellm_params") or {}
-    out: dict[str, Any] = {k: v for k, v in entry.items() if k not in ("litellm_params", "model_info")}
-    provider, _, model = str(params.get("model", "")).partition("/")
-    out["provider"] = provider if model else params.get("custom_llm_provider", provider)
-    out["model"] = model or provider
-    if "api_base" in params:
-        out["base_url"] = params["api_base"]
-    key = params.get("api_key")
-    if isinstance(key, str) and key.startswith("os.environ/"):
-        out["api_key_env"] = key.removeprefix("os.environ/")
-    elif key is not None:
-        raise ConfigError(
-            "EDGE_CONFIG: litellm_params.api_key must be 'os.environ/NAME', never the key itself"
-        )
-    return out
+# Where a refused value names an enum, the refusal lists the valid values.
+_ENUM_VALUES = {"provider": PROVIDERS}
 
 
-def _field_path(err: msgspec.ValidationError) -> str:
-    message, param = validation_error_param(err)
-    return f"{param}: {message}" if param else message
+def _refusal(source: Source, path: Path, message: str) -> ConfigError:
+    valid = _ENUM_VALUES.get(str(path[-1])) if path else None
+    if valid and message.startswith("Invalid enum value"):
+        message += f"; valid: {', '.join(valid)}"
+    return ConfigError(f"EDGE_CONFIG {source.where(path)}: {dotted(path)}: {message}")
 
 
-def load_config_file(path: str, env: Mapping[str, str]) -> tuple[list[Deployment], RouterSettings]:
+def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
+    """The file at `path` (LiteLLM's form, the gateway's, or both). Raises ConfigError."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as e:
-        raise ConfigError(f"EDGE_CONFIG: cannot read {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"EDGE_CONFIG: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if isinstance(raw, dict) and isinstance(raw.get("model_list"), list):
-        raw["model_list"] = [_litellm_entry(e) for e in raw["model_list"]]
+        source = Source.read(path)
+    except SourceError as e:
+        raise ConfigError(f"EDGE_CONFIG: {e}") from None
     try:
-        parsed = msgspec.convert(raw, _ConfigFile)
-    except msgspec.ValidationError as e:
-        raise ConfigError(f"EDGE_CONFIG {path}: {_field_path(e)}") from None
+        translated = translate(source.data, env)
+        entries = [(i, convert(raw, _DeploymentIn, ("model_list", i))) for i, raw in translated.model_list]
+        router = convert(translated.router_settings, RouterSettings, ("router_settings",))
+    except PathError as e:
+        raise _refusal(source, e.path, e.message) from None
+    lookup = {**translated.settings.environment, **env}  # the real environment wins
     deployments = []
-    for i, d in enumerate(parsed.model_list):
-        base_url = d.base_url or env.get(BASE_URL_ENV[d.provider]) or DEFAULT_BASE_URLS[d.provider]
+    for i, d in entries:
+        base_url = d.base_url or lookup.get(BASE_URL_ENV[d.provider]) or DEFAULT_BASE_URLS[d.provider]
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"EDGE_CONFIG {path}: model_list[{i}].base_url must start with http:// or https://"
-            )
+            raise _refusal(source, ("model_list", i), "base_url must start with http:// or https://")
         deployments.append(
             Deployment(
                 model_name=d.model_name,
@@ -142,14 +147,22 @@ def load_config_file(path: str, env: Mapping[str, str]) -> tuple[list[Deployment
                 input_cost_per_1m=d.input_cost_per_1m,
                 output_cost_per_1m=d.output_cost_per_1m,
                 id=f"{d.model_name}#{i}",
+                rpm=d.rpm,
+                tpm=d.tpm,
+                timeout_s=d.timeout_s,
+                stream_timeout_s=d.stream_timeout_s,
+                api_key=d.api_key or "",
             )
         )
-    unknown = parsed.router_settings.unknown_groups({d.model_name for d in deployments})
+    unknown = router.unknown_groups({d.model_name for d in deployments})
     if unknown:
-        raise ConfigError(
-            f"EDGE_CONFIG {path}: router_settings names unknown model groups: {', '.join(unknown)}"
-        )
-    return deployments, parsed.router_settings
+        raise _refusal(source, ("router_settings",), f"names unknown model groups: {', '.join(unknown)}")
+    return LoadedConfig(deployments, router, translated.settings, translated.warnings)
+
+
+def load_config_file(path: str, env: Mapping[str, str]) -> tuple[list[Deployment], RouterSettings]:
+    loaded = read_config(path, env)
+    return loaded.deployments, loaded.router
 
 
 class ModelTable:
@@ -227,7 +240,8 @@ class ModelTable:
 
     def key_variables(self) -> set[str]:
         """The environment variables holding the deployments' API keys."""
-        return {d.api_key_env for d in (*self._by_id.values(), *self._templates.values())}
+        deployments = (*self._by_id.values(), *self._templates.values())
+        return {d.api_key_env for d in deployments if not d.api_key}
 
     def public_models(self) -> list[tuple[str, str]]:
         """(model name, provider) pairs to list in GET /v1/models."""
@@ -298,6 +312,11 @@ class Settings(msgspec.Struct, frozen=True):
     worker_poll_interval_s: float = 0.5
 
 
+def _field_path(err: msgspec.ValidationError) -> str:
+    message, param = validation_error_param(err)
+    return f"{param}: {message}" if param else message
+
+
 def _router_from_env(env: Mapping[str, str]) -> RouterSettings:
     """Without a config file, the retry and breaker limits can still be set from the environment."""
     retry, breaker = RetrySettings(), BreakerSettings()
@@ -352,9 +371,42 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
     if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"REDIS_URL: expected redis://, rediss:// or unix://, got {settings.redis_url!r}")
     config_path = env.get("EDGE_CONFIG")
-    if config_path:
-        deployments, router = load_config_file(config_path, env)
-        table = ModelTable(deployments, env, by_prefix=False, router=router)
-    else:
-        table = ModelTable([], env, by_prefix=True, router=_router_from_env(env))
-    return settings, table
+    if not config_path:
+        return settings, ModelTable([], env, by_prefix=True, router=_router_from_env(env))
+    loaded = read_config(config_path, env)
+    if loaded.warnings:
+        if _env_bool(env, "EDGE_CONFIG_STRICT", False):
+            raise ConfigError(f"EDGE_CONFIG {config_path}: refused (strict): {'; '.join(loaded.warnings)}")
+        line = f"EDGE_CONFIG {config_path}: {'; '.join(loaded.warnings)}"
+        if line not in _warned:  # once per process, however often the settings are read
+            _warned.add(line)
+            log.warning("%s", line)
+    if isinstance(env, os._Environ):
+        # The file's environment_variables fill gaps only: the real environment always wins.
+        for variable, text in loaded.settings.environment.items():
+            env.setdefault(variable, text)
+    settings = _with_file_settings(settings, loaded.settings, env)
+    return settings, ModelTable(loaded.deployments, env, by_prefix=False, router=loaded.router)
+
+
+_warned: set[str] = set()
+
+
+def _with_file_settings(settings: Settings, file: FileSettings, env: Mapping[str, str]) -> Settings:
+    """What the file sets, where the matching environment variable is unset (it wins)."""
+    changes: dict[str, object] = {}
+    for field, variable in (
+        ("request_timeout_s", "EDGE_REQUEST_TIMEOUT"),
+        ("enable_l2_cache", "ENABLE_L2_CACHE"),
+        ("l2_ttl_s", "EDGE_L2_TTL"),
+        ("l1_ttl_s", "EDGE_L1_TTL"),
+    ):
+        value = getattr(file, field)
+        if value is not None and not env.get(variable):
+            changes[field] = value
+    if file.master_key:
+        if not settings.master_key:
+            changes["master_key"] = file.master_key
+        elif settings.master_key != file.master_key:
+            log.warning("general_settings.master_key differs from EDGE_MASTER_KEY; EDGE_MASTER_KEY wins")
+    return msgspec.structs.replace(settings, **changes)

@@ -69,3 +69,9 @@ def running(worker_id: str) -> str:
 def stream_started(job_id: str) -> str:
     """Marker: a streamed answer already sent chunks (a re-run would repeat them)."""
     return f"{PREFIX}:started:{job_id}"
+
+
+def usage(deployment_id: str, unix_time: float) -> str:
+    """Hash: a deployment's requests (`r`) and tokens (`t`) in the minute holding `unix_time`,
+    for its rpm/tpm limits (edge_front/deployment_limits.py)."""
+    return f"{PREFIX}:usage:{deployment_id}:{int(unix_time // 60)}"

@@ -29,6 +29,8 @@ JOB_KEY_GRACE_MS = 5_000
 # Workers heartbeat this often; one silent for DEAD_AFTER_S is dead and its jobs are re-queued.
 WORKER_HEARTBEAT_S = 0.5
 WORKER_DEAD_AFTER_S = 2.0
+# A deployment's per-minute usage hash outlives its minute just long enough to be read.
+USAGE_TTL_S = 120
 
 
 class Job(msgspec.Struct, frozen=True):
@@ -93,8 +95,9 @@ def decode_reply(data: bytes) -> Reply:
     return _reply_decoder.decode(data)
 
 
-async def enqueue(redis: Redis, job: Job) -> None:
-    """Put `job` on its provider's queue and wake that provider's workers: one round trip."""
+async def enqueue(redis: Redis, job: Job, usage_key: str | None = None) -> None:
+    """Put `job` on its provider's queue and wake that provider's workers: one round trip.
+    With `usage_key`, the same round trip counts the request against its deployment's rpm."""
     now_ms = int(time.time() * 1000)
     ttl_ms = max(1, int((job.deadline - time.time()) * 1000)) + JOB_KEY_GRACE_MS
     data = serialize_job_data(JOB_FUNCTION, (encode_job(job),), now_ms, arq_serialize)
@@ -104,6 +107,9 @@ async def enqueue(redis: Redis, job: Job) -> None:
         pipe.xadd(
             keyspace.wake(job.provider), {b"j": job.job_id}, maxlen=WAKE_STREAM_MAXLEN, approximate=True
         )
+        if usage_key is not None:
+            pipe.hincrby(usage_key, "r", 1)
+            pipe.expire(usage_key, USAGE_TTL_S)
         await pipe.execute()
 
 

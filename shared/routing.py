@@ -28,6 +28,7 @@ class RetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     initial_backoff_ms: NonNegative = 100.0
     multiplier: Annotated[float, msgspec.Meta(ge=1)] = 2.0
     max_backoff_ms: NonNegative = 5_000.0
+    min_backoff_ms: NonNegative = 0.0  # never retry the same deployment sooner (LiteLLM's retry_after)
 
 
 class BreakerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -70,4 +71,4 @@ def backoff_s(retry: RetrySettings, attempt: int, retry_after: float | None, rng
     never shorter than the upstream's Retry-After."""
     base = min(retry.max_backoff_ms, retry.initial_backoff_ms * retry.multiplier ** (attempt - 1)) / 1000
     delay = base * rng.uniform(0.5, 1.0)
-    return max(delay, retry_after or 0.0)
+    return max(delay, retry_after or 0.0, retry.min_backoff_ms / 1000)

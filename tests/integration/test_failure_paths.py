@@ -19,7 +19,6 @@ import pytest
 import redis
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
-from edge_agent.probes import answers_200
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
 
@@ -173,15 +172,11 @@ def test_upstream_refusing_the_gateway_s_key_is_a_502_naming_the_deployment(quie
 def test_a_deployment_whose_key_is_refused_fails_over_to_the_next(tmp_path: Path) -> None:
     dev = private_stack(tmp_path)
     try:
-        _, port = dev.spawn_listening(
-            "upstream-refusing",
-            lambda port: ["fake-upstream", "--port", str(port), "--require-key", "sk-other-key"],
-            lambda port: answers_200(f"http://127.0.0.1:{port}/health"),
-        )
+        refusing = dev.spawn_upstream("--require-key", "sk-other-key")
         config = tmp_path / "models.yaml"
         config.write_text(
             "model_list:\n"
-            f"  - {{model_name: gpt-x, provider: openai, model: first, base_url: http://127.0.0.1:{port}/v1}}\n"
+            f"  - {{model_name: gpt-x, provider: openai, model: first, base_url: {refusing}/v1}}\n"
             f"  - {{model_name: gpt-x, provider: openai, model: second, base_url: {dev.upstream_url}/v1}}\n"
         )
         env = {**dev.env, "EDGE_CONFIG": str(config), "EDGE_MAX_ATTEMPTS": "3"}

@@ -18,7 +18,6 @@ import pytest
 import redis
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
-from edge_agent.probes import answers_200
 from edge_agent.redis_server import RedisServer
 from shared import keyspace
 from tests.integration.conftest import sample, scrape, wait_until
@@ -36,12 +35,7 @@ class Cluster:
         self.env: dict[str, str] = {}
 
     def _upstream(self, *flags: str) -> str:
-        _, port = self.base.spawn_listening(
-            "upstream",
-            lambda port: ["fake-upstream", "--port", str(port), *flags],
-            lambda port: answers_200(f"http://127.0.0.1:{port}/health"),
-        )
-        return f"http://127.0.0.1:{port}"
+        return self.base.spawn_upstream(*flags)
 
     def configure(self, yaml_text: str, **env: str) -> None:
         config = self.tmp / f"models-{uuid.uuid4().hex[:6]}.yaml"
