@@ -3,14 +3,15 @@
 All waiting requests share one reader task and one Redis connection: the reader blocks on this
 process's reply stream and hands each reply to the future of its request. A request that waits
 holds no connection, so 2,000 waiting requests cost 2,000 futures, not 2,000 sockets. What was
-read is trimmed from the stream in the same round trip as the next read, so the stream holds
-only undelivered replies.
+read is trimmed from the stream in the round trip of a later read (every 64 replies, or within
+a second or two), so the stream holds only a few replies besides the undelivered ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,9 @@ from redis.exceptions import RedisError
 from shared.queue import Reply, decode_reply
 
 log = logging.getLogger("edge.front")
+# What the reader has read is trimmed from the stream after this many replies, or this long.
+TRIM_EVERY = 64
+TRIM_AFTER_S = 1.0
 
 
 class ReplyRouter:
@@ -29,6 +33,8 @@ class ReplyRouter:
         # A non-streamed answer waits on a future; a streamed one on a queue of its replies. Each
         # waiter is listed with the provider whose worker answers it (see `fail_provider`).
         self._waiters: dict[str, tuple[asyncio.Future[Reply] | asyncio.Queue[Reply | None], str]] = {}
+        self._untrimmed = 0  # replies read since the last trim
+        self._trimmed_at = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -79,6 +85,7 @@ class ReplyRouter:
                 await asyncio.sleep(0.2)
                 continue
             for _, entries in batches:
+                self._untrimmed += len(entries)
                 for entry_id, fields in entries:
                     last_id = entry_id
                     try:
@@ -87,10 +94,15 @@ class ReplyRouter:
                         log.exception("delivering a reply failed")
 
     async def _read(self, last_id: bytes | str) -> Any:
-        """Block for new replies; in the same round trip, trim everything up to `last_id` (read
-        and handed over already). An exact trim: it only ever removes one batch."""
-        if last_id == "0-0":
+        """Block for new replies. Every TRIM_EVERY replies, or once a second when fewer came,
+        trim everything up to `last_id` (read and handed over already) in the same round trip:
+        an exact trim, it only ever removes one batch. Trimming on every read would cost the
+        reader, which every waiting request shares, a pipeline per reply."""
+        now = time.monotonic()
+        due = self._untrimmed >= TRIM_EVERY or (self._untrimmed and now - self._trimmed_at >= TRIM_AFTER_S)
+        if not due or last_id == "0-0":
             return await self.redis.xread({self.stream: last_id}, count=1000, block=1000)
+        self._untrimmed, self._trimmed_at = 0, now
         millis, _, seq = (last_id.decode() if isinstance(last_id, bytes) else last_id).partition("-")
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xtrim(self.stream, minid=f"{millis}-{int(seq) + 1}", approximate=False)
