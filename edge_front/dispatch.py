@@ -100,10 +100,15 @@ async def _choose(state: FrontState, plan: list[Deployment], start: int) -> tupl
     router = state.router
     refused: EdgeError | None = None
     no_worker = limited = False
+    keyless: set[str] = set()
     for offset in range(len(plan)):
         index = (start + offset) % len(plan)
         deployment = plan[index]
         if router.state(deployment) == "open":
+            continue
+        missing = router.key_missing(deployment)
+        if missing is not None:  # every call would be refused upstream: as good as open
+            keyless.add(f"${missing} ({deployment.provider})")
             continue
         if router.limits.at_limit(deployment, time.time()):  # its rpm/tpm: like an open breaker
             limited = True
@@ -126,6 +131,13 @@ async def _choose(state: FrontState, plan: list[Deployment], start: int) -> tupl
         raise refused
     if limited:
         raise router.limits.refusal(time.time())
+    if keyless:
+        raise EdgeError(
+            503,
+            f"No deployment for this model has an API key: {', '.join(sorted(keyless))} is not set "
+            "on the gateway's workers.",
+            code="upstream_key_missing",
+        )
     if no_worker:
         providers = ", ".join(sorted({d.provider for d in plan}))
         raise EdgeError(

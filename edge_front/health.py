@@ -52,6 +52,7 @@ async def _providers(state: FrontState) -> dict[str, dict[str, object]]:
                 "running": state.router.running.get(name, 0),
             },
             "available": state.router.provider_available(name),
+            "missing_keys": sorted(state.router.missing_keys.get(name, ())),  # unset on its workers
         }
     return out
 
@@ -89,6 +90,7 @@ async def health(request: Request) -> Response:
         detail["redis"]["status"] == "ok"  # type: ignore[index]
         and all(p["worker_alive"] for p in providers.values())
         and "open" not in breakers.values()  # a deployment refusing requests is a degradation
+        and not any(p["missing_keys"] for p in providers.values())  # so is one without its key
     )
     detail["status"] = "ok" if healthy else "degraded"
     return Response(json_encoder.encode(detail), 200 if healthy else 503, media_type=_JSON)

@@ -40,6 +40,7 @@ class Router:
         self.depth: dict[str, int] = {}  # jobs waiting for a worker (running ones not counted)
         self.running: dict[str, int] = {}  # jobs the provider's workers hold
         self.live_workers: dict[str, int] = {}
+        self.missing_keys: dict[str, set[str]] = {}  # provider -> key variables its workers lack
         self.refreshed_at = 0.0  # monotonic time of the last successful refresh
         self.rate: dict[str, float] = {}  # answers per second, per provider
         self._served: dict[str, tuple[float, int]] = {}
@@ -117,6 +118,17 @@ class Router:
             headers={"retry-after": str(min(max(wait, 1), 60))},
         )
 
+    def key_missing(self, deployment: Deployment) -> str | None:
+        """The variable the deployment's key should be in, if its provider's workers lack it."""
+        if deployment.api_key or deployment.api_key_env not in self.missing_keys.get(deployment.provider, ()):
+            return None
+        return deployment.api_key_env
+
+    def _note_missing_keys(self, provider: str, names: set[str]) -> None:
+        for name in names - self.missing_keys.get(provider, set()):
+            log.warning("provider %s: workers have no $%s; its deployments are skipped", provider, name)
+        self.missing_keys[provider] = names
+
     def provider_available(self, provider: str) -> bool:
         states = [self.state(d) for d in self.models.deployments() if d.provider == provider]
         return not states or any(s != "open" for s in states)  # no model asked for yet: nothing open
@@ -149,6 +161,7 @@ class Router:
                 pipe.get(keyspace.served(p))
                 pipe.hvals(keyspace.load(p))
                 pipe.zcount(keyspace.workers(p), alive_since, "+inf")
+                pipe.hvals(keyspace.missing_keys(p))
             usage = self.limits.begin_read(time.time())
             for key in usage.keys:
                 pipe.hmget(key, list(USAGE_FIELDS))
@@ -166,7 +179,8 @@ class Router:
             metrics.BREAKER_STATE.remove(gone)
         rest = results[len(deployments) :]
         for i, p in enumerate(providers):
-            queued, served_count, held, live = rest[4 * i : 4 * i + 4]
+            queued, served_count, held, live, missing = rest[5 * i : 5 * i + 5]
+            self._note_missing_keys(p, {v.decode() for value in missing for v in value.split()})
             # arq keeps a running job in its queue until it finishes: only the rest waits.
             running = sum(int(n) for n in held)
             depth = max(0, int(queued) - running)

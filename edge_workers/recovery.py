@@ -25,12 +25,19 @@ log = logging.getLogger("edge.worker")
 
 class Recovery:
     def __init__(
-        self, redis: Redis, provider: str, worker_id: str, load: Callable[[], int] = lambda: 0
+        self,
+        redis: Redis,
+        provider: str,
+        worker_id: str,
+        load: Callable[[], int] = lambda: 0,
+        missing_keys: str = "",
     ) -> None:
         self.redis = redis
         self.provider = provider
         self.worker_id = worker_id
         self.load = load  # how many jobs this worker holds (fronts subtract them from queue depth)
+        # The key variables this worker found unset: fronts route around their deployments.
+        self.missing_keys = missing_keys
         self._reap = redis.register_script(REAP_LUA)
 
     async def join(self) -> None:
@@ -40,6 +47,8 @@ class Recovery:
             pipe.expire(keyspace.workers(self.provider), WORKER_STATE_TTL_S)
             pipe.hset(keyspace.load(self.provider), self.worker_id, str(self.load()))
             pipe.expire(keyspace.load(self.provider), WORKER_STATE_TTL_S)
+            pipe.hset(keyspace.missing_keys(self.provider), self.worker_id, self.missing_keys)
+            pipe.expire(keyspace.missing_keys(self.provider), WORKER_STATE_TTL_S)
             pipe.expire(keyspace.running(self.worker_id), WORKER_STATE_TTL_S)
             await pipe.execute()
 
@@ -47,6 +56,7 @@ class Recovery:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(keyspace.workers(self.provider), self.worker_id)
             pipe.hdel(keyspace.load(self.provider), self.worker_id)
+            pipe.hdel(keyspace.missing_keys(self.provider), self.worker_id)
             pipe.delete(keyspace.running(self.worker_id))
             await pipe.execute()
 
@@ -74,6 +84,7 @@ class Recovery:
                     keyspace.queue(self.provider),
                     keyspace.wake(self.provider),
                     keyspace.load(self.provider),
+                    keyspace.missing_keys(self.provider),
                 ],
                 args=[
                     worker_id,

@@ -165,7 +165,9 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
     held: set[str] = set()  # ids of the jobs this worker claimed and has not answered yet
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        recovery = Recovery(ctx["redis"], provider, ctx["worker_id"], load=held.__len__)
+        api_keys = _api_keys(models)
+        missing = " ".join(sorted(v for v in models.key_variables(provider) if not api_keys.get(v)))
+        recovery = Recovery(ctx["redis"], provider, ctx["worker_id"], load=held.__len__, missing_keys=missing)
         await recovery.join()
         ctx["recovery"] = recovery
         ctx["heartbeat"] = asyncio.create_task(recovery.run())
@@ -174,7 +176,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             worker_id=ctx["worker_id"],
             settings=settings,
             models=models,
-            api_keys=_api_keys(models),
+            api_keys=api_keys,
             session=new_session(settings.upstream_connect_timeout_s, settings.worker_concurrency),
             redis=ctx["redis"],
             held=held,

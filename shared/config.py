@@ -238,10 +238,10 @@ class ModelTable:
         recently, each with its own breaker)."""
         return [*self._by_id.values(), *self._routed.values()]
 
-    def key_variables(self) -> set[str]:
-        """The environment variables holding the deployments' API keys."""
+    def key_variables(self, provider: str | None = None) -> set[str]:
+        """The environment variables holding the deployments' API keys (of one provider's)."""
         deployments = (*self._by_id.values(), *self._templates.values())
-        return {d.api_key_env for d in deployments if not d.api_key}
+        return {d.api_key_env for d in deployments if not d.api_key and provider in (None, d.provider)}
 
     def public_models(self) -> list[tuple[str, str]]:
         """(model name, provider) pairs to list in GET /v1/models."""

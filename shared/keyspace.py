@@ -61,6 +61,11 @@ def load(provider: str) -> str:
     return f"{PREFIX}:load:{provider}"
 
 
+def missing_keys(provider: str) -> str:
+    """Hash: worker id -> the key variables it found unset (space-separated; empty if none)."""
+    return f"{PREFIX}:nokey:{provider}"
+
+
 def running(worker_id: str) -> str:
     """Set: the job ids a worker holds, so another can take them over if it dies."""
     return f"{PREFIX}:running:{worker_id}"

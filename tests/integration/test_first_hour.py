@@ -99,3 +99,38 @@ def test_cache_hits_say_which_provider_and_model_serve_them(touchy: Front) -> No
         assert response.headers["x-edge-provider"] == miss.headers["x-edge-provider"] == "openai"
         assert response.headers["x-edge-model"] == miss.headers["x-edge-model"] == "gpt-4o-mini"
         assert response.headers["x-edge-attempts"] == "0"
+
+
+def test_a_deployment_whose_key_variable_is_unset_is_skipped_and_named(tmp_path: Path) -> None:
+    dev = DevStack(env_overrides={"EDGE_MAX_ATTEMPTS": "3"}, log_dir=tmp_path)
+    try:
+        dev.start_redis()
+        dev.start_upstream()
+        config = tmp_path / "models.yaml"
+        config.write_text(
+            "model_list:\n"
+            "  - {model_name: gpt-x, provider: openai, model: keyless, api_key_env: EDGE_TEST_UNSET_KEY}\n"
+            "  - {model_name: gpt-x, provider: openai, model: keyed}\n"
+            "  - {model_name: gpt-only-keyless, provider: openai, model: keyless,\n"
+            "     api_key_env: EDGE_TEST_UNSET_KEY}\n"
+        )
+        env = {**dev.env, "EDGE_CONFIG": str(config)}
+        dev.start_worker("openai", env)
+        front = dev.start_front(env)
+        deadline = time.monotonic() + 10
+        while health(front).json()["providers"]["openai"]["missing_keys"] != ["EDGE_TEST_UNSET_KEY"]:
+            assert time.monotonic() < deadline, "the front never learnt of the missing key"
+            time.sleep(0.02)
+        assert health(front).json()["status"] == "degraded"
+        served = ask(front, "gpt-x", retries=0)
+        # Skipped like an open breaker: no call that the upstream would refuse with a 401.
+        assert (served.headers["x-edge-model"], served.headers["x-edge-attempts"]) == ("keyed", "1")
+        with pytest.raises(openai.InternalServerError) as caught:
+            ask(front, "gpt-only-keyless", retries=0)
+        assert caught.value.status_code == 503
+        assert caught.value.body["code"] == "upstream_key_missing"  # type: ignore[index]
+        assert "$EDGE_TEST_UNSET_KEY" in caught.value.body["message"]  # type: ignore[index]
+        stats = httpx.get(f"{dev.upstream_url}/_fake/stats").json()
+        assert stats["by_model"].get("keyless", 0) == 0
+    finally:
+        dev.stop()

@@ -72,6 +72,7 @@ def reap(r: redis.Redis, dead: str, now_ms: int) -> list[str]:
             keyspace.queue("openai"),
             keyspace.wake("openai"),
             keyspace.load("openai"),
+            keyspace.missing_keys("openai"),
         ],
         args=[
             dead,
