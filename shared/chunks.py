@@ -7,6 +7,8 @@ chunk sequence OpenAI would have sent.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from shared.wire import (
@@ -27,11 +29,13 @@ _decode_completion = msgspec.json.Decoder(ChatCompletion).decode
 
 
 class _ChoiceParts:
-    __slots__ = ("content", "finish_reason", "refusal", "tool_calls")
+    __slots__ = ("content", "finish_reason", "logprobs", "refusal", "tool_calls")
 
     def __init__(self) -> None:
         self.content: list[str] = []
         self.refusal: list[str] = []
+        # OpenAI's streamed logprobs: per chunk {"content": [...], "refusal": [...]}, joined here.
+        self.logprobs: dict[str, list[Any]] | None = None
         self.tool_calls: dict[int, tuple[str, str, list[str]]] = {}  # index -> (id, name, argument parts)
         self.finish_reason: str | None = None
 
@@ -70,6 +74,11 @@ class ChunkAssembler:
                 parts.tool_calls[call.index] = (call_id, name, arguments)
             if choice.finish_reason is not None:
                 parts.finish_reason = choice.finish_reason
+            if isinstance(choice.logprobs, dict):
+                joined = parts.logprobs if parts.logprobs is not None else {"content": [], "refusal": []}
+                for field in ("content", "refusal"):
+                    joined[field].extend(choice.logprobs.get(field) or ())
+                parts.logprobs = joined
 
     @property
     def complete(self) -> bool:
@@ -91,7 +100,12 @@ class ChunkAssembler:
                 refusal="".join(parts.refusal) if parts.refusal else None,
                 tool_calls=tool_calls or None,
             )
-            choices.append(Choice(index=index, message=message, finish_reason=parts.finish_reason))
+            logprobs = None
+            if parts.logprobs is not None:  # as a non-streamed answer has them: null when empty
+                logprobs = {field: entries or None for field, entries in parts.logprobs.items()}
+            choices.append(
+                Choice(index=index, message=message, finish_reason=parts.finish_reason, logprobs=logprobs)
+            )
         return ChatCompletion(
             id=self.id,
             created=self.created,
@@ -121,9 +135,11 @@ def replay_chunks(completion_json: bytes, include_usage: bool) -> list[ChatCompl
         message, i = choice.message, choice.index
         chunks.append(chunk([ChunkChoice(i, Delta(role="assistant", content=""))]))
         if message.content:
-            chunks.append(chunk([ChunkChoice(i, Delta(content=message.content))]))
+            # The whole content in one chunk, so its logprobs travel with it.
+            chunks.append(chunk([ChunkChoice(i, Delta(content=message.content), logprobs=choice.logprobs)]))
         if message.refusal:
-            chunks.append(chunk([ChunkChoice(i, Delta(refusal=message.refusal))]))
+            logprobs = None if message.content else choice.logprobs
+            chunks.append(chunk([ChunkChoice(i, Delta(refusal=message.refusal), logprobs=logprobs)]))
         for n, call in enumerate(message.tool_calls or ()):
             function = ChunkFunction(name=call.function.name, arguments=call.function.arguments)
             delta = Delta(tool_calls=[ChunkToolCall(index=n, id=call.id, type="function", function=function)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import openai
 import pytest
 from pydantic import BaseModel
@@ -36,7 +38,6 @@ def test_logprobs_come_back_streamed_and_not(client: openai.OpenAI) -> None:
     entries = answer.choices[0].logprobs.content
     assert "".join(e.token for e in entries) == answer.choices[0].message.content
     assert all(len(e.top_logprobs) == 2 for e in entries)
-    # From the upstream, not the cache: a cached answer replayed as SSE carries no logprobs yet.
     stream = client.chat.completions.create(  # type: ignore[call-overload]
         **ask, logprobs=True, top_logprobs=2, stream=True, extra_headers={"Cache-Control": "no-cache"}
     )
@@ -47,3 +48,26 @@ def test_logprobs_come_back_streamed_and_not(client: openai.OpenAI) -> None:
         for entry in chunk.choices[0].logprobs.content
     ]
     assert tokens == [e.token for e in entries]
+
+
+def _streamed_tokens(stream) -> list[str]:  # type: ignore[no-untyped-def]
+    return [
+        entry.token
+        for chunk in stream
+        if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.content
+        for entry in chunk.choices[0].logprobs.content
+    ]
+
+
+def test_logprobs_survive_the_cache_whichever_way_the_answer_was_asked_for(client: openai.OpenAI) -> None:
+    streamed_first = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
+    live = _streamed_tokens(client.chat.completions.create(**streamed_first, logprobs=True, stream=True))  # type: ignore[call-overload]
+    hit = client.chat.completions.with_raw_response.create(**streamed_first, logprobs=True)  # type: ignore[call-overload]
+    assert hit.headers["x-edge-cache"].startswith("hit") and live
+    assert [e.token for e in hit.parse().choices[0].logprobs.content] == live
+
+    whole_first = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": uuid.uuid4().hex}]}
+    answer = client.chat.completions.create(**whole_first, logprobs=True)  # type: ignore[call-overload]
+    replayed = client.chat.completions.with_raw_response.create(**whole_first, logprobs=True, stream=True)  # type: ignore[call-overload]
+    assert replayed.headers["x-edge-cache"].startswith("hit")
+    assert _streamed_tokens(replayed.parse()) == [e.token for e in answer.choices[0].logprobs.content]
