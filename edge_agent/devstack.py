@@ -205,15 +205,20 @@ class DevStack:
         return self.start_front()
 
     def stop(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.processes:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.processes)
         self.processes.clear()
         self.workers.clear()
         if self.redis is not None:
             self.redis.stop()
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process still running, then wait for each (SIGKILL after 10 s)."""
+    for proc in processes:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in processes:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

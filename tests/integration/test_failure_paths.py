@@ -7,9 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +20,9 @@ import redis
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
+from tests.integration.conftest import wait_until
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
-
-
-def wait_for(
-    condition: Callable[[], Any], what: str, timeout: float = 15.0, state: Callable[[], Any] = lambda: ""
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what} {state()}"
-        time.sleep(0.02)
 
 
 def sdk(front: Front, timeout: float = 30) -> openai.OpenAI:
@@ -112,7 +100,7 @@ def test_an_unreadable_cache_entry_is_a_miss_and_is_replaced(quiet) -> None:
     chunks = list(raw.parse())
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert calls(stack, model) == 1
-    wait_for(lambda: r.get(entry) not in (None, poison), "the worker's good answer in L2")
+    wait_until(lambda: r.get(entry) not in (None, poison), "the worker's good answer in L2")
     # The good answer is what the next client gets, streamed or not.
     again = sdk(front).chat.completions.with_raw_response.create(model=model, messages=messages)  # type: ignore[arg-type]
     assert again.headers["x-edge-cache"].startswith("hit")
@@ -236,12 +224,12 @@ def test_requests_whose_provider_lost_its_last_worker_end_with_503_after_the_gra
         ]
         for t in threads:
             t.start()
-        wait_for(lambda: outcomes.get("stream_started"), "the stream's first chunk")
-        wait_for(lambda: r.zcard(keyspace.queue("openai")) == 2, "both jobs running")
+        wait_until(lambda: outcomes.get("stream_started"), "the stream's first chunk")
+        wait_until(lambda: r.zcard(keyspace.queue("openai")) == 2, "both jobs running")
         queued = threading.Thread(target=whole, args=("queued", ""))
         queued.start()
         threads.append(queued)
-        wait_for(lambda: r.zcard(keyspace.queue("openai")) == 3, "a third job waiting")
+        wait_until(lambda: r.zcard(keyspace.queue("openai")) == 3, "a third job waiting")
         os.kill(worker.pid, signal.SIGKILL)
         for t in threads:
             t.join(60)
@@ -250,7 +238,7 @@ def test_requests_whose_provider_lost_its_last_worker_end_with_503_after_the_gra
         kind, got, message = outcomes["stream"]
         assert kind == "error" and got >= 1 and "No worker" in message
         # Their jobs are gone: a worker that starts later does not run them for nobody.
-        wait_for(lambda: r.zcard(keyspace.queue("openai")) == 0, "the dropped jobs gone from the queue")
+        wait_until(lambda: r.zcard(keyspace.queue("openai")) == 0, "the dropped jobs gone from the queue")
         r.close()
     finally:
         dev.stop()
@@ -274,7 +262,7 @@ def test_a_saturated_worker_starts_a_queued_job_when_a_slot_frees_not_at_its_pol
         busy.start()
         assert dev.redis is not None
         r = redis.Redis.from_url(dev.redis.url)
-        wait_for(lambda: sum(int(v) for v in r.hvals(keyspace.load("openai"))) == 1, "the only slot busy")
+        wait_until(lambda: sum(int(v) for v in r.hvals(keyspace.load("openai"))) == 1, "the only slot busy")
         ask("")  # woken while saturated: it must not wait for the minute-long poll (client: 20 s)
         busy.join()
         assert done == ["stop", "stop"]
@@ -333,10 +321,9 @@ def test_traffic_of_every_kind_leaves_no_growing_key_without_an_expiry(tmp_path:
             ]
             for t in blockers:
                 t.start()
-            wait_for(
+            wait_until(
                 lambda: sum(int(v) for v in r.hvals(keyspace.load("openai"))) == 8,
                 "every slot busy",
-                state=lambda: (r.hgetall(keyspace.load("openai")), r.zcard(keyspace.queue("openai"))),
             )
             with pytest.raises(openai.APIStatusError):
                 client.chat.completions.create(
@@ -365,7 +352,7 @@ def test_traffic_of_every_kind_leaves_no_growing_key_without_an_expiry(tmp_path:
                     int(v) for v in r.hvals(keyspace.load("openai"))
                 )
 
-            wait_for(idle, "the queue to empty")
+            wait_until(idle, "the queue to empty")
             return keys_without_expiry(r)
 
         traffic()
@@ -376,7 +363,7 @@ def test_traffic_of_every_kind_leaves_no_growing_key_without_an_expiry(tmp_path:
             )
         )
         slow.start()
-        wait_for(lambda: r.zcard(keyspace.queue("openai")) == 1, "the slow job running")
+        wait_until(lambda: r.zcard(keyspace.queue("openai")) == 1, "the slow job running")
         holder = next(w for w in workers if r.scard(keyspace.running(_worker_id(r, w.pid))) > 0)
         os.kill(holder.pid, signal.SIGKILL)
         slow.join()
@@ -396,7 +383,7 @@ def test_traffic_of_every_kind_leaves_no_growing_key_without_an_expiry(tmp_path:
         assert r.xlen(keyspace.wake("openai")) == 0  # claims delete what they read
         for reply_stream in r.scan_iter(match=keyspace.replies("*")):
             assert r.ttl(reply_stream) > 0
-            wait_for(lambda: r.xlen(reply_stream) == 0, "the delivered replies trimmed")  # noqa: B023
+            wait_until(lambda: r.xlen(reply_stream) == 0, "the delivered replies trimmed")  # noqa: B023
         for running in r.scan_iter(match=keyspace.running("*")):
             assert r.scard(running) == 0 or r.ttl(running) > 0
         r.close()

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,14 +19,14 @@ import msgspec
 import openai
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
-from edge_agent.devstack import MASTER_KEY, DevStack, Front
+from edge_agent.devstack import MASTER_KEY, DevStack, Front, stop_processes
 from edge_agent.probes import wait_http
 from edge_agent.redis_server import RedisServer, free_port
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
-from tests.integration.conftest import sdk
+from tests.integration.conftest import Samples, scrape, sdk, wait_until
+from tests.integration.conftest import sample as value
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 CHAT = "/v1/chat/completions"
@@ -42,30 +41,6 @@ def create(client: openai.OpenAI, model: str = "gpt-4o-mini", **kwargs: Any) -> 
         model=model, messages=kwargs.pop("messages", unique()), **kwargs
     )
     return raw.headers, raw.parse()
-
-
-def eventually(check: Callable[[], bool], what: str, limit_s: float = 15.0) -> None:
-    """Poll for an observable outcome; the limit only stops a hang, it asserts no speed."""
-    give_up = time.monotonic() + limit_s
-    while not check():
-        assert time.monotonic() < give_up, f"never happened: {what}"
-        time.sleep(0.02)
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    text = httpx.get(url).text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
@@ -97,14 +72,7 @@ class Private:
         return redis.Redis.from_url(self.redis.url)
 
     def stop(self) -> None:
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.processes:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.processes)
         self.redis.stop()
 
 
@@ -373,7 +341,7 @@ def test_a_replayed_stream_and_a_client_disconnect_are_counted(front: Front, cli
         for _ in range(3):
             next(lines)
     metrics_url = f"{front.url}/metrics"
-    eventually(
+    wait_until(
         lambda: moved(before, scrape(metrics_url), "llm_edge_client_disconnects_total") == 1,
         "the disconnect was counted",
     )
@@ -463,7 +431,7 @@ def own(stack: DevStack) -> Iterator[Own]:
             workers[proc.pid] = port
         front = gw.front(REDIS_URL=proxy.url)
         r = gw.client()
-        eventually(lambda: r.zcard(keyspace.workers("openai")) == 2, "both workers registered")
+        wait_until(lambda: r.zcard(keyspace.workers("openai")) == 2, "both workers registered")
         yield Own(gw, proxy, front, workers)
     finally:
         gw.stop()
@@ -524,7 +492,7 @@ def test_worker_metrics_move_by_label(own: Own) -> None:
             for (name, lbl), n in expected.items()
         )
 
-    eventually(all_moved, "the workers counted both jobs")  # counted just after the answer went out
+    wait_until(all_moved, "the workers counted both jobs")  # counted just after the answer went out
     after = own.worker_metrics()
     tokens = {"provider": "openai", "model": model}
     assert total(after, "llm_edge_upstream_tokens_total", **tokens, type="prompt") == (

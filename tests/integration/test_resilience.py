@@ -233,13 +233,6 @@ def provider_health(front: Front, provider: str = "openai") -> dict[str, Any]:
     return httpx.get(f"{front.url}/health").json()["providers"][provider]  # type: ignore[no-any-return]
 
 
-def wait_for(condition, what: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def test_admission_counts_only_waiting_jobs_and_refuses_with_retry_after(cluster: Cluster) -> None:
     cluster.configure(
         "model_list:\n  - {model_name: gpt-x, provider: openai, model: full, base_url: GOOD/v1}\n"
@@ -264,13 +257,13 @@ def test_admission_counts_only_waiting_jobs_and_refuses_with_retry_after(cluster
 
     # Four jobs fill the worker's four slots: they run, nothing waits, and the front knows it...
     threads = start(4)
-    wait_for(
+    wait_until(
         lambda: provider_health(front)["router_view"] == {"waiting": 0, "running": 4},
         "four running jobs, none waiting, as the front's router sees it",
     )
     # ...so three more are admitted (running jobs counted as queued would refuse them: 4 >= 3)...
     threads += start(3)
-    wait_for(lambda: provider_health(front)["router_view"]["waiting"] == 3, "three waiting jobs")
+    wait_until(lambda: provider_health(front)["router_view"]["waiting"] == 3, "three waiting jobs")
     # ...and the next one is refused at once, with a Retry-After.
     with pytest.raises(openai.RateLimitError) as caught:
         ask(front, "gpt-x")
