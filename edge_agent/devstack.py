@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from edge_agent.children import spawn
+from edge_agent.children import spawn, stop_processes
 from edge_agent.probes import PortTaken, answers_200, wait_listening, workers_ready
 from edge_agent.redis_server import RedisServer, free_port
 
@@ -210,15 +210,3 @@ class DevStack:
         self.workers.clear()
         if self.redis is not None:
             self.redis.stop()
-
-
-def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every process still running, then wait for each (SIGKILL after 10 s)."""
-    for proc in processes:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in processes:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()

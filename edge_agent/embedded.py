@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from edge_agent.children import spawn
+from edge_agent.children import spawn, stop_processes
 from edge_agent.listen import bind_listener
 from edge_agent.probes import PortTaken, answers_200, wait_listening, workers_ready
 from edge_agent.redis_server import RedisServer, free_port
@@ -83,18 +83,6 @@ def _none_exited(children: list[subprocess.Popen[bytes]], then: Callable[[], boo
         return then()
 
     return check
-
-
-def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    for child in children:
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(10)
 
 
 def run_stack(host: str, port: int, workers: int) -> None:
@@ -164,8 +152,8 @@ def run_stack(host: str, port: int, workers: int) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         # The front first (no new requests, its reply reader still has Redis), then the workers
         # and the upstream, Redis last: nobody loses a connection it still uses.
-        _stop_all([front] if front is not None else [])
-        _stop_all([w.process for w in pool] + upstream)
+        stop_processes([front] if front is not None else [])
+        stop_processes([w.process for w in pool] + upstream)
         if redis is not None:
             redis.stop()
         print("edge-agent: stopped", file=sys.stderr, flush=True)

@@ -20,7 +20,8 @@ import openai
 import pytest
 import redis
 
-from edge_agent.devstack import MASTER_KEY, DevStack, Front, stop_processes
+from edge_agent.children import stop_processes
+from edge_agent.devstack import MASTER_KEY, DevStack, Front
 from edge_agent.probes import wait_http
 from edge_agent.redis_server import RedisServer, free_port
 from shared import keyspace
