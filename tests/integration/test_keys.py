@@ -6,7 +6,10 @@ the path is spelled."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +27,7 @@ MASTER = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def fronts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Front, Front]]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     dev = DevStack(
         env_overrides={"EDGE_MAX_ATTEMPTS": "1"}, log_dir=Path(tmp_path_factory.mktemp("keys-logs"))
     )
@@ -33,9 +36,24 @@ def fronts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Front, Fr
         dev.start_upstream()
         dev.start_worker("openai")
         dev.start_worker("anthropic")
-        yield dev.start_front(), dev.start_front()
+        dev.fronts = (dev.start_front(), dev.start_front())  # type: ignore[attr-defined]
+        yield dev
     finally:
         dev.stop()
+
+
+@pytest.fixture(scope="module")
+def fronts(stack: DevStack) -> tuple[Front, Front]:
+    return stack.fronts  # type: ignore[attr-defined,no-any-return]
+
+
+def cli(stack: DevStack, *args: str) -> Any:
+    """`edge-agent keys ...` as an operator runs it; its JSON output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "keys", *args], env=stack.env, capture_output=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def generate(front: Front, **fields: Any) -> dict[str, Any]:
@@ -262,3 +280,29 @@ def test_a_deeply_nested_body_is_a_400_in_the_envelope(fronts: tuple[Front, Fron
     )
     assert answer.status_code == 400, answer.text
     assert "nests deeper" in answer.json()["error"]["message"]
+
+
+def test_the_command_line_manages_keys_like_the_admin_api(
+    stack: DevStack, fronts: tuple[Front, Front]
+) -> None:
+    a, b = fronts
+    created = cli(stack, "create", "--alias", "from-cli", "--models", "gpt-4o*", "--max-budget", "5")
+    key, key_id = created["key"], created["key_id"]
+    assert created["models"] == ["gpt-4o*"] and created["max_budget"] == 5
+    wait_until(lambda: refusal(b, key) is None, "the key made on the command line served")
+    assert cli(stack, "info", key_id)["info"]["key_alias"] == "from-cli"
+    assert key_id in [k["key_id"] for k in cli(stack, "list", "--size", "1000")["keys"]]
+    assert cli(stack, "update", key_id, "--alias", "renamed")["key_alias"] == "renamed"
+    cli(stack, "block", key)
+    within_a_second(lambda: refusal(b, key) == "Invalid API key: key blocked.", "the block on front b")
+    cli(stack, "unblock", key_id)
+    within_a_second(lambda: refusal(b, key) is None, "the unblock on front b")
+    assert cli(stack, "delete", key_id) == {"deleted_keys": [key_id]}
+    within_a_second(lambda: refusal(a, key) == "Invalid API key: key deleted.", "the delete on front a")
+    refused = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "keys", "create", "--max-budget", "inf"],
+        env=stack.env,
+        capture_output=True,
+        timeout=30,
+    )
+    assert refused.returncode == 1 and b"max_budget" in refused.stderr
