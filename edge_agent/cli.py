@@ -81,6 +81,12 @@ def cmd_fake_upstream(args: argparse.Namespace) -> None:
     main_from_args(args)
 
 
+def cmd_keys(args: argparse.Namespace) -> None:
+    from edge_agent.keys_cli import main as keys_main
+
+    keys_main(args)
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     from edge_agent.embedded import run_stack
 
@@ -118,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="front listen port (env PORT, default 8080)")
     up.add_argument("--workers", type=int, default=1, help="worker processes per provider")
     up.set_defaults(handler=cmd_up)
+
+    from edge_agent.keys_cli import add_arguments as add_key_arguments
+
+    keys = sub.add_parser("keys", help="manage virtual keys in REDIS_URL (as the /key/* admin API does)")
+    add_key_arguments(keys)
+    keys.set_defaults(handler=cmd_keys)
 
     strict_help = "refuse to start on any config warning (env EDGE_CONFIG_STRICT=true)"
     for command in (front, worker, up):

@@ -13,10 +13,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from edge_front import health
-from edge_front.auth import OPEN_PATHS, UNAUTHORIZED_BODY, is_authorized
+from edge_front import admin, health
+from edge_front.auth import (
+    FORBIDDEN_ADMIN_BODY,
+    KEYS_LOADING_BODY,
+    OPEN_PATHS,
+    UNAUTHORIZED_BODY,
+    is_master,
+    presented_key,
+    refused_body,
+)
 from edge_front.chat import chat_completions
 from edge_front.http import send_json
+from edge_front.keys import MASTER, Identity, KeyCache, KeysNotLoaded
 from edge_front.orphans import NoWorkerWatch
 from edge_front.state import FrontState
 from shared.config import ModelTable, Settings
@@ -43,30 +52,64 @@ CHAT_PATHS = frozenset({b"/v1/chat/completions", b"/chat/completions"})
 
 
 class EdgeApp:
-    """The front door: authenticates every request on its raw path, sends chat completions
-    straight to their handler, and everything else (health, models, metrics) to Starlette."""
+    """The front door: decides who is calling on the raw request path (the master key or a
+    virtual key, checked in-process), sends chat completions straight to their handler, admin
+    paths (master key only) to the admin app, and everything else (health, models, metrics) to
+    Starlette."""
 
     def __init__(self, app: Starlette, master_key: str) -> None:
         self.app = app
         self.master_key = master_key.encode()
+        self.keys = KeyCache()
+        self.admin = admin.create(lambda: app.state.edge.queue_redis, self.keys.refresh)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan
             await self.app(scope, receive, send)
             return
+        # Exactly the bytes the client sent: no decoding or normalizing can turn another path
+        # into an admin or chat path here, and the Host header plays no part.
         path = (scope.get("raw_path") or scope["path"].encode()).partition(b"?")[0]
-        if path not in OPEN_PATHS and not is_authorized(scope["headers"], self.master_key):
-            await send_json(send, 401, UNAUTHORIZED_BODY, [(b"www-authenticate", b"Bearer")])
+        if path in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        identity = await self._identify(scope, send)
+        if identity is None:
             return
         if path in CHAT_PATHS:
             if scope["method"] == "POST":
-                await chat_completions(self.app.state.edge, scope, receive, send)
+                await chat_completions(self.app.state.edge, scope, receive, send, identity)
                 return
             await send_json(
                 send, 405, error_body(405, "Use POST for chat completions."), [(b"allow", b"POST")]
             )
             return
+        if path in admin.ADMIN_PATHS:
+            if not identity.is_master:
+                await send_json(send, 403, FORBIDDEN_ADMIN_BODY, [])
+                return
+            await self.admin(scope, receive, send)
+            return
+        scope["state"] = {**scope.get("state", {}), "edge_identity": identity}  # for /v1/models
         await self.app(scope, receive, send)
+
+    async def _identify(self, scope: Scope, send: Send) -> Identity | None:
+        """The caller's identity, or None once its refusal has been sent."""
+        token = presented_key(scope["headers"])
+        if token is None:
+            await send_json(send, 401, UNAUTHORIZED_BODY, [(b"www-authenticate", b"Bearer")])
+            return None
+        if is_master(token, self.master_key):
+            return MASTER
+        try:
+            checked = self.keys.check(token)
+        except KeysNotLoaded:
+            await send_json(send, 503, KEYS_LOADING_BODY, [(b"retry-after", b"1")])
+            return None
+        if isinstance(checked, str):
+            await send_json(send, 401, refused_body(checked), [(b"www-authenticate", b"Bearer")])
+            return None
+        return checked
 
 
 def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
@@ -75,6 +118,12 @@ def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
         state = FrontState.create(settings, models)
         app.state.edge = state
         await state.start()
+        edge.keys.redis = state.queue_redis
+        try:
+            await edge.keys.refresh()  # loads every key before the first request, when Redis answers
+        except Exception as e:  # the refresh task keeps trying; virtual keys get 503 meanwhile
+            log.warning("could not load virtual keys at start (%s)", type(e).__name__)
+        state.add_task(edge.keys.run(), "key-refresh")
         state.add_task(NoWorkerWatch(state).run(), "no-worker-watch")
         log.info("front %s ready", state.front_id)
         try:
@@ -93,4 +142,5 @@ def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
-    return EdgeApp(app, settings.master_key)
+    edge = EdgeApp(app, settings.master_key)
+    return edge

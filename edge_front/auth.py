@@ -24,6 +24,14 @@ def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     return None
 
 
-def is_authorized(headers: list[tuple[bytes, bytes]], master_key: bytes) -> bool:
-    key = presented_key(headers)
-    return key is not None and hmac.compare_digest(key, master_key)
+def is_master(key: bytes, master_key: bytes) -> bool:
+    return hmac.compare_digest(key, master_key)
+
+
+def refused_body(reason: str) -> bytes:
+    """A 401 that says why ("unknown key", "key blocked", ...), never which part was wrong."""
+    return error_body(401, f"Invalid API key: {reason}.")
+
+
+FORBIDDEN_ADMIN_BODY = error_body(403, "Only the master key may use the key admin API.")
+KEYS_LOADING_BODY = error_body(503, "The gateway has not loaded its virtual keys yet; retry shortly.")

@@ -18,12 +18,14 @@ from starlette.types import Receive, Scope, Send
 from edge_front import metrics
 from edge_front.dispatch import Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
+from edge_front.keys import Identity
 from edge_front.state import FrontState
 from edge_front.streams import LiveStream, relay, replay_body, send_sse
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
 from shared.config import MAX_ROUTED_MODELS, Deployment
 from shared.errors import EdgeError
+from shared.json_limits import MAX_JSON_DEPTH, too_deep
 from shared.queue import Reply
 from shared.routing import is_retryable
 from shared.wire import ChatCompletionRequest, validation_error_param
@@ -34,6 +36,8 @@ _decode_json = msgspec.json.decode
 
 def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
     """The client's JSON object (forwarded as-is) and its validated view. Raises EdgeError(400)."""
+    if too_deep(body):  # msgspec would recurse (RecursionError) and so would workers
+        raise EdgeError(400, f"Request body nests deeper than {MAX_JSON_DEPTH} levels.")
     try:
         raw = _decode_json(body)
     except msgspec.DecodeError as e:
@@ -93,8 +97,11 @@ class Replay(msgspec.Struct):
     source: str
 
 
-async def chat_completions(state: FrontState, scope: Scope, receive: Receive, send: Send) -> None:
-    """POST /v1/chat/completions as a plain ASGI handler (see `edge_front.http` for why)."""
+async def chat_completions(
+    state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity
+) -> None:
+    """POST /v1/chat/completions as a plain ASGI handler (see `edge_front.http` for why), for a
+    caller `EdgeApp` already identified."""
     started = time.perf_counter()
     headers = header_map(scope)
     request_id = request_id_of(headers) or "req_" + state.new_id()
@@ -102,7 +109,7 @@ async def chat_completions(state: FrontState, scope: Scope, receive: Receive, se
     labels = _Labels()
     metrics.ACTIVE.inc()
     try:
-        result = await _handle(state, receive, headers, request_id, labels)
+        result = await _handle(state, receive, headers, request_id, labels, identity)
     except EdgeError as e:
         result = _error(e, request_id)
     except ClientDisconnected:
@@ -131,12 +138,21 @@ async def chat_completions(state: FrontState, scope: Scope, receive: Receive, se
 
 
 async def _handle(
-    state: FrontState, receive: Receive, headers: dict[bytes, bytes], request_id: str, labels: _Labels
+    state: FrontState,
+    receive: Receive,
+    headers: dict[bytes, bytes],
+    request_id: str,
+    labels: _Labels,
+    identity: Identity,
 ) -> Answer | LiveStream | Replay:
     body = await read_body(receive, headers, state.settings.max_body_bytes)
     timeout_s = _timeout_s(headers, state.settings.request_timeout_s)
     deadline = time.time() + timeout_s
     raw, chat = parse_chat_request(body)
+    if not identity.allows(chat.model):  # before routing: whether the model exists is not its business
+        raise EdgeError(
+            403, f"This key may not use the model '{chat.model}'.", param="model", code="model_not_allowed"
+        )
     group = state.models.group(chat.model)
     if not group:
         raise EdgeError(404, f"The model '{chat.model}' does not exist or is not served here.", param="model")
@@ -145,7 +161,7 @@ async def _handle(
     stream = bool(chat.stream)
     include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
     skip_lookup, skip_write = cache_control(headers)
-    key = chat_cache_key(raw)
+    key = chat_cache_key(raw, identity.namespace)
     if not skip_lookup:
         hit = await _lookup(state, key)
         if hit is not None:
@@ -162,7 +178,17 @@ async def _handle(
     labels.cache = "miss"
     cache_key = None if skip_write else key
     client_deadline = timeout_s < state.settings.request_timeout_s
-    miss = Miss(request_id, chat.model, body, cache_key, stream, include_usage, deadline, client_deadline)
+    miss = Miss(
+        request_id,
+        chat.model,
+        body,
+        cache_key,
+        stream,
+        include_usage,
+        deadline,
+        client_deadline,
+        identity.key_id,
+    )
     served = await dispatch(state, miss, receive)
     labels.provider = served.deployment.provider
     if isinstance(served.result, LiveStream):

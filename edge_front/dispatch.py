@@ -43,6 +43,7 @@ class Miss:
     include_usage: bool
     deadline: float
     client_deadline: bool = False  # set by x-edge-timeout below the configured limit
+    key_id: str | None = None  # the virtual key's public id (None: the master key)
 
 
 @dataclass
@@ -185,6 +186,7 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         cache_ttl_s=state.settings.l2_ttl_s,
         stream=miss.stream,
         client_deadline=miss.client_deadline,
+        key_id=miss.key_id,
     )
 
 

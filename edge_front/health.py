@@ -97,11 +97,14 @@ async def health(request: Request) -> Response:
 
 
 async def models(request: Request) -> Response:
+    """The models served here that the caller's key may use."""
     state = _state(request)
+    allows = request.scope["state"]["edge_identity"].allows
     listing = ModelList(
         data=[
             Model(id=name, created=state.started, owned_by=provider)
             for name, provider in state.models.public_models()
+            if allows(name)
         ]
     )
     return Response(json_encoder.encode(listing), media_type=_JSON)

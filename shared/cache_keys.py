@@ -18,8 +18,9 @@ _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 KEY_VERSION = "v1"
 
 
-def chat_cache_key(body: dict[str, Any], scope: str = "global") -> str:
-    """`scope` is the tenant the entry belongs to; entries never leak across scopes."""
+def chat_cache_key(body: dict[str, Any], namespace: str) -> str:
+    """`namespace` is the cache tenant, derived by the server from the caller's key (never from
+    the request): entries never leak across namespaces."""
     normalized = {k: v for k, v in body.items() if k not in _IGNORED and v is not None}
     digest = hashlib.sha256(_encode_sorted(normalized)).hexdigest()
-    return f"{KEY_VERSION}:{scope}:{digest}"
+    return f"{KEY_VERSION}:{namespace}:{digest}"

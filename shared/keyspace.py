@@ -80,3 +80,30 @@ def usage(deployment_id: str, unix_time: float) -> str:
     """Hash: a deployment's requests (`r`) and tokens (`t`) in the minute holding `unix_time`,
     for its rpm/tpm limits (edge_front/deployment_limits.py)."""
     return f"{PREFIX}:usage:{deployment_id}:{int(unix_time // 60)}"
+
+
+def key_record(public_id: str) -> str:
+    """Hash: a virtual key's record JSON (`record`) and the SHA-256 of the whole key (`hash`)."""
+    return f"{PREFIX}:key:{public_id}"
+
+
+def key_index() -> str:
+    """Sorted set: every virtual key's public id, scored by creation time (for listing)."""
+    return f"{PREFIX}:keys"
+
+
+def keys_version() -> str:
+    """Counter bumped on every key change: fronts poll it to notice one (edge_front/keys.py)."""
+    return f"{PREFIX}:keys:version"
+
+
+def key_changes() -> str:
+    """Stream (trimmed): the public id and new version of every key change, so fronts reload only
+    what changed."""
+    return f"{PREFIX}:keys:changes"
+
+
+def deleted_keys() -> str:
+    """Sorted set: public ids of deleted keys (their tombstones), scored by deletion time and
+    trimmed to the tombstones' lifetime."""
+    return f"{PREFIX}:keys:deleted"

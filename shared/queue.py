@@ -46,6 +46,7 @@ class Job(msgspec.Struct, frozen=True):
     cache_ttl_s: int = 3600
     stream: bool = False
     client_deadline: bool = False  # the deadline is the client's own, shorter than the gateway's
+    key_id: str | None = None  # the asking virtual key's public id (never the key); None: master
 
 
 class Reply(msgspec.Struct, frozen=True):

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
+from edge_front.keys import MASTER_NAMESPACE
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
 from tests.integration.conftest import wait_until
@@ -80,7 +81,7 @@ def test_a_2xx_that_is_not_a_chat_completion_is_a_502_and_never_cached(quiet, ba
     assert caught.value.status_code == 502
     assert caught.value.response.headers["content-type"].startswith("application/json")
     assert calls(stack, model) == 3
-    key = chat_cache_key({"model": model, "messages": messages})
+    key = chat_cache_key({"model": model, "messages": messages}, MASTER_NAMESPACE)
     assert not r.exists(keyspace.cache_entry(key))
 
 
@@ -88,7 +89,7 @@ def test_an_unreadable_cache_entry_is_a_miss_and_is_replaced(quiet) -> None:
     stack, front, r = quiet
     model = f"gpt-poisoned-{uuid.uuid4().hex[:8]}"
     messages = [{"role": "user", "content": text()}]
-    entry = keyspace.cache_entry(chat_cache_key({"model": model, "messages": messages}))
+    entry = keyspace.cache_entry(chat_cache_key({"model": model, "messages": messages}, MASTER_NAMESPACE))
     poison = b'{"error": {"message": "written by an older gateway"}}'
     r.set(entry, poison, ex=60)
     raw = sdk(front).chat.completions.with_raw_response.create(

@@ -24,6 +24,7 @@ from edge_agent.children import stop_processes
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
 from edge_agent.probes import wait_http
 from edge_agent.redis_server import RedisServer, free_port
+from edge_front.keys import MASTER_NAMESPACE
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
 from tests.integration.conftest import Samples, scrape, sdk, wait_until
@@ -129,7 +130,7 @@ def test_l2_disabled_is_never_read_nor_written(private: Callable[..., Private]) 
 
     # Not read either: an entry already in Redis (say, from a gateway with L2 on) is ignored.
     body = {"model": "gpt-4o-mini", "messages": unique()}
-    r.set(keyspace.cache_entry(chat_cache_key(body)), planted("from L2"))
+    r.set(keyspace.cache_entry(chat_cache_key(body, MASTER_NAMESPACE)), planted("from L2"))
     answer = post(b, body)
     assert answer.headers["x-edge-cache"] == "miss" and answer.json()["id"] != "chatcmpl-planted"
 
@@ -447,7 +448,7 @@ def test_a_stalled_l2_read_is_a_miss_and_the_request_is_still_answered(own: Own)
     stalled_body = {"model": "gpt-4o-mini", "messages": unique()}
     served_body = {"model": "gpt-4o-mini", "messages": unique()}
     for body in (stalled_body, served_body):
-        r.set(keyspace.cache_entry(chat_cache_key(body)), planted("from L2"))
+        r.set(keyspace.cache_entry(chat_cache_key(body, MASTER_NAMESPACE)), planted("from L2"))
     before = scrape(f"{own.front.url}/metrics")
 
     own.proxy.stall.set()

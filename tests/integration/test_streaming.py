@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front, Worker
+from edge_front.keys import MASTER_NAMESPACE
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
 from tests.integration.conftest import fake_stats, sample, scrape, wait_until
@@ -134,7 +135,7 @@ def test_client_disconnect_cancels_the_upstream_and_caches_nothing(
     jobs_before = scrape(worker.metrics_url)
     messages = unique(SHORT_STREAM)
     body = {"model": model, "messages": messages, "stream": True}
-    l2_key = keyspace.cache_entry(chat_cache_key(body))
+    l2_key = keyspace.cache_entry(chat_cache_key(body, MASTER_NAMESPACE))
     with httpx.stream(
         "POST",
         f"{front.url}/v1/chat/completions",
@@ -154,7 +155,9 @@ def test_client_disconnect_cancels_the_upstream_and_caches_nothing(
     control = unique(SHORT_STREAM)
     assert streamed_text(client.chat.completions.create(model=model, messages=control, stream=True))
     r = redis.Redis.from_url(stack.redis.url)
-    control_key = keyspace.cache_entry(chat_cache_key({"model": model, "messages": control}))
+    control_key = keyspace.cache_entry(
+        chat_cache_key({"model": model, "messages": control}, MASTER_NAMESPACE)
+    )
     wait_until(lambda: r.exists(control_key), "the control stream's answer in L2")
     assert not r.exists(l2_key)
     raw = client.chat.completions.with_raw_response.create(model=model, messages=messages)

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from edge_front.keys import MASTER_NAMESPACE
 from edge_front.l1 import L1Cache
 from shared.cache_keys import chat_cache_key
 
@@ -67,8 +68,10 @@ def test_cache_key_is_the_same_whatever_the_json_key_order_at_any_depth() -> Non
     # As production calls it: the decoded request body, nothing else.
     twin = json.loads(json.dumps(reordered(BASE)))
     assert list(twin) != list(BASE) and list(twin["tools"][0]) != list(BASE["tools"][0])
-    assert chat_cache_key(twin) == chat_cache_key(BASE)
-    assert chat_cache_key(copy.deepcopy(BASE)) == chat_cache_key(BASE)  # and deterministic
+    assert chat_cache_key(twin, MASTER_NAMESPACE) == chat_cache_key(BASE, MASTER_NAMESPACE)
+    assert chat_cache_key(copy.deepcopy(BASE), MASTER_NAMESPACE) == chat_cache_key(
+        BASE, MASTER_NAMESPACE
+    )  # and deterministic
 
 
 @pytest.mark.parametrize(
@@ -85,7 +88,7 @@ def test_cache_key_is_the_same_whatever_the_json_key_order_at_any_depth() -> Non
     ],
 )
 def test_cache_key_ignores_what_cannot_change_the_answer(extra: dict[str, Any]) -> None:
-    assert chat_cache_key({**BASE, **extra}) == chat_cache_key(BASE)
+    assert chat_cache_key({**BASE, **extra}, MASTER_NAMESPACE) == chat_cache_key(BASE, MASTER_NAMESPACE)
 
 
 @pytest.mark.parametrize(
@@ -116,4 +119,4 @@ def test_cache_key_ignores_what_cannot_change_the_answer(extra: dict[str, Any]) 
     ],
 )
 def test_cache_key_changes_with_anything_that_changes_the_answer(change: dict[str, Any]) -> None:
-    assert chat_cache_key({**BASE, **change}) != chat_cache_key(BASE)
+    assert chat_cache_key({**BASE, **change}, MASTER_NAMESPACE) != chat_cache_key(BASE, MASTER_NAMESPACE)
