@@ -27,6 +27,10 @@ from shared.wire import PromptTokensDetails, Usage
 
 log = logging.getLogger("edge.worker")
 
+# The bundled price table (a 1.6 MB module) loads here, when the worker starts, not in the event
+# loop on its first answer.
+data_snapshot.get_snapshot()
+
 # A price with a start date (or a time of day) is looked up again this often.
 CONDITIONAL_RECHECK_S = 60.0
 
