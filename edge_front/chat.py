@@ -24,6 +24,7 @@ from edge_front.streams import LiveStream, relay, replay_body, send_sse
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
 from shared.config import MAX_ROUTED_MODELS, Deployment
+from shared.costs import format_usd, split_cost
 from shared.errors import EdgeError
 from shared.json_limits import MAX_JSON_DEPTH, too_deep
 from shared.queue import Reply
@@ -84,7 +85,11 @@ def _hit_headers_for(source: str, deployment: Deployment) -> list[tuple[bytes, b
     if headers is None:
         if len(_hit_headers) > 4 * MAX_ROUTED_MODELS:
             _hit_headers.clear()
-        headers = [(b"x-edge-cache", source.encode()), *_deployment_headers(deployment, deployment.model, 0)]
+        headers = [
+            (b"x-edge-cache", source.encode()),
+            (b"x-edge-cost-usd", b"0"),  # a hit costs nothing upstream (its saving is a metric)
+            *_deployment_headers(deployment, deployment.model, 0),
+        ]
         _hit_headers[(source, deployment.id)] = headers
     return headers
 
@@ -197,7 +202,7 @@ async def _handle(
     reply = served.result
     if reply.status == 200:
         if cache_key is not None:
-            state.l1.set(cache_key, reply.body)
+            state.l1.set(cache_key, reply.body, reply.cost_usd)
         _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
     return _answer(reply, _served_headers(served, chat.model))
 
@@ -231,6 +236,8 @@ def _deployment_headers(deployment: Deployment, model: str, attempts: int) -> li
 
 def _answer(reply: Reply, served: list[tuple[bytes, bytes]]) -> Answer:
     extra = [_MISS, *served]
+    if reply.status == 200:
+        extra.append((b"x-edge-cost-usd", format_usd(reply.cost_usd)))
     if reply.retry_after is not None:
         extra.append((b"retry-after", f"{reply.retry_after:g}".encode()))
     if is_retryable(reply.status):
@@ -260,10 +267,11 @@ async def _evict(state: FrontState, key: str) -> None:
 
 
 async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:
-    value = state.l1.get(key)
-    if value is not None:
+    entry = state.l1.get(key)
+    if entry is not None:
         metrics.CACHE_HITS.labels("l1").inc()
-        return "hit-l1", value
+        metrics.CACHE_SAVINGS.inc(entry[1])
+        return "hit-l1", entry[0]
     metrics.CACHE_MISSES.labels("l1").inc()
     if not state.settings.enable_l2_cache:
         return None
@@ -277,5 +285,7 @@ async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:
         metrics.CACHE_MISSES.labels("l2").inc()
         return None
     metrics.CACHE_HITS.labels("l2").inc()
-    state.l1.set(key, value)
-    return "hit-l2", value
+    completion, cost = split_cost(value)
+    metrics.CACHE_SAVINGS.inc(cost)
+    state.l1.set(key, completion, cost)
+    return "hit-l2", completion

@@ -20,6 +20,9 @@ CACHE_MISSES = Counter("llm_edge_cache_misses_total", "Cache misses by tier", ["
 CACHE_ERRORS = Counter(
     "llm_edge_cache_errors_total", "L2 operations that failed or timed out (counted as misses)"
 )
+CACHE_SAVINGS = Counter(
+    "llm_edge_cache_savings_usd", "What the answers served from the cache cost when they were asked (USD)"
+)
 TOKENS = Counter("llm_edge_tokens_total", "Tokens in upstream answers", ["provider", "model", "type"])
 ACTIVE = Gauge("llm_edge_active_requests", "Chat requests in progress in this front process")
 WAITING = Gauge("llm_edge_waiting_replies", "Requests waiting for a worker's answer in this front process")

@@ -19,6 +19,7 @@ from starlette.types import Receive, Send
 from edge_front import metrics
 from edge_front.state import FrontState
 from shared.chunks import replay_chunks
+from shared.costs import format_usd
 from shared.errors import deadline_body, error_body
 from shared.queue import Job, Reply
 from shared.sse import DONE, frame
@@ -118,8 +119,11 @@ async def _finish(
         return (0, 0), False
     if reply.kind == "done":
         if live.cache_key is not None:
-            state.l1.set(live.cache_key, reply.body)
-        await send({"type": "http.response.body", "body": DONE, "more_body": False})
+            state.l1.set(live.cache_key, reply.body, reply.cost_usd)
+        # Headers went out with the first chunk, before the cost was known: it comes last, as an
+        # SSE comment, which clients (the OpenAI SDKs included) skip.
+        cost = b": x-edge-cost-usd=" + format_usd(reply.cost_usd) + b"\n\n"
+        await send({"type": "http.response.body", "body": cost + DONE, "more_body": False})
         return (reply.prompt_tokens, reply.completion_tokens), True
     # An error after the stream began travels inside it, in OpenAI's shape, and ends it.
     log.info("request %s: stream failed with %d", live.job.request_id, reply.status)

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge_workers import metrics
+from edge_workers.pricing import cost_usd
 from edge_workers.publishing import Attempt, Publication, publish
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
@@ -178,8 +179,15 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     # A timeout at a deadline the client chose (x-edge-timeout) is not the upstream's failure.
     judged = outcome.attempted and not (outcome.deadline and job.client_deadline)
     attempt = Attempt(outcome_of(outcome.status, judged), outcome.latency_ms)
+    cost = (
+        cost_usd(state.provider, job.upstream_model, outcome.usage, deployment)
+        if outcome.status == 200
+        else 0.0
+    )
     cache_body = outcome.body if outcome.status == 200 and cache else None
-    await state.publish(job, Publication([_final_reply(job, outcome)], cache_body, attempt))
+    await state.publish(job, Publication([_final_reply(job, outcome, cost)], cache_body, cost, attempt))
+    if cost:
+        metrics.COST.labels(state.provider, job.upstream_model).inc(cost)
     if outcome.usage:
         metrics.TOKENS.labels(state.provider, job.upstream_model, "prompt").inc(outcome.usage.prompt_tokens)
         metrics.TOKENS.labels(state.provider, job.upstream_model, "completion").inc(
@@ -188,7 +196,7 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     return str(outcome.status)
 
 
-def _final_reply(job: Job, outcome: Outcome) -> Reply:
+def _final_reply(job: Job, outcome: Outcome, cost: float) -> Reply:
     usage = outcome.usage
     return Reply(
         job.job_id,
@@ -197,6 +205,7 @@ def _final_reply(job: Job, outcome: Outcome) -> Reply:
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
         retry_after=outcome.retry_after,
+        cost_usd=cost,
     )
 
 

@@ -21,6 +21,11 @@ UPSTREAM_DURATION = Histogram(
     ["provider"],
     buckets=_MS_BUCKETS,
 )
+COST = Counter(
+    "llm_edge_cost_usd",
+    "What upstream answers cost in USD (genai-prices, or the deployment's own prices)",
+    ["provider", "model"],
+)
 TOKENS = Counter(
     "llm_edge_upstream_tokens_total",
     "Tokens in upstream answers, by upstream model name",

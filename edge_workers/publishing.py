@@ -14,6 +14,7 @@ from redis.exceptions import NoScriptError
 
 from shared import keyspace
 from shared.breaker import RECORD_LUA, Outcome, record_args
+from shared.costs import with_cost
 from shared.queue import REPLY_STREAM_MAXLEN, USAGE_TTL_S, Job, Reply, encode_reply
 from shared.routing import BreakerSettings
 
@@ -35,6 +36,7 @@ class Attempt:
 class Publication:
     replies: list[Reply]
     cache_body: bytes | None = None  # the completion to store in L2
+    cache_cost: float = 0.0  # stored in front of it, so a hit knows what it saved
     attempt: Attempt | None = None  # set on a job's last publication only
     first_chunks: bool = False  # a stream's first chunks: a re-run must not repeat them
 
@@ -59,7 +61,8 @@ async def publish(
             pipe.xadd(job.reply_to, {b"r": encode_reply(reply)}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
         pipe.expire(job.reply_to, REPLY_STREAM_TTL_S)
         if pub.cache_body is not None and job.cache_key is not None:
-            pipe.set(keyspace.cache_entry(job.cache_key), pub.cache_body, ex=job.cache_ttl_s)
+            entry = with_cost(pub.cache_cost, pub.cache_body)
+            pipe.set(keyspace.cache_entry(job.cache_key), entry, ex=job.cache_ttl_s)
         if pub.first_chunks:
             pipe.set(
                 keyspace.stream_started(job.job_id), b"1", ex=max(1, int(job.deadline - time.time()) + 60)

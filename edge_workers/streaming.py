@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from edge_workers import metrics
+from edge_workers.pricing import cost_usd
 from edge_workers.providers import ADAPTERS
 from edge_workers.providers.base import StreamError, StreamTranslator
 from edge_workers.publishing import Attempt, Publication, Publish
@@ -141,12 +143,16 @@ async def stream_answer(
         return await out.fail(502, error_body(502, f"upstream {deployment.provider} ended the stream early"))
     completion = _encode(assembler.completion())
     usage = assembler.usage
+    cost = cost_usd(deployment.provider, job.upstream_model, usage, deployment)
     done = Reply(
         job.job_id,
         kind="done",
         body=completion,
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
+        cost_usd=cost,
     )
-    await publish(Publication([done], completion if cache else None, Attempt("ok", out.first_byte_ms)))
+    await publish(Publication([done], completion if cache else None, cost, Attempt("ok", out.first_byte_ms)))
+    if cost:
+        metrics.COST.labels(deployment.provider, job.upstream_model).inc(cost)
     return "ok"

@@ -62,6 +62,7 @@ class Reply(msgspec.Struct, frozen=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retry_after: float | None = None
+    cost_usd: float = 0.0  # what the answer cost upstream (on `final` 200 and `done` replies)
 
 
 _job_encoder = msgspec.msgpack.Encoder()

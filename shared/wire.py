@@ -194,10 +194,22 @@ class ChatCompletionRequest(Struct):
 # ---- response ---------------------------------------------------------------------------
 
 
+class PromptTokensDetails(Struct, omit_defaults=True):
+    """How many prompt tokens were read from (or, where the provider bills it, written to) its
+    prompt cache. `cached_tokens` is OpenAI's; `cache_write_tokens` is OpenRouter's spelling of
+    what Anthropic calls cache_creation_input_tokens. Both are part of `prompt_tokens`."""
+
+    cached_tokens: int | None = None
+    audio_tokens: int | None = None
+    cache_write_tokens: int | None = None
+
+
 class Usage(Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    # UNSET when absent, so answers without it encode exactly as before (no `null`).
+    prompt_tokens_details: PromptTokensDetails | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ResponseMessage(Struct):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from msgspec import Struct, field
 
-from shared.wire import ErrorDetail, Usage
+from shared.wire import ErrorDetail, PromptTokensDetails, Usage
 
 # ---- request: content blocks ------------------------------------------------------------
 
@@ -184,11 +184,15 @@ def map_stop_reason(reason: str | None) -> str | None:
 def map_usage(usage: AnthropicUsage) -> Usage:
     """Anthropic counts cached prompt tokens apart from `input_tokens`; OpenAI's prompt_tokens
     includes them, so they are added back."""
-    cached = (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
-    prompt = usage.input_tokens + cached
-    return Usage(
+    read, written = usage.cache_read_input_tokens, usage.cache_creation_input_tokens
+    prompt = usage.input_tokens + (read or 0) + (written or 0)
+    out = Usage(
         prompt_tokens=prompt, completion_tokens=usage.output_tokens, total_tokens=prompt + usage.output_tokens
     )
+    if read is not None or written is not None:
+        # Kept apart too (OpenAI's shape): cached reads and writes are billed at their own rates.
+        out.prompt_tokens_details = PromptTokensDetails(cached_tokens=read or 0, cache_write_tokens=written)
+    return out
 
 
 def map_error(status: int, error_type: str, message: str) -> ErrorDetail:

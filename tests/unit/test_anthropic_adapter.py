@@ -14,7 +14,7 @@ from edge_workers.providers.anthropic import AnthropicAdapter, is_response_tool
 from edge_workers.providers.anthropic_wire import AnthropicUsage, map_stop_reason, map_usage
 from shared.config import Deployment
 from shared.errors import EdgeError
-from shared.wire import Usage
+from shared.wire import PromptTokensDetails, Usage
 
 DEP = Deployment(
     model_name="claude",
@@ -547,8 +547,14 @@ def test_text_answer() -> None:
     assert choice["message"]["content"] == "Hello world"
     assert choice["message"]["tool_calls"] is None
     assert choice["finish_reason"] == "stop"
-    assert completion["usage"] == {"prompt_tokens": 1110, "completion_tokens": 5, "total_tokens": 1115}
-    assert usage == Usage(prompt_tokens=1110, completion_tokens=5, total_tokens=1115)
+    details = {"cached_tokens": 1000, "cache_write_tokens": 100}
+    assert completion["usage"] == {
+        "prompt_tokens": 1110,
+        "completion_tokens": 5,
+        "total_tokens": 1115,
+        "prompt_tokens_details": details,
+    }
+    assert usage == Usage(1110, 5, 1115, PromptTokensDetails(cached_tokens=1000, cache_write_tokens=100))
 
 
 def test_tool_use_answer() -> None:

@@ -23,7 +23,7 @@ from edge_workers.providers.anthropic import to_chat_completion
 from edge_workers.providers.anthropic_stream import AnthropicStreamError, AnthropicStreamTranslator
 from edge_workers.providers.anthropic_wire import AnthropicMessage
 from edge_workers.providers.base import StreamError
-from shared.wire import ChatCompletionChunk, Usage
+from shared.wire import ChatCompletionChunk, PromptTokensDetails, Usage
 
 CREATED = 1_700_000_000
 MODEL = "claude-sonnet-4-5-20250929"
@@ -326,7 +326,8 @@ def test_usage_counts_cache_tokens_in_the_prompt() -> None:
     t = AnthropicStreamTranslator(CREATED)
     start = message_start(input_tokens=10, cache_creation_input_tokens=5, cache_read_input_tokens=100)
     chunks = run([start, *text_block(0, "Hi"), *finish("end_turn", output_tokens=42)], t)
-    expected = Usage(prompt_tokens=115, completion_tokens=42, total_tokens=157)
+    details = PromptTokensDetails(cached_tokens=100, cache_write_tokens=5)
+    expected = Usage(prompt_tokens=115, completion_tokens=42, total_tokens=157, prompt_tokens_details=details)
     assert chunks[-1].usage == expected and t.usage == expected
 
 
@@ -334,7 +335,8 @@ def test_message_delta_usage_is_cumulative_and_overrides() -> None:
     # With server tools, message_delta restates input counts; absent ones keep message_start's.
     start = message_start(input_tokens=10, cache_read_input_tokens=100)
     chunks = run([start, *text_block(0, "Hi"), *finish("end_turn", input_tokens=2000, output_tokens=7)])
-    assert chunks[-1].usage == Usage(prompt_tokens=2100, completion_tokens=7, total_tokens=2107)
+    details = PromptTokensDetails(cached_tokens=100)
+    assert chunks[-1].usage == Usage(2100, 7, 2107, prompt_tokens_details=details)
 
 
 # ---- errors ----------------------------------------------------------------------------------
@@ -441,4 +443,5 @@ def test_sdk_built_stream_matches_the_non_streaming_translation() -> None:
         (c.id, c.function.name, json.loads(c.function.arguments)) for c in want.message.tool_calls or []
     ]
     assert client_calls(got) == [("toolu_sdk", "get_weather", {"city": "Oslo", "days": [1, 2]})]
-    assert t.usage == expected.usage == Usage(prompt_tokens=42, completion_tokens=20, total_tokens=62)
+    cached = PromptTokensDetails(cached_tokens=12)
+    assert t.usage == expected.usage == Usage(42, 20, 62, prompt_tokens_details=cached)

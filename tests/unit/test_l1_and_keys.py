@@ -14,10 +14,10 @@ def test_l1_evicts_least_recently_used_by_entries():
     cache = L1Cache(max_entries=2, max_bytes=1000, ttl_s=60)
     cache.set("a", b"1")
     cache.set("b", b"2")
-    assert cache.get("a") == b"1"  # a is now the most recent
-    cache.set("c", b"3")
+    assert cache.get("a") == (b"1", 0.0)  # a is now the most recent
+    cache.set("c", b"3", 0.25)
     assert cache.get("b") is None
-    assert cache.get("a") == b"1" and cache.get("c") == b"3"
+    assert cache.get("a") == (b"1", 0.0) and cache.get("c") == (b"3", 0.25)
 
 
 def test_l1_bounded_by_bytes_and_skips_oversized_values():

@@ -98,11 +98,13 @@ def test_a_finished_stream_is_not_cancelled_and_its_answer_is_kept() -> None:
         state = FakeState()
         live = await live_stream(state, job())
         live.cache_key = "k"
-        live.replies.put_nowait(Reply("j1", kind="done", body=b"{}", prompt_tokens=3, completion_tokens=2))
+        done = Reply("j1", kind="done", body=b"{}", prompt_tokens=3, completion_tokens=2, cost_usd=0.000135)
+        live.replies.put_nowait(done)
         send = Recorder()
         assert await relay(state, live, send, []) == (3, 2)  # type: ignore[arg-type]
-        assert send.messages[-1]["body"] == b"data: [DONE]\n\n"
-        assert state.cancelled == [] and state.l1.get("k") == b"{}"
+        # The cost, known only at the end, rides in an SSE comment (clients skip comments).
+        assert send.messages[-1]["body"] == b": x-edge-cost-usd=0.000135\n\ndata: [DONE]\n\n"
+        assert state.cancelled == [] and state.l1.get("k") == (b"{}", 0.000135)
 
     run(main())
 
