@@ -1,8 +1,9 @@
 """POST /v1/chat/completions: validate, look in L1 then L2, else queue for a provider worker.
 
 Redis round trips per request: L1 hit 0; L2 hit 1 (GET); miss 2 (GET, then one pipelined
-enqueue) plus the shared reply reader's XREAD, amortized over every waiting request. A streamed
-miss is the same, its chunks arriving through the same reader.
+enqueue, or for a virtual key with rpm/parallel limits one script that also admits and charges
+it: shared/admission.py) plus the shared reply reader's XREAD, amortized over every waiting
+request. A streamed miss is the same, its chunks arriving through the same reader.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from edge_front.keys import Identity
 from edge_front.state import FrontState
 from edge_front.streams import LiveStream, relay, replay_body, send_sse
 from shared import keyspace
+from shared.admission import KeyLimits
 from shared.cache_keys import chat_cache_key
 from shared.config import MAX_ROUTED_MODELS, Deployment
 from shared.costs import format_usd, split_cost
@@ -193,18 +195,31 @@ async def _handle(
         deadline,
         client_deadline,
         identity.key_id,
+        _limits(identity, state.settings.key_window_s),
     )
     served = await dispatch(state, miss, receive)
     labels.provider = served.deployment.provider
+    served_headers = _served_headers(served, chat.model)
+    if miss.limits is not None:
+        served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm window
     if isinstance(served.result, LiveStream):
-        served.result.headers = _served_headers(served, chat.model)
+        served.result.headers = served_headers
         return served.result
     reply = served.result
     if reply.status == 200:
         if cache_key is not None:
             state.l1.set(cache_key, reply.body, reply.cost_usd)
         _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
-    return _answer(reply, _served_headers(served, chat.model))
+    return _answer(reply, served_headers)
+
+
+def _limits(identity: Identity, window_s: int) -> KeyLimits | None:
+    """What admission checks for a key with an rpm or parallel limit; None otherwise (the
+    master key and unlimited keys enqueue as before)."""
+    if identity.key_id is None or (identity.rpm_limit is None and identity.max_parallel is None):
+        return None
+    name = identity.alias or identity.key_id
+    return KeyLimits(identity.key_id, name, identity.rpm_limit, identity.max_parallel, window_s)
 
 
 def _timeout_s(headers: dict[bytes, bytes], limit: float) -> float:

@@ -21,6 +21,7 @@ from edge_front import metrics
 from edge_front.http import ClientDisconnected
 from edge_front.state import FrontState
 from edge_front.streams import LiveStream, watch_disconnect
+from shared.admission import KeyLimits
 from shared.config import Deployment
 from shared.errors import EdgeError, deadline_error
 from shared.queue import Job, Reply, enqueue
@@ -44,6 +45,7 @@ class Miss:
     deadline: float
     client_deadline: bool = False  # set by x-edge-timeout below the configured limit
     key_id: str | None = None  # the virtual key's public id (None: the master key)
+    limits: KeyLimits | None = None  # the key's rpm/parallel limits, when it has any
 
 
 @dataclass
@@ -195,23 +197,29 @@ async def _attempt(
 ) -> Reply | LiveStream:
     job = _job(state, miss, deployment)
     if miss.stream:
-        return await _start_stream(state, job, receive, miss.include_usage)
-    return await _ask(state, job)
+        return await _start_stream(state, job, receive, miss.include_usage, miss.limits)
+    return await _ask(state, job, miss.limits)
 
 
-async def _submit(state: FrontState, job: Job) -> None:
+async def _submit(state: FrontState, job: Job, limits: KeyLimits | None) -> Job:
+    """Enqueue `job` (with a key's limits, admitted and charged in the same round trip);
+    returns it as enqueued. Raises EdgeError: 429 at a key's limit, 503 without Redis."""
+    usage = state.router.limits.count(job.deployment_id, time.time())
     try:
-        await enqueue(state.queue_redis, job, state.router.limits.count(job.deployment_id, time.time()))
+        if limits is not None:
+            return await state.admission.enqueue(job, limits, usage)
+        await enqueue(state.queue_redis, job, usage)
+        return job
     except (TimeoutError, RedisError, OSError) as e:
         raise _queue_unavailable(e) from None
 
 
-async def _ask(state: FrontState, job: Job) -> Reply:
+async def _ask(state: FrontState, job: Job, limits: KeyLimits | None) -> Reply:
     """A non-streamed answer: one reply."""
     future = state.replies.expect(job.job_id, job.provider)
     metrics.WAITING.inc()
     try:
-        await _submit(state, job)
+        await _submit(state, job, limits)
         return await asyncio.wait_for(future, job.deadline - time.time())
     except TimeoutError:
         raise deadline_error() from None
@@ -221,14 +229,18 @@ async def _ask(state: FrontState, job: Job) -> Reply:
 
 
 async def _start_stream(
-    state: FrontState, job: Job, receive: Receive, include_usage: bool
+    state: FrontState,
+    job: Job,
+    receive: Receive,
+    include_usage: bool,
+    limits: KeyLimits | None = None,
 ) -> Reply | LiveStream:
     """Wait for a streamed answer's first reply: a failure before it is a plain reply (retryable)."""
     replies = state.replies.expect_stream(job.job_id, job.provider)
     watcher = asyncio.create_task(watch_disconnect(receive, replies))
     first: Reply | None = None
     try:
-        await _submit(state, job)
+        job = await _submit(state, job, limits)  # as enqueued: a cancel frees its slot too
         first = await asyncio.wait_for(replies.get(), job.deadline - time.time())
     except TimeoutError:
         raise deadline_error() from None

@@ -53,6 +53,8 @@ class Identity:
     namespace: str  # the cache scope: chosen by the server, never by the client
     allows: ModelMatcher
     alias: str | None = None
+    rpm_limit: int | None = None  # enforced at enqueue (shared/admission.py)
+    max_parallel: int | None = None
 
     @property
     def is_master(self) -> bool:
@@ -64,7 +66,14 @@ MASTER = Identity(None, MASTER_NAMESPACE, ModelMatcher([]))
 
 def identity_of(record: KeyRecord) -> Identity:
     # "key:" keeps every virtual key's scope apart from the master's, whatever namespace it is given.
-    return Identity(record.key_id, "key:" + record.namespace, ModelMatcher(record.models), record.key_alias)
+    return Identity(
+        record.key_id,
+        "key:" + record.namespace,
+        ModelMatcher(record.models),
+        record.key_alias,
+        record.rpm_limit,
+        record.max_parallel_requests,
+    )
 
 
 @dataclass(frozen=True, slots=True)

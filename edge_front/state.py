@@ -20,8 +20,9 @@ from edge_front.l1 import L1Cache
 from edge_front.replies import ReplyRouter
 from edge_front.router import Router
 from shared import keyspace
+from shared.admission import Admission
 from shared.config import ModelTable, Settings
-from shared.queue import Job, cancel
+from shared.queue import Job, cancel, slot_of
 
 log = logging.getLogger("edge.front")
 
@@ -48,6 +49,14 @@ class FrontState:
     _id_counter: itertools.count[int] = field(default_factory=itertools.count)
     _live: dict[str, float] = field(default_factory=dict)  # provider -> when last seen alive
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _admission: Admission | None = None
+
+    @property
+    def admission(self) -> Admission:
+        """Virtual keys' rpm and parallel limits, checked in the enqueue's round trip."""
+        if self._admission is None:
+            self._admission = Admission(self.queue_redis)
+        return self._admission
 
     @classmethod
     def create(cls, settings: Settings, models: ModelTable) -> FrontState:
@@ -112,7 +121,7 @@ class FrontState:
         """Nobody waits for `job` any more: stop or drop it. Best effort, never raises: it runs
         in clean-up paths, some after the response started."""
         try:
-            await cancel(self.queue_redis, job.provider, [job.job_id])
+            await cancel(self.queue_redis, job.provider, [job.job_id], slot_of(job))
         except (TimeoutError, RedisError, OSError) as e:
             log.warning("request %s: could not cancel its job (%s)", job.request_id, type(e).__name__)
 

@@ -52,8 +52,15 @@ class WorkerState:
             self.held.discard(job.job_id)
 
     async def release(self, job: Job) -> None:
-        """The job ends without an answer (expired, cancelled): it is no longer this worker's."""
-        await self.redis.srem(keyspace.running(self.worker_id), job.job_id)  # type: ignore[misc]
+        """The job ends without an answer (expired, cancelled): it is no longer this worker's,
+        nor does it hold its key's parallel slot."""
+        if job.slot is not None and job.key_id is not None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.srem(keyspace.running(self.worker_id), job.job_id)
+                pipe.zrem(keyspace.key_parallel(job.key_id), job.slot)
+                await pipe.execute()
+        else:
+            await self.redis.srem(keyspace.running(self.worker_id), job.job_id)  # type: ignore[misc]
         self.held.discard(job.job_id)
 
 

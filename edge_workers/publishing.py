@@ -1,6 +1,7 @@
 """Everything a worker tells Redis when an answer (or part of one) is ready, in one round trip:
 the replies for the waiting front, the L2 entry, the breaker's record of the attempt, the
-served counter (the service rate fronts compute Retry-After from) and the job's release."""
+served counter (the service rate fronts compute Retry-After from) and the job's release (its
+virtual key's parallel slot included)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,8 @@ async def publish(
             pipe.evalsha(RECORD_SHA, 1, *record)
             pipe.incr(keyspace.served(job.provider))
             pipe.srem(keyspace.running(worker_id), job.job_id)
+            if job.slot is not None and job.key_id is not None:  # the key's parallel slot
+                pipe.zrem(keyspace.key_parallel(job.key_id), job.slot)
         try:
             await pipe.execute()
         except NoScriptError:

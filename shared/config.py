@@ -310,6 +310,8 @@ class Settings(msgspec.Struct, frozen=True):
     no_worker_grace_s: float = 10.0
     # arq's poll of the queue, a fallback only: workers are woken by the wake stream.
     worker_poll_interval_s: float = 0.5
+    # The window a virtual key's rpm_limit counts in (seconds; shorter only in tests).
+    key_window_s: int = 60
 
 
 def _field_path(err: msgspec.ValidationError) -> str:
@@ -357,12 +359,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         max_upstream_line_bytes=_env_int(env, "EDGE_MAX_UPSTREAM_LINE_BYTES", 8 * 1024 * 1024),
         no_worker_grace_s=_env_float(env, "EDGE_NO_WORKER_GRACE", 10.0),
         worker_poll_interval_s=_env_float(env, "EDGE_WORKER_POLL_INTERVAL", 0.5),
+        key_window_s=_env_int(env, "EDGE_KEY_WINDOW_S", 60),
     )
     for name, value in (
         ("EDGE_REQUEST_TIMEOUT", settings.request_timeout_s),
         ("EDGE_MAX_UPSTREAM_BODY_BYTES", settings.max_upstream_body_bytes),
         ("EDGE_MAX_UPSTREAM_LINE_BYTES", settings.max_upstream_line_bytes),
         ("EDGE_WORKER_POLL_INTERVAL", settings.worker_poll_interval_s),
+        ("EDGE_KEY_WINDOW_S", settings.key_window_s),
     ):
         if value <= 0:
             raise ConfigError(f"{name}: must be positive")

@@ -49,7 +49,8 @@ class KeyError_(ValueError):
 class KeySpec(Struct, forbid_unknown_fields=True, omit_defaults=False):
     """What an operator sets on a key (`POST /key/generate` and `/key/update`, LiteLLM's names).
 
-    The limits and the budget are stored and validated; enforcement lands next."""
+    `rpm_limit` and `max_parallel_requests` are enforced (shared/admission.py); `tpm_limit` and the
+    budget are stored and validated only."""
 
     key_alias: str | None = None
     models: list[str] = []  # empty: every model (LiteLLM's meaning); `*` and `gpt-4o*` match too

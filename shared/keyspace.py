@@ -107,3 +107,14 @@ def deleted_keys() -> str:
     """Sorted set: public ids of deleted keys (their tombstones), scored by deletion time and
     trimmed to the tombstones' lifetime."""
     return f"{PREFIX}:keys:deleted"
+
+
+def key_rpm(public_id: str, window: int) -> str:
+    """Counter: a virtual key's upstream-bound requests in one rpm window (shared/admission.py)."""
+    return f"{PREFIX}:krpm:{public_id}:{window}"
+
+
+def key_parallel(public_id: str) -> str:
+    """Sorted set: a virtual key's parallel-request slots in use, scored by when each expires on
+    its own (shared/admission.py)."""
+    return f"{PREFIX}:kpar:{public_id}"

@@ -47,6 +47,9 @@ class Job(msgspec.Struct, frozen=True):
     stream: bool = False
     client_deadline: bool = False  # the deadline is the client's own, shorter than the gateway's
     key_id: str | None = None  # the asking virtual key's public id (never the key); None: master
+    # The key's parallel-request slot this job holds (shared/admission.py): removed from
+    # `edge:kpar:<key_id>` when the job ends. None: the key has no parallel limit.
+    slot: str | None = None
 
 
 class Reply(msgspec.Struct, frozen=True):
@@ -115,11 +118,21 @@ async def enqueue(redis: Redis, job: Job, usage_key: str | None = None) -> None:
         await pipe.execute()
 
 
-async def cancel(redis: Redis, provider: str, job_ids: list[str]) -> None:
-    """Nobody waits for these jobs any more: stop any a worker runs, drop those still queued."""
+async def cancel(
+    redis: Redis, provider: str, job_ids: list[str], slots: list[tuple[str, str]] | None = None
+) -> None:
+    """Nobody waits for these jobs any more: stop any a worker runs, drop those still queued, and
+    free the virtual keys' parallel slots they held (`slots`: (key id, slot id) pairs)."""
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.publish(keyspace.cancels(provider), job_id)
         pipe.zrem(keyspace.queue(provider), *job_ids)
         pipe.delete(*(JOB_KEY_PREFIX + job_id for job_id in job_ids))
+        for key_id, slot in slots or ():
+            pipe.zrem(keyspace.key_parallel(key_id), slot)
         await pipe.execute()
+
+
+def slot_of(job: Job) -> list[tuple[str, str]]:
+    """The (key id, slot id) `job` holds, for `cancel`; empty when it holds none."""
+    return [(job.key_id, job.slot)] if job.key_id is not None and job.slot is not None else []

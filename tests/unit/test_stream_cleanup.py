@@ -124,8 +124,8 @@ def test_a_stream_past_its_deadline_ends_with_a_504_event_and_is_cancelled() -> 
 def test_a_request_cancelled_while_waiting_for_its_first_chunk_cancels_its_job(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def submitted(state: object, j: Job) -> None:
-        return None
+    async def submitted(state: object, j: Job, limits: object) -> Job:
+        return j
 
     monkeypatch.setattr(dispatch, "_submit", submitted)
 
@@ -152,8 +152,8 @@ def test_a_request_cancelled_while_waiting_for_its_first_chunk_cancels_its_job(
 
 
 def test_a_client_leaving_before_the_first_chunk_cancels_its_job(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def submitted(state: object, j: Job) -> None:
-        return None
+    async def submitted(state: object, j: Job, limits: object) -> Job:
+        return j
 
     monkeypatch.setattr(dispatch, "_submit", submitted)
 
