@@ -216,10 +216,12 @@ async def _submit(state: FrontState, job: Job, limits: KeyLimits | None) -> Job:
 
 async def _ask(state: FrontState, job: Job, limits: KeyLimits | None) -> Reply:
     """A non-streamed answer: one reply."""
-    future = state.replies.expect(job.job_id, job.provider)
+    future = state.replies.expect(job.job_id, job)
     metrics.WAITING.inc()
     try:
-        await _submit(state, job, limits)
+        enqueued = await _submit(state, job, limits)
+        if enqueued is not job:
+            state.replies.enqueued_as(enqueued)
         return await asyncio.wait_for(future, job.deadline - time.time())
     except TimeoutError:
         raise deadline_error() from None
@@ -236,11 +238,14 @@ async def _start_stream(
     limits: KeyLimits | None = None,
 ) -> Reply | LiveStream:
     """Wait for a streamed answer's first reply: a failure before it is a plain reply (retryable)."""
-    replies = state.replies.expect_stream(job.job_id, job.provider)
+    replies = state.replies.expect_stream(job.job_id, job)
     watcher = asyncio.create_task(watch_disconnect(receive, replies))
     first: Reply | None = None
     try:
-        job = await _submit(state, job, limits)  # as enqueued: a cancel frees its slot too
+        enqueued = await _submit(state, job, limits)  # as enqueued: a cancel frees its slot too
+        if enqueued is not job:
+            job = enqueued
+            state.replies.enqueued_as(job)
         first = await asyncio.wait_for(replies.get(), job.deadline - time.time())
     except TimeoutError:
         raise deadline_error() from None

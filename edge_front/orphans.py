@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from edge_front.router import REFRESH_S
 from edge_front.state import FrontState
 from shared.errors import error_body
-from shared.queue import Reply, cancel
+from shared.queue import Reply, cancel, slot_of
 
 log = logging.getLogger("edge.front")
 NO_WORKER_RETRY_AFTER_S = 5.0
@@ -57,7 +57,8 @@ class NoWorkerWatch:
 
     async def fail(self, provider: str) -> None:
         replies = self.state.replies
-        job_ids = replies.waiting_for(provider)
+        jobs = replies.waiting_for(provider)
+        job_ids = [job.job_id for job in jobs]
         body = _no_worker_reply(provider)
         replies.fail(
             job_ids, lambda job_id: Reply(job_id, status=503, body=body, retry_after=NO_WORKER_RETRY_AFTER_S)
@@ -69,7 +70,9 @@ class NoWorkerWatch:
             len(job_ids),
         )
         try:
-            await cancel(self.state.queue_redis, provider, job_ids)
+            # Their virtual keys' parallel slots come back now, not at the jobs' deadlines.
+            slots = [slot for job in jobs for slot in slot_of(job)]
+            await cancel(self.state.queue_redis, provider, job_ids, slots)
         except (TimeoutError, RedisError, OSError) as e:
             log.warning("could not drop the jobs of provider %s (%s)", provider, type(e).__name__)
 

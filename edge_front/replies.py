@@ -18,7 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.queue import Reply, decode_reply
+from shared.queue import Job, Reply, decode_reply
 
 log = logging.getLogger("edge.front")
 # What the reader has read is trimmed from the stream after this many replies, or this long.
@@ -32,32 +32,38 @@ class ReplyRouter:
         self.stream = stream
         # A non-streamed answer waits on a future; a streamed one on a queue of its replies. Each
         # waiter is listed with the provider whose worker answers it (see `fail_provider`).
-        self._waiters: dict[str, tuple[asyncio.Future[Reply] | asyncio.Queue[Reply | None], str]] = {}
+        self._waiters: dict[str, tuple[asyncio.Future[Reply] | asyncio.Queue[Reply | None], Job | None]] = {}
         self._untrimmed = 0  # replies read since the last trim
         self._trimmed_at = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._waiters)
 
-    def expect(self, job_id: str, provider: str = "") -> asyncio.Future[Reply]:
+    def expect(self, job_id: str, job: Job | None = None) -> asyncio.Future[Reply]:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._waiters[job_id] = (future, provider)
+        self._waiters[job_id] = (future, job)
         return future
 
-    def expect_stream(self, job_id: str, provider: str = "") -> asyncio.Queue[Reply | None]:
+    def expect_stream(self, job_id: str, job: Job | None = None) -> asyncio.Queue[Reply | None]:
         """Replies of a streamed answer, in order; `None` is put there by whoever ends the wait
         early (a client disconnect). Memory is bounded by the answer's size: the worker's chunks
         are small and a stream ends at its deadline."""
         queue: asyncio.Queue[Reply | None] = asyncio.Queue()
-        self._waiters[job_id] = (queue, provider)
+        self._waiters[job_id] = (queue, job)
         return queue
+
+    def enqueued_as(self, job: Job) -> None:
+        """The job as it was enqueued (admission may have given it a key's slot to release)."""
+        entry = self._waiters.get(job.job_id)
+        if entry is not None:
+            self._waiters[job.job_id] = (entry[0], job)
 
     def forget(self, job_id: str) -> None:
         self._waiters.pop(job_id, None)
 
-    def waiting_for(self, provider: str) -> list[str]:
-        """The job ids this process waits on from `provider`'s workers."""
-        return [job_id for job_id, (_, p) in self._waiters.items() if p == provider]
+    def waiting_for(self, provider: str) -> list[Job]:
+        """The jobs this process waits on from `provider`'s workers."""
+        return [job for _, job in self._waiters.values() if job is not None and job.provider == provider]
 
     def fail(self, job_ids: list[str], reply_for: Callable[[str], Reply]) -> None:
         """End these waits with a reply made here (the workers will never send one)."""

@@ -26,8 +26,8 @@ from tests.integration.conftest import wait_until
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
-def sdk(front: Front, timeout: float = 30) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{front.url}/v1", api_key=MASTER_KEY, max_retries=0, timeout=timeout)
+def sdk(front: Front, timeout: float = 30, key: str = MASTER_KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{front.url}/v1", api_key=key, max_retries=0, timeout=timeout)
 
 
 def text(marker: str = "") -> str:
@@ -192,10 +192,13 @@ def test_requests_whose_provider_lost_its_last_worker_end_with_503_after_the_gra
         assert dev.redis is not None
         r = redis.Redis.from_url(dev.redis.url)
         outcomes: dict[str, Any] = {}
+        # The whole answers come from a virtual key with a parallel limit: its slots must come back.
+        created = httpx.post(f"{front.url}/key/generate", headers=AUTH, json={"max_parallel_requests": 5})
+        tenant, tenant_id = created.json()["key"], created.json()["key_id"]
 
         def whole(name: str, marker: str) -> None:
             try:
-                sdk(front, timeout=60).chat.completions.create(
+                sdk(front, timeout=60, key=tenant).chat.completions.create(
                     model="gpt-4o-mini", messages=[{"role": "user", "content": text(marker)}]
                 )
                 outcomes[name] = 200
@@ -240,6 +243,8 @@ def test_requests_whose_provider_lost_its_last_worker_end_with_503_after_the_gra
         assert kind == "error" and got >= 1 and "No worker" in message
         # Their jobs are gone: a worker that starts later does not run them for nobody.
         wait_until(lambda: r.zcard(keyspace.queue("openai")) == 0, "the dropped jobs gone from the queue")
+        # ...and the key's parallel slots are free now, not at the jobs' deadlines.
+        wait_until(lambda: r.zcard(keyspace.key_parallel(tenant_id)) == 0, "the key's slots released")
         r.close()
     finally:
         dev.stop()

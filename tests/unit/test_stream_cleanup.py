@@ -43,7 +43,7 @@ def chunk(text: str) -> Reply:
 
 
 async def live_stream(state: FakeState, j: Job) -> LiveStream:
-    replies = state.replies.expect_stream(j.job_id, j.provider)
+    replies = state.replies.expect_stream(j.job_id, j)
     watcher = asyncio.create_task(asyncio.sleep(3600))
     return LiveStream(j, replies, chunk("a"), False, None, watcher)
 
