@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front, Worker
+from edge_agent.redis_server import RedisServer
 
 T = TypeVar("T")
 
@@ -31,6 +32,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         yield dev
     finally:
         dev.stop()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    """A redis-server of the test module's own, for tests of scripts and jobs without processes."""
+    srv = RedisServer().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,15 +20,6 @@ from edge_workers.jobs import MAX_RUNS, WorkerState, chat_completion
 from shared import keyspace
 from shared.config import load_settings
 from shared.queue import Job, Reply, decode_reply, encode_job
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    s = RedisServer().start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def run_job(server: RedisServer, job_try: int = 1) -> tuple[list[Reply], set[bytes]]:

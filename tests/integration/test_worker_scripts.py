@@ -24,15 +24,6 @@ from shared.queue import WAKE_STREAM_MAXLEN
 LEASE_MS = 60_000
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.fixture
 def r(server: RedisServer) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(server.url)
