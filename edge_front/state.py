@@ -23,6 +23,7 @@ from shared import keyspace
 from shared.admission import Admission
 from shared.config import ModelTable, Settings
 from shared.queue import Job, cancel, slot_of
+from shared.tasks import stop_tasks
 
 log = logging.getLogger("edge.front")
 
@@ -107,9 +108,8 @@ class FrontState:
         self._tasks.append(asyncio.create_task(task, name=name))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in await stop_tasks(self._tasks):
+            log.error("background task %s did not stop", task.get_name())
         try:
             await self.queue_redis.delete(self.replies.stream)
         except Exception:

@@ -34,6 +34,7 @@ from shared import arq_compat, keyspace
 from shared.arq_compat import CLAIM_LUA
 from shared.config import ModelTable, Settings, load_settings
 from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
+from shared.tasks import stop_tasks
 
 log = logging.getLogger("edge.worker")
 
@@ -184,10 +185,9 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         ctx["cancel_listener"] = asyncio.create_task(cancel_listener(state))
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        for name in ("cancel_listener", "heartbeat"):
-            task: asyncio.Task[None] | None = ctx.get(name)
-            if task is not None:
-                task.cancel()
+        tasks = [ctx[name] for name in ("cancel_listener", "heartbeat") if ctx.get(name) is not None]
+        for task in await stop_tasks(tasks):
+            log.error("background task %s did not stop", task.get_name())
         recovery: Recovery | None = ctx.get("recovery")
         if recovery is not None:
             await recovery.leave()
