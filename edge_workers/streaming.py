@@ -15,7 +15,6 @@ import aiohttp
 import msgspec
 
 from edge_workers import metrics
-from edge_workers.pricing import cost_usd
 from edge_workers.providers import ADAPTERS
 from edge_workers.providers.base import StreamError, StreamTranslator
 from edge_workers.publishing import Attempt, Publication, Publish
@@ -34,6 +33,7 @@ from shared.breaker import outcome_of
 from shared.chunks import ChunkAssembler
 from shared.config import Deployment
 from shared.errors import error_body
+from shared.pricing import cost_usd
 from shared.queue import Job, Reply
 from shared.sse import EventTooLarge, SSEParser
 

@@ -312,6 +312,8 @@ class Settings(msgspec.Struct, frozen=True):
     worker_poll_interval_s: float = 0.5
     # The window a virtual key's rpm_limit counts in (seconds; shorter only in tests).
     key_window_s: int = 60
+    # What a virtual key with a tpm limit or budget reserves for an answer without max_tokens.
+    reserve_completion_tokens: int = 4096
 
 
 def _field_path(err: msgspec.ValidationError) -> str:
@@ -360,6 +362,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         no_worker_grace_s=_env_float(env, "EDGE_NO_WORKER_GRACE", 10.0),
         worker_poll_interval_s=_env_float(env, "EDGE_WORKER_POLL_INTERVAL", 0.5),
         key_window_s=_env_int(env, "EDGE_KEY_WINDOW_S", 60),
+        reserve_completion_tokens=_env_int(env, "EDGE_KEY_RESERVE_COMPLETION_TOKENS", 4096),
     )
     for name, value in (
         ("EDGE_REQUEST_TIMEOUT", settings.request_timeout_s),
@@ -367,6 +370,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         ("EDGE_MAX_UPSTREAM_LINE_BYTES", settings.max_upstream_line_bytes),
         ("EDGE_WORKER_POLL_INTERVAL", settings.worker_poll_interval_s),
         ("EDGE_KEY_WINDOW_S", settings.key_window_s),
+        ("EDGE_KEY_RESERVE_COMPLETION_TOKENS", settings.reserve_completion_tokens),
     ):
         if value <= 0:
             raise ConfigError(f"{name}: must be positive")
