@@ -172,7 +172,8 @@ def budget_period(created_at: float, period_s: int | None, now: float) -> tuple[
 
 # ---- storage -----------------------------------------------------------------------------
 
-# KEYS: record hash, index zset, version counter, changes stream, deleted-keys zset.
+# KEYS: record hash, index zset, version counter, changes stream, deleted-keys zset, lifetime
+# spend hash.
 # ARGV: op (create | update | delete), public id, record JSON, key hash, created (unix), expected
 # record JSON (update only: compare-and-set, so an update never resurrects a deleted key and two
 # concurrent updates do not lose one another).
@@ -194,6 +195,8 @@ else
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[5], ARGV[5], ARGV[2])
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[5] - ARGV[8])
+  -- A lifetime spend has no expiry of its own: it goes with the tombstone.
+  redis.call('EXPIRE', KEYS[6], ARGV[8])
 end
 local v = redis.call('INCR', KEYS[3])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[2], 'v', v)
@@ -210,6 +213,7 @@ async def _apply(
         keyspace.keys_version(),
         keyspace.key_changes(),
         keyspace.deleted_keys(),
+        keyspace.key_spend(public_id, "life"),
     ]
     args: list[Any] = [
         op,

@@ -212,3 +212,16 @@ def test_a_stream_is_admitted_booked_and_refused_like_any_request(fronts: tuple[
     with pytest.raises(openai.RateLimitError) as refused:  # before any byte of a stream
         list(client.chat.completions.create(**body(f"stream {uuid.uuid4()}"), stream=True))
     assert refused.value.code == "budget_exceeded"
+
+
+def test_a_deleted_keys_lifetime_spend_expires_with_its_tombstone(
+    fronts: tuple[Front, Front], r: redis.Redis
+) -> None:
+    key, key_id = new_key(fronts, max_budget=10)
+    assert post(fronts[0], key, f"spend {uuid.uuid4()}").status_code == 200
+    spend = keyspace.key_spend(key_id, "life")
+    wait_until(lambda: r.exists(spend), "the answer booked")
+    assert r.ttl(spend) == -1  # a lifetime budget: no expiry while the key lives
+    deleted = httpx.post(f"{fronts[0].url}/key/delete", json={"keys": [key_id]}, headers=MASTER, timeout=10)
+    assert deleted.status_code == 200, deleted.text
+    assert 0 < r.ttl(spend) <= 30 * 86400
