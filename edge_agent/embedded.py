@@ -1,6 +1,6 @@
 """`edge-agent up`: the whole stack as child processes, with nothing installed.
 
-Starts a private redis-server when REDIS_URL is unset, and a fake upstream (with both
+Starts a private redis-server when REDIS_URL (and REDIS_SENTINELS) is unset, and a fake upstream (with both
 providers pointed at it) when no provider key is set, so that `curl` works on a bare machine.
 Ready means every worker started here is registered and live, and the front on the port is
 ours. Ctrl-C (or SIGTERM) stops every child, the front first and Redis last; if any child dies,
@@ -103,7 +103,7 @@ def run_stack(host: str, port: int, workers: int) -> None:
     code = 0
     try:
         bind_listener(host, port).close()  # a taken port fails here, before anything starts
-        if not env.get("REDIS_URL"):
+        if not env.get("REDIS_URL") and not env.get("REDIS_SENTINELS"):  # Sentinel names a Redis too
             redis = RedisServer().start()
             env["REDIS_URL"] = redis.url
             print(f"edge-agent: started a private redis-server on {redis.url}", flush=True)

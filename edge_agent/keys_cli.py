@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,9 +16,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import keys
+from shared.config_error import ConfigError
 from shared.keys import KeyError_
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+from shared.redis_connect import single_client
+from shared.redis_settings import redis_from_env
 
 # flag -> (record field, parser); the record's own validation (KeySpec) judges the values.
 _SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -76,8 +76,14 @@ async def _run(args: argparse.Namespace, redis: Redis) -> object:
 
 
 def main(args: argparse.Namespace) -> None:
+    try:
+        target = redis_from_env()  # REDIS_URL, or the primary REDIS_SENTINELS name
+    except ConfigError as e:
+        print(f"edge-agent: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
     async def run() -> object:
-        redis = Redis.from_url(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL, socket_connect_timeout=5)
+        redis = single_client(target, socket_connect_timeout=5)
         try:
             return await _run(args, redis)
         finally:
@@ -89,6 +95,6 @@ def main(args: argparse.Namespace) -> None:
         print(f"edge-agent: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except (RedisError, OSError) as e:
-        print(f"edge-agent: Redis at REDIS_URL is unavailable ({type(e).__name__})", file=sys.stderr)
+        print(f"edge-agent: Redis ({target.describe()}) is unavailable ({type(e).__name__})", file=sys.stderr)
         raise SystemExit(2) from None
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(result)).decode() + "\n")

@@ -13,7 +13,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge_front.l1 import L1Cache
@@ -24,6 +24,7 @@ from shared import keyspace
 from shared.admission import Admission
 from shared.config import ModelTable, Settings
 from shared.queue import Job, cancel, slot_of
+from shared.redis_connect import pooled_client, single_client
 from shared.tasks import stop_tasks
 
 log = logging.getLogger("edge.front")
@@ -66,31 +67,32 @@ class FrontState:
         front_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         l2_timeout = settings.l2_timeout_s
         name = f"edge-front:{front_id}"  # CLIENT LIST shows which connections are this front's
-        cache_pool = BlockingConnectionPool.from_url(
-            settings.redis_url,
+        # With REDIS_SENTINELS each of the three finds the primary through Sentinel, with its
+        # own role's timeouts (shared/redis_connect.py); the pools and their sizes are the same.
+        cache_redis = pooled_client(
+            settings.redis,
             client_name=name,
             max_connections=POOL_SIZE,
             timeout=l2_timeout,
             socket_timeout=l2_timeout,
             socket_connect_timeout=l2_timeout,
         )
-        queue_pool = BlockingConnectionPool.from_url(
-            settings.redis_url,
+        queue_redis = pooled_client(
+            settings.redis,
             client_name=name,
             max_connections=POOL_SIZE,
             timeout=2,
             socket_timeout=2,
             socket_connect_timeout=2,
         )
-        reader = Redis.from_url(
-            settings.redis_url, client_name=name, socket_connect_timeout=2, socket_keepalive=True
+        reader = single_client(
+            settings.redis, client_name=name, socket_connect_timeout=2, socket_keepalive=True
         )
-        queue_redis = Redis(connection_pool=queue_pool)
         return cls(
             settings=settings,
             models=models,
             l1=L1Cache(settings.l1_max_entries, settings.l1_max_bytes, settings.l1_ttl_s),
-            cache_redis=Redis(connection_pool=cache_pool),
+            cache_redis=cache_redis,
             queue_redis=queue_redis,
             reader_redis=reader,
             replies=ReplyRouter(reader, keyspace.replies(front_id)),

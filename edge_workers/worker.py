@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from arq import Worker
-from arq.connections import RedisSettings, create_pool
 from arq.utils import timestamp_ms
 from arq.worker import func
 from prometheus_client import start_http_server
@@ -34,6 +33,8 @@ from shared import arq_compat, keyspace
 from shared.arq_compat import CLAIM_LUA
 from shared.config import ModelTable, Settings, load_settings
 from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
+from shared.redis_connect import arq_pool
+from shared.redis_settings import RedisTarget
 from shared.tasks import stop_tasks
 
 log = logging.getLogger("edge.worker")
@@ -45,10 +46,14 @@ class EdgeWorker(Worker):
     """arq's Worker, woken by the wake stream; every use of arq's internals goes through
     `shared.arq_compat`, which `build_worker` checks before a worker starts."""
 
+    # Where its pool connects (REDIS_URL or Sentinel): set by `build_worker`. arq's own
+    # `redis_settings` is not used (see shared.redis_connect.arq_pool).
+    redis_target: RedisTarget = RedisTarget()
+
     async def main(self) -> None:
         if self._pool is None:
-            self._pool = await create_pool(
-                self.redis_settings,
+            self._pool = await arq_pool(
+                self.redis_target,
                 job_deserializer=self.job_deserializer,
                 job_serializer=self.job_serializer,
                 default_queue_name=self.queue_name,
@@ -195,13 +200,12 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         if state is not None:
             await state.session.close()
 
-    return EdgeWorker(
+    worker = EdgeWorker(
         # A job runs again only after its worker died (see edge_workers.recovery) or stopped.
         # arq's own limit is one above ours so that `chat_completion` answers the job that has
         # run too often (arq would drop it without a word, leaving its request waiting).
         functions=[func(chat_completion, name=JOB_FUNCTION, max_tries=MAX_RUNS + 1)],
         queue_name=keyspace.queue(provider),
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
         job_serializer=arq_serialize,
         job_deserializer=arq_deserialize,
         max_jobs=settings.worker_concurrency,
@@ -218,6 +222,8 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         on_shutdown=on_shutdown,
         handle_signals=True,
     )
+    worker.redis_target = settings.redis
+    return worker
 
 
 def run(provider: str, metrics_port: int | None) -> None:

@@ -13,8 +13,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from shared.config_error import ConfigError
 from shared.config_source import Path, PathError, Source, SourceError, dotted
 from shared.litellm_config import FileSettings, convert, translate
+from shared.redis_settings import RedisTarget, redis_from_env
 from shared.routing import BreakerSettings, RetrySettings, RouterSettings
 from shared.wire import validation_error_param
 
@@ -45,10 +47,6 @@ DEFAULT_CATALOG: dict[str, tuple[str, ...]] = {
 MAX_ROUTED_MODELS = 256
 
 log = logging.getLogger("edge.config")
-
-
-class ConfigError(Exception):
-    """A configuration problem, worded as one line that names the field."""
 
 
 class Deployment(msgspec.Struct, frozen=True):
@@ -289,7 +287,7 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 class Settings(msgspec.Struct, frozen=True):
     host: str = "0.0.0.0"
     port: int = 8080
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis: RedisTarget = RedisTarget()  # REDIS_URL, or the Sentinel group (shared/redis_settings.py)
     master_key: str = ""
     enable_l2_cache: bool = True
     enable_metrics: bool = True
@@ -314,6 +312,10 @@ class Settings(msgspec.Struct, frozen=True):
     key_window_s: int = 60
     # What a virtual key with a tpm limit or budget reserves for an answer without max_tokens.
     reserve_completion_tokens: int = 4096
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url
 
 
 def _field_path(err: msgspec.ValidationError) -> str:
@@ -343,7 +345,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
     settings = Settings(
         host=env.get("HOST", "0.0.0.0"),
         port=_env_int(env, "PORT", 8080),
-        redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+        redis=redis_from_env(env),
         master_key=env.get("EDGE_MASTER_KEY", ""),
         enable_l2_cache=_env_bool(env, "ENABLE_L2_CACHE", True),
         enable_metrics=_env_bool(env, "ENABLE_METRICS", True),
@@ -376,8 +378,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
             raise ConfigError(f"{name}: must be positive")
     if settings.no_worker_grace_s < 0:
         raise ConfigError("EDGE_NO_WORKER_GRACE: must not be negative")
-    if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"REDIS_URL: expected redis://, rediss:// or unix://, got {settings.redis_url!r}")
     config_path = env.get("EDGE_CONFIG")
     if not config_path:
         return settings, ModelTable([], env, by_prefix=True, router=_router_from_env(env))
