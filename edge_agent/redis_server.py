@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Self
 
 from edge_agent.children import spawn
 from edge_agent.probes import PortTaken, wait_listening
@@ -40,11 +41,13 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server child process on a free loopback port, without persistence."""
+    """A redis-server child process on a free loopback port, without persistence. `extra_args`
+    are more redis-server options (e.g. `--replicaof HOST PORT`, see edge_agent.sentinel_group)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self._port_picked = not port
         self.port = port or free_port()
+        self.extra_args = extra_args
         self.dir = tempfile.mkdtemp(prefix="edge-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -52,7 +55,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0, attempts: int = 5) -> RedisServer:
+    def start(self, timeout_s: float = 10.0, attempts: int = 5) -> Self:
         """Start and wait for PING. On a port picked here (none given), a port another process
         took first (the free-port race) means another try on a new port."""
         for attempt in range(attempts):
@@ -64,8 +67,9 @@ class RedisServer:
                 self.port = free_port()
         raise AssertionError("unreachable")
 
-    def _start_once(self, timeout_s: float) -> RedisServer:
-        args = [
+    def _args(self) -> list[str]:
+        """The command line, for the current `self.port` (it changes when a start is retried)."""
+        return [
             find_redis_server(),
             "--port",
             str(self.port),
@@ -81,7 +85,11 @@ class RedisServer:
             "yes",
             "--loglevel",
             "warning",
+            *self.extra_args,
         ]
+
+    def _start_once(self, timeout_s: float) -> Self:
+        args = self._args()
         process = self.process = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             wait_listening(process, self.port, self._pong, timeout_s)
