@@ -56,6 +56,11 @@ class Worker:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
 
+def _redis_of(env: dict[str, str]) -> str:
+    """Which Redis a process started with `env` uses: its sentinels, or else REDIS_URL."""
+    return env.get("REDIS_SENTINELS") or env["REDIS_URL"]
+
+
 @dataclass
 class DevStack:
     env_overrides: dict[str, str] = field(default_factory=dict)
@@ -67,11 +72,13 @@ class DevStack:
 
     @property
     def env(self) -> dict[str, str]:
-        assert self.redis is not None
         env = dict(os.environ)
+        if self.redis is not None:
+            env["REDIS_URL"] = self.redis.url
+        else:  # no Redis of its own: the overrides name one (REDIS_SENTINELS, for instance)
+            assert {"REDIS_URL", "REDIS_SENTINELS"} & self.env_overrides.keys(), "no Redis: start_redis()"
         env.update(
             {
-                "REDIS_URL": self.redis.url,
                 "EDGE_MASTER_KEY": MASTER_KEY,
                 "OPENAI_BASE_URL": f"http://127.0.0.1:{self.upstream_port}/v1",
                 "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{self.upstream_port}",
@@ -181,8 +188,8 @@ class DevStack:
         """Start a front; by default return once every worker started so far on its Redis is
         registered and live (so any provider's request finds its worker). A `wait_path` such as
         "/health/ready" or "/health/live" waits for that path to answer 200 instead."""
-        redis_url = (env or self.env)["REDIS_URL"]
-        expected = Counter(w.provider for w in self.workers if (w.env or self.env)["REDIS_URL"] == redis_url)
+        redis = _redis_of(env or self.env)
+        expected = Counter(w.provider for w in self.workers if _redis_of(w.env or self.env) == redis)
 
         def ready(port: int) -> Callable[[], bool]:
             url = f"http://127.0.0.1:{port}"
