@@ -23,6 +23,7 @@ import yaml
 from edge_agent.cli import build_parser
 from shared import keyspace
 from shared.config import PROVIDERS, load_config_file
+from shared.redis_settings import parse_sentinels
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"
@@ -76,11 +77,13 @@ def parse_cli(args: list[str], where: str) -> Any:
 
 @cache
 def code_env_vars() -> frozenset[str]:
-    """Upper-case string literals in shared/config.py and edge_agent: the names the code reads.
+    """Upper-case string literals in shared/config.py, shared/redis_settings.py and edge_agent:
+    the names the code reads.
 
     A superset (it also holds words like "INFO"), which is fine for catching misspelt names.
     """
-    files = [ROOT / "shared" / "config.py", *sorted((ROOT / "edge_agent").rglob("*.py"))]
+    settings = [ROOT / "shared" / "config.py", ROOT / "shared" / "redis_settings.py"]
+    files = [*settings, *sorted((ROOT / "edge_agent").rglob("*.py"))]
     found: set[str] = set()
     for path in files:
         found.update(re.findall(r"""["']([A-Z][A-Z0-9_]+)["']""", path.read_text()))
@@ -317,6 +320,59 @@ def test_compose_front_and_workers_share_one_env_anchor() -> None:
         fields = {k.value: v for k, v in svc_nodes[name].value}
         merged = [v for k, v in fields["environment"].value if k.value == "<<"]
         assert merged and merged[0] is anchor, f"{name}: environment must merge *edge-env"
+
+
+HA_SERVICES = {"redis-primary", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+SENTINEL_CONF = OPS / "redis" / "sentinel.conf"
+
+
+def sentinel_directives() -> dict[str, list[str]]:
+    """ops/redis/sentinel.conf's `sentinel <directive> args...` lines, and `port`."""
+    found: dict[str, list[str]] = {}
+    for line in SENTINEL_CONF.read_text().splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        key, args = (words[1], words[2:]) if words[0] == "sentinel" else (words[0], words[1:])
+        found[key] = args
+    return found
+
+
+def test_compose_ha_profile_is_a_primary_a_replica_and_three_sentinels() -> None:
+    svcs = services()
+    assert {name for name, svc in svcs.items() if svc.get("profiles") == ["ha"]} == HA_SERVICES
+    for name in HA_SERVICES:
+        assert svcs[name]["image"] == svcs["redis"]["image"], f"{name}: the same Redis image as `redis`"
+        assert "ports" not in svcs[name], f"{name}: the compose network only"
+    replica = argv(svcs["redis-replica"]["command"])
+    at = replica.index("--replicaof")
+    assert replica[at + 1 : at + 3] == ["redis-primary", "6379"]
+    for node in ("redis-primary", "redis-replica"):
+        # Docker DNS names, not container IPs (they change on a restart), in what Sentinel hands out.
+        command = argv(svcs[node]["command"])
+        assert command[command.index("--replica-announce-ip") + 1] == node
+    _, host, port, quorum = sentinel_directives()["monitor"]
+    assert (host, port, int(quorum)) == ("redis-primary", "6379", 2)
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        mount = svcs[name]["volumes"][0].split(":")
+        assert (ROOT / mount[0]).resolve() == SENTINEL_CONF and mount[2] == "ro"
+        script = argv(svcs[name]["command"])[-1]
+        # Sentinel rewrites its config file: each one must start from a writable copy.
+        assert f"cp {mount[1]} " in script and script.endswith("--sentinel")
+
+
+def test_compose_ha_instructions_name_the_profiles_sentinels() -> None:
+    """The variables compose.yaml tells operators to set point at the ha profile's sentinels."""
+    match = re.search(r"REDIS_SENTINELS=(\S+) REDIS_SENTINEL_MASTER=(\S+)", COMPOSE.read_text())
+    assert match, "compose.yaml shows how to point front and workers at the sentinels"
+    sentinels = parse_sentinels(match.group(1))
+    directives = sentinel_directives()
+    assert {host for host, _ in sentinels} == {"sentinel-1", "sentinel-2", "sentinel-3"}
+    assert {str(port) for _, port in sentinels} == set(directives["port"])
+    assert match.group(2) == directives["monitor"][0]
+    anchor = compose()["x-edge-env"]
+    for name in ("REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD"):
+        assert anchor[name] == f"${{{name}:-}}", f"{name}: empty by default (a single Redis)"
 
 
 # --- Prometheus / Grafana -------------------------------------------------------------------------
