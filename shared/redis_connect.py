@@ -75,7 +75,9 @@ def _sentinel(target: RedisTarget, socket_timeout: float | None, connect_timeout
     """A Sentinel manager for one client. Each client gets its own, with its own role's timeouts:
     finding the primary for an L2 read must fail as fast as the read itself would."""
     sentinel_options: dict[str, Any] = {
-        "socket_timeout": socket_timeout,
+        # A sentinel answers at once or not at all: bound its replies even for a client whose own
+        # commands may block for long (the reply reader's XREAD, the worker's), and so has none.
+        "socket_timeout": socket_timeout or connect_timeout,
         "socket_connect_timeout": connect_timeout,
     }
     if target.sentinel_password:

@@ -103,6 +103,10 @@ async def test_with_sentinels_every_client_discovers_the_primary() -> None:
     assert (sentinel_kwargs["password"], sentinel_kwargs["socket_timeout"]) == ("spw", 0.1)
     reader = single_client(target, socket_connect_timeout=2)
     assert type(reader.connection_pool) is SentinelConnectionPool
+    assert "socket_timeout" not in reader.connection_pool.connection_kwargs  # its XREAD blocks
+    # ...but asking a sentinel is bounded all the same.
+    sentinel_kwargs = reader.connection_pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs
+    assert (sentinel_kwargs["socket_timeout"], sentinel_kwargs["socket_connect_timeout"]) == (2, 2)
     for c in (client, reader):
         await c.aclose()
 
