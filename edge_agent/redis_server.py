@@ -40,11 +40,13 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server child process on a free loopback port, without persistence."""
+    """A redis-server child process on a free loopback port, without persistence unless asked
+    for an append-only file (fsync every second, as production runs it)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, appendonly: bool = False) -> None:
         self._port_picked = not port
         self.port = port or free_port()
+        self.appendonly = appendonly
         self.dir = tempfile.mkdtemp(prefix="edge-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -74,7 +76,9 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
             "--dir",
             self.dir,
             "--protected-mode",
@@ -103,6 +107,15 @@ class RedisServer:
                 return s.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def crash(self) -> None:
+        """SIGKILL, as a crash would: nothing flushed, the data directory kept for `restart`."""
+        self._kill()
+
+    def restart(self) -> RedisServer:
+        """Start again on the same port (and directory: with an append-only file, its data)."""
+        self._port_picked = False
+        return self.start()
 
     def _kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -26,6 +26,7 @@ from edge_front.auth import (
 from edge_front.chat import chat_completions
 from edge_front.http import send_json
 from edge_front.keys import MASTER, Identity, KeyCache, KeysNotLoaded
+from edge_front.lost_jobs import LostJobsWatch
 from edge_front.orphans import NoWorkerWatch
 from edge_front.state import FrontState
 from shared.config import ModelTable, Settings
@@ -125,6 +126,7 @@ def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
             log.warning("could not load virtual keys at start (%s)", type(e).__name__)
         state.add_task(edge.keys.run(), "key-refresh")
         state.add_task(NoWorkerWatch(state).run(), "no-worker-watch")
+        state.add_task(LostJobsWatch(state).run(), "lost-jobs-watch")
         log.info("front %s ready", state.front_id)
         try:
             yield

@@ -11,7 +11,9 @@ from typing import Any
 import aiohttp
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_workers import metrics
 from edge_workers.publishing import Attempt, Publication, publish
@@ -44,12 +46,33 @@ class WorkerState:
     running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
 
     async def publish(self, job: Job, pub: Publication) -> None:
+        """Send `pub`. A job's last publication (its answer or its failure: the front waits for
+        it) is tried again through a Redis outage, up to FINAL_PUBLISH_PAUSES_S and never past
+        the request's deadline. Meanwhile the job stays held: this worker's heartbeat writes its
+        lease back if Redis lost it, so fronts keep waiting. A failed chunk is not retried (it
+        may have been written: a stream must not repeat itself)."""
         deployment = self.models.by_id(job.deployment_id)
         limited = deployment is not None and deployment.tpm is not None
-        usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
-        await publish(self.redis, job, pub, self.worker_id, self.models.router.breaker, usage)
-        if pub.attempt is not None:  # the last publication also left the running set
-            self.held.discard(job.job_id)
+        breaker = self.models.router.breaker
+        if pub.attempt is None:
+            usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
+            await publish(self.redis, job, pub, self.worker_id, breaker, usage)
+            return
+        for pause in (*FINAL_PUBLISH_PAUSES_S, None):
+            usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
+            try:
+                await publish(self.redis, job, pub, self.worker_id, breaker, usage)
+                break
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as e:
+                if pause is None or time.time() + pause >= job.deadline:
+                    raise
+                log.warning(
+                    "request %s: could not publish its answer (%s); retrying",
+                    job.request_id,
+                    type(e).__name__,
+                )
+                await asyncio.sleep(pause)
+        self.held.discard(job.job_id)  # the last publication also left the running set
 
     async def release(self, job: Job) -> None:
         """The job ends without an answer (expired, cancelled): it is no longer this worker's,
@@ -67,8 +90,9 @@ class WorkerState:
 # A job runs again only when its worker died holding it; after this many runs it is answered
 # with an error instead (a request that kills its worker must not take the whole pool down).
 MAX_RUNS = 3
-# When publishing a job's failure fails too (Redis blinked), try again for about this long.
-FAILURE_PUBLISH_ATTEMPTS = (0.1, 0.3, 1.0, 2.0)
+# A job's last publication is tried again after these pauses when Redis is unreachable: about
+# ten seconds, what a Redis restart or a Sentinel failover takes.
+FINAL_PUBLISH_PAUSES_S = (0.1, 0.3, 0.6, 1.0, 2.0, 2.0, 2.0, 2.0)
 
 
 async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
@@ -86,16 +110,13 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
 
 
 async def _publish_failure(state: WorkerState, job: Job, message: str) -> None:
-    """A 502 for the waiting front, retried through a short Redis outage; given up after that
-    (the front's deadline, or its no-worker check, then ends the request)."""
+    """A 502 for the waiting front, retried through a Redis outage (see `WorkerState.publish`);
+    given up after that (the front's check for lost jobs, or its deadline, ends the request)."""
     reply = Reply(job.job_id, status=502, body=error_body(502, message))
-    for pause in FAILURE_PUBLISH_ATTEMPTS:
-        try:
-            await state.publish(job, Publication([reply], attempt=Attempt("neutral")))
-            return
-        except (RedisError, OSError) as e:
-            log.warning("request %s: could not publish its failure (%s)", job.request_id, type(e).__name__)
-            await asyncio.sleep(pause)
+    try:
+        await state.publish(job, Publication([reply], attempt=Attempt("neutral")))
+    except (RedisError, OSError) as e:
+        log.warning("request %s: could not publish its failure (%s)", job.request_id, type(e).__name__)
 
 
 async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
