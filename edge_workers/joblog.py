@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from shared.queue import Job
+from shared.redact import redact
 from shared.wire import ErrorEnvelope
 
 log = logging.getLogger("edge.worker")
@@ -39,7 +40,7 @@ def error_summary(body: bytes) -> str:
         detail = _decode_error(body).error
     except msgspec.DecodeError:
         return f"no error envelope ({len(body)} bytes)"
-    message = detail.message
+    message = redact(detail.message)  # before it is cut: half a card number is still a leak
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[:MAX_MESSAGE_CHARS] + "..."
     code = f" ({detail.code})" if detail.code else ""

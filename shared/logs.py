@@ -115,3 +115,4 @@ def configure(env: Mapping[str, str] | None = None) -> None:
         handlers=[handler],
         force=True,
     )
+    logging.captureWarnings(True)  # a library's warning is a log line too (one format, redacted)
