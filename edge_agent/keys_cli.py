@@ -67,8 +67,8 @@ async def _run(args: argparse.Namespace, redis: Redis) -> object:
     if command in ("block", "unblock"):
         return await keys.update_key(redis, args.key, {"blocked": command == "block"})
     if command == "info":
-        record = await keys.get_key(redis, args.key)
-        return {"key": record.key_id, "info": record}
+        info = await keys.key_info(redis, args.key)
+        return {"key": info.key_id, "info": info}
     if command == "delete":
         return {"deleted_keys": [await keys.delete_key(redis, args.key)]}
     total, records = await keys.list_keys(redis, args.page, args.size)

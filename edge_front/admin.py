@@ -24,7 +24,7 @@ from starlette.routing import Route
 from shared import keys
 from shared.errors import error_body
 from shared.json_limits import too_deep
-from shared.keys import KeyError_, KeyRecord
+from shared.keys import KeyError_, KeyInfo, KeyRecord
 from shared.wire import json_encoder
 
 ADMIN_PATHS = frozenset(
@@ -59,9 +59,9 @@ class DeletedKeys(Struct):
     deleted_keys: list[str]  # public ids
 
 
-class KeyInfo(Struct):
+class KeyInfoAnswer(Struct):
     key: str  # the public id, never the secret
-    info: KeyRecord
+    info: KeyInfo
 
 
 class KeyList(Struct):
@@ -149,8 +149,8 @@ def create(redis_of: Callable[[], Redis], changed: Callable[[], Awaitable[None]]
         ref = request.query_params.get("key")
         if not ref:
             raise KeyError_("'key' (the key or its key_id) is required.")
-        record = await keys.get_key(redis, ref)
-        return _json(KeyInfo(record.key_id, record))
+        info = await keys.key_info(redis, ref)
+        return _json(KeyInfoAnswer(info.key_id, info))
 
     async def listing(redis: Redis, request: Request) -> Response:
         try:

@@ -21,6 +21,7 @@ from edge_front.access_log import RequestFacts
 from edge_front.dispatch import Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.keys import Identity
+from edge_front.reservation import completion_tokens
 from edge_front.state import FrontState
 from edge_front.streams import LiveStream, relay, replay_body, send_sse
 from shared import keyspace
@@ -30,7 +31,8 @@ from shared.config import MAX_ROUTED_MODELS, Deployment
 from shared.costs import format_usd, split_cost
 from shared.errors import EdgeError
 from shared.json_limits import MAX_JSON_DEPTH, too_deep
-from shared.queue import Reply
+from shared.keys import budget_period
+from shared.queue import KeyCharge, Reply
 from shared.routing import is_retryable
 from shared.wire import ChatCompletionRequest, validation_error_param
 
@@ -196,8 +198,14 @@ async def _handle(
         deadline,
         client_deadline,
         identity.key_id,
-        _limits(identity, state.settings.key_window_s),
+        *_key_terms(identity, state.settings.key_window_s, time.time()),
     )
+    if miss.limits is not None and miss.limits.reserves:
+        await state.estimator.ready()
+        prompt = state.estimator.prompt(chat)
+        most = completion_tokens(chat, state.settings.reserve_completion_tokens)
+        miss.estimate = (prompt, most)
+        miss.limits.reserve_tokens = prompt + most
     served = await dispatch(state, miss, receive)
     labels.provider, labels.deployment, labels.attempts = (
         served.deployment.provider,
@@ -206,7 +214,7 @@ async def _handle(
     )
     served_headers = _served_headers(served, chat.model)
     if miss.limits is not None:
-        served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm window
+        served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm and tpm window
     if isinstance(served.result, LiveStream):
         served.result.headers = served_headers
         return served.result
@@ -219,13 +227,27 @@ async def _handle(
     return _answer(reply, served_headers)
 
 
-def _limits(identity: Identity, window_s: int) -> KeyLimits | None:
-    """What admission checks for a key with an rpm or parallel limit; None otherwise (the
-    master key and unlimited keys enqueue as before)."""
-    if identity.key_id is None or (identity.rpm_limit is None and identity.max_parallel is None):
-        return None
+def _key_terms(identity: Identity, window_s: int, now: float) -> tuple[KeyCharge | None, KeyLimits | None]:
+    """Where a virtual key's usage is booked, and what admission checks when the key has limits
+    or a budget (None for the master key and unlimited keys: they enqueue as before)."""
+    if identity.key_id is None:
+        return None, None
+    period, ends = budget_period(identity.created_at, identity.period_s, now)
+    charge = KeyCharge(period, ends, window_s if identity.tpm_limit is not None else 0)
+    limited = (identity.rpm_limit, identity.max_parallel, identity.tpm_limit, identity.max_budget)
+    if all(limit is None for limit in limited):
+        return charge, None
     name = identity.alias or identity.key_id
-    return KeyLimits(identity.key_id, name, identity.rpm_limit, identity.max_parallel, window_s)
+    return charge, KeyLimits(
+        identity.key_id,
+        name,
+        rpm=identity.rpm_limit,
+        parallel=identity.max_parallel,
+        window_s=window_s,
+        tpm=identity.tpm_limit,
+        budget=identity.max_budget,
+        charge=charge,
+    )
 
 
 def _timeout_s(headers: dict[bytes, bytes], limit: float) -> float:

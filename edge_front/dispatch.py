@@ -19,12 +19,13 @@ from starlette.types import Receive
 
 from edge_front import metrics
 from edge_front.http import ClientDisconnected
+from edge_front.reservation import worst_case_usd
 from edge_front.state import FrontState
 from edge_front.streams import LiveStream, watch_disconnect
 from shared.admission import KeyLimits
 from shared.config import Deployment
 from shared.errors import EdgeError, deadline_error
-from shared.queue import Job, Reply, enqueue
+from shared.queue import Job, KeyCharge, Reply, enqueue
 from shared.routing import backoff_s, is_retryable
 from shared.wire import ErrorEnvelope
 
@@ -45,7 +46,10 @@ class Miss:
     deadline: float
     client_deadline: bool = False  # set by x-edge-timeout below the configured limit
     key_id: str | None = None  # the virtual key's public id (None: the master key)
-    limits: KeyLimits | None = None  # the key's rpm/parallel limits, when it has any
+    charge: KeyCharge | None = None  # where the worker books a virtual key's usage
+    limits: KeyLimits | None = None  # the key's limits and budget, when it has any
+    # The request's estimated prompt and most completion tokens (only when the key reserves).
+    estimate: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -189,6 +193,7 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         stream=miss.stream,
         client_deadline=miss.client_deadline,
         key_id=miss.key_id,
+        charge=miss.charge,
     )
 
 
@@ -196,6 +201,9 @@ async def _attempt(
     state: FrontState, miss: Miss, deployment: Deployment, receive: Receive
 ) -> Reply | LiveStream:
     job = _job(state, miss, deployment)
+    limits = miss.limits
+    if limits is not None and limits.budget is not None and not limits.admitted:
+        limits.reserve_usd = worst_case_usd(deployment, job.upstream_model, *miss.estimate)
     if miss.stream:
         return await _start_stream(state, job, receive, miss.include_usage, miss.limits)
     return await _ask(state, job, miss.limits)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from shared import keyspace
-from shared.keys import KEY_PREFIX, KeyRecord, StoredKey, decode_record, load_rows
+from shared.keys import KEY_PREFIX, KeyRecord, StoredKey, decode_record, load_rows, period_seconds
 
 log = logging.getLogger("edge.front")
 
@@ -55,6 +55,10 @@ class Identity:
     alias: str | None = None
     rpm_limit: int | None = None  # enforced at enqueue (shared/admission.py)
     max_parallel: int | None = None
+    tpm_limit: int | None = None
+    max_budget: float | None = None  # USD per budget period
+    period_s: int | None = None  # budget_duration in seconds; None: the budget never resets
+    created_at: float = 0.0  # unix: budget periods count from here
 
     @property
     def is_master(self) -> bool:
@@ -73,6 +77,10 @@ def identity_of(record: KeyRecord) -> Identity:
         record.key_alias,
         record.rpm_limit,
         record.max_parallel_requests,
+        record.tpm_limit,
+        record.max_budget,
+        period_seconds(record.budget_duration) if record.budget_duration else None,
+        record.created_at.timestamp() if record.created_at is not None else 0.0,
     )
 
 

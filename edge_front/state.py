@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from edge_front.l1 import L1Cache
 from edge_front.replies import ReplyRouter
+from edge_front.reservation import TokenEstimator
 from edge_front.router import Router
 from shared import keyspace
 from shared.admission import Admission
@@ -51,6 +52,7 @@ class FrontState:
     _live: dict[str, float] = field(default_factory=dict)  # provider -> when last seen alive
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _admission: Admission | None = None
+    estimator: TokenEstimator = field(default_factory=TokenEstimator)
 
     @property
     def admission(self) -> Admission:

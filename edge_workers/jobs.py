@@ -15,7 +15,6 @@ from redis.exceptions import RedisError
 
 from edge_workers import metrics
 from edge_workers.joblog import job_fields, log_failure
-from edge_workers.pricing import cost_usd
 from edge_workers.publishing import Attempt, Publication, publish
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
@@ -23,7 +22,8 @@ from shared import keyspace
 from shared.breaker import outcome_of
 from shared.config import Deployment, ModelTable, Settings
 from shared.errors import error_body
-from shared.queue import Job, Reply, decode_job
+from shared.pricing import cost_usd
+from shared.queue import Job, Reply, decode_job, release_slot
 
 log = logging.getLogger("edge.worker")
 _decode_json = msgspec.json.decode
@@ -54,11 +54,11 @@ class WorkerState:
 
     async def release(self, job: Job) -> None:
         """The job ends without an answer (expired, cancelled): it is no longer this worker's,
-        nor does it hold its key's parallel slot."""
+        nor does it hold its key's slot and reservation."""
         if job.slot is not None and job.key_id is not None:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.srem(keyspace.running(self.worker_id), job.job_id)
-                pipe.zrem(keyspace.key_parallel(job.key_id), job.slot)
+                release_slot(pipe, job.key_id, job.slot)
                 await pipe.execute()
         else:
             await self.redis.srem(keyspace.running(self.worker_id), job.job_id)  # type: ignore[misc]

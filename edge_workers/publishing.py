@@ -1,7 +1,7 @@
 """Everything a worker tells Redis when an answer (or part of one) is ready, in one round trip:
 the replies for the waiting front, the L2 entry, the breaker's record of the attempt, the
-served counter (the service rate fronts compute Retry-After from) and the job's release (its
-virtual key's parallel slot included)."""
+served counter (the service rate fronts compute Retry-After from), the virtual key's usage
+(spend, tokens, requests) and the job's release (its key's slot and reservation included)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from shared import keyspace
+from shared.admission import window_bounds
 from shared.breaker import RECORD_LUA, Outcome, record_args
 from shared.costs import with_cost
-from shared.queue import REPLY_STREAM_MAXLEN, USAGE_TTL_S, Job, Reply, encode_reply
+from shared.queue import REPLY_STREAM_MAXLEN, USAGE_TTL_S, Job, Reply, encode_reply, release_slot
 from shared.routing import BreakerSettings
 
 # EVALSHA, not EVAL: sending the script's text with every answer cost measurable throughput.
 RECORD_SHA = hashlib.sha1(RECORD_LUA.encode()).hexdigest()
 # A reply stream outlives its last write by this long; a front that went away leaves no litter.
 REPLY_STREAM_TTL_S = 3600
+# A key's spend hash outlives its budget period by this long (late answers still book into it).
+SPEND_GRACE_S = 86400
 
 
 @dataclass
@@ -64,6 +68,8 @@ async def publish(
         if pub.cache_body is not None and job.cache_key is not None:
             entry = with_cost(pub.cache_cost, pub.cache_body)
             pipe.set(keyspace.cache_entry(job.cache_key), entry, ex=job.cache_ttl_s)
+        if job.key_id is not None and job.charge is not None:
+            _book_key_usage(pipe, job, pub, job.key_id)
         if pub.first_chunks:
             pipe.set(
                 keyspace.stream_started(job.job_id), b"1", ex=max(1, int(job.deadline - time.time()) + 60)
@@ -75,11 +81,38 @@ async def publish(
             pipe.evalsha(RECORD_SHA, 1, *record)
             pipe.incr(keyspace.served(job.provider))
             pipe.srem(keyspace.running(worker_id), job.job_id)
-            if job.slot is not None and job.key_id is not None:  # the key's parallel slot
-                pipe.zrem(keyspace.key_parallel(job.key_id), job.slot)
+            if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
+                release_slot(pipe, job.key_id, job.slot)
         try:
             await pipe.execute()
         except NoScriptError:
             # Redis restarted or was flushed: load the script and record this outcome alone (the
             # rest of the pipeline ran; running it again would send the replies twice).
             await redis.register_script(RECORD_LUA)(keys=record[:1], args=record[1:])
+
+
+def _book_key_usage(pipe: Pipeline, job: Job, pub: Publication, key_id: str) -> None:
+    """Add what this publication's replies used to its key's period and tpm window."""
+    assert job.charge is not None
+    cost = sum(r.cost_usd for r in pub.replies)
+    prompt = sum(r.prompt_tokens for r in pub.replies)
+    completion = sum(r.completion_tokens for r in pub.replies)
+    answered = any(r.status == 200 and r.kind in ("final", "done") for r in pub.replies)
+    if not (cost or prompt or completion or answered):
+        return
+    spend = keyspace.key_spend(key_id, job.charge.period)
+    if cost:
+        pipe.hincrbyfloat(spend, "spend", cost)
+    if prompt:
+        pipe.hincrby(spend, "prompt_tokens", prompt)
+    if completion:
+        pipe.hincrby(spend, "completion_tokens", completion)
+    if answered:
+        pipe.hincrby(spend, "requests", 1)
+    if job.charge.period_ends:
+        pipe.expireat(spend, int(job.charge.period_ends) + SPEND_GRACE_S)
+    if job.charge.tpm_window_s and prompt + completion:
+        window, ends = window_bounds(time.time(), job.charge.tpm_window_s)
+        tpm = keyspace.key_tpm(key_id, window)
+        pipe.incrby(tpm, prompt + completion)
+        pipe.expireat(tpm, int(ends) + 1)

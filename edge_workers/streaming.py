@@ -16,7 +16,6 @@ import msgspec
 
 from edge_workers import metrics
 from edge_workers.joblog import log_failure
-from edge_workers.pricing import cost_usd
 from edge_workers.providers import ADAPTERS
 from edge_workers.providers.base import StreamError, StreamTranslator
 from edge_workers.publishing import Attempt, Publication, Publish
@@ -35,6 +34,7 @@ from shared.breaker import outcome_of
 from shared.chunks import ChunkAssembler
 from shared.config import Deployment
 from shared.errors import error_body
+from shared.pricing import cost_usd
 from shared.queue import Job, Reply
 from shared.sse import EventTooLarge, SSEParser
 

@@ -1,25 +1,35 @@
-"""A virtual key's `rpm_limit` and `max_parallel_requests`, checked and charged in the round trip
-that enqueues the request's job: exact across any number of fronts, at no extra round trip.
+"""A virtual key's limits and budget, checked and charged in the round trip that enqueues the
+request's job: exact across any number of fronts, at no extra round trip.
 
 Only requests that go upstream count: a cache hit never reaches this. Requests without a key
-(the master key) and keys without these limits use `shared.queue.enqueue` unchanged.
+(the master key) and keys without limits or a budget use `shared.queue.enqueue` unchanged.
 
 - Requests per minute: a fixed window (`EDGE_KEY_WINDOW_S`, 60 s by default, aligned to the
   clock), one counter per key and window (`edge:krpm:<key_id>:<window>`) that expires after its
   window. A fixed window is exact and O(1); it allows up to twice the limit across a boundary
   (LiteLLM's limiter has the same property).
-- Parallel requests: a sorted set per key (`edge:kpar:<key_id>`) of slot ids scored by when the
+- In-flight requests: a sorted set per key (`edge:kpar:<key_id>`) of slot ids scored by when the
   slot expires on its own (the request's deadline plus the job key's grace), so a slot whose
   job vanished (a front or worker that died, a lost reply) frees itself; expired members are
   pruned by every check. The worker's final publication, the worker's drop of an expired or
-  cancelled job, and the front's cancel remove the slot.
+  cancelled job, and the front's cancel remove the slot. `max_parallel_requests` caps its size.
+- Tokens per minute and the budget: a request reserves its estimated tokens and their
+  worst-case cost (edge_front/token_estimate.py) in `edge:kres:<key_id>`, under its slot, so
+  the reservation goes wherever the slot goes. It is admitted while the window's used tokens
+  (`edge:ktpm:<key_id>:<window>`) plus every reservation stay under `tpm_limit`, and while the
+  period's spend (`edge:kspend:<key_id>:<period>`) plus every reservation stays under
+  `max_budget`. The worker that publishes the answer books the real tokens and cost
+  (edge_workers/publishing.py) and drops the reservation, in the same round trip. So N
+  concurrent requests can overshoot a budget by at most one request's reservation, as long as
+  answers cost no more than reserved (a client that sets no max_tokens is reserved the
+  configured default; a longer answer is booked in full).
 
 A client request is charged once however many attempts (retries, failover, fallbacks) it takes,
 as LiteLLM counts it: its first attempt runs the check and charges; later attempts enqueue
-without a check and take the same slot again (the slot id is the first job's id; a ZADD of a
-held slot changes nothing). The worker's answer to a failed attempt releases the slot, so
-between that answer and the retry's enqueue (the backoff) another request may take it: only
-then can a key briefly have one more request in flight than its limit.
+without a check and take the same slot (and reservation) again (the slot id is the first job's
+id). The worker's answer to a failed attempt releases the slot, so between that answer and the
+retry's enqueue (the backoff) another request may take it: only then can a key briefly have one
+more request in flight than its limit.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import msgspec
 from redis.asyncio import Redis
@@ -40,37 +51,71 @@ from shared.queue import (
     USAGE_TTL_S,
     WAKE_STREAM_MAXLEN,
     Job,
+    KeyCharge,
     arq_serialize,
     encode_job,
 )
 
-# KEYS: job key, queue, wake stream, rpm counter, parallel set, deployment usage hash ('' none).
+# KEYS: job key, queue, wake stream, rpm counter, in-flight set, deployment usage hash ('' none),
+# reserved hash, tpm counter, spend hash.
 # ARGV: job id, job data, job key ttl ms, now ms, wake maxlen, rpm limit ('' none), window reset
-# ms (unix), parallel limit ('' none), slot id, slot expiry ms (unix), check ('1': first attempt),
-# usage ttl s.
-# Returns {verdict, requests counted in the window}: verdict 0 enqueued (and charged on a first
-# attempt), 1 refused at the rpm limit, 2 refused at the parallel limit (nothing written).
+# ms (unix), parallel limit ('' none), slot id ('' none), slot expiry ms (unix), check ('1': first
+# attempt), usage ttl s, tpm limit ('' none), budget USD ('' none), reserved tokens, reserved USD.
+# Returns {verdict, requests counted in the window, tokens counted in the window (used and
+# reserved, this request's included), spend (used and reserved, as a string)}: verdict 0
+# enqueued (and charged on a first attempt); refused (nothing written) 1 at the rpm limit, 2 at
+# the parallel limit, 3 at the tpm limit, 4 over budget.
 ADMIT_LUA = """
 local rpm = tonumber(ARGV[6])
 local par = tonumber(ARGV[8])
-local count = 0
-if par then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[4]) end
+local tpm = tonumber(ARGV[13])
+local budget = tonumber(ARGV[14])
+local slot = ARGV[9]
+local count, tokens, spent = 0, 0, 0
+if slot ~= '' then
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[4])
+  if #gone > 0 then
+    redis.call('HDEL', KEYS[7], unpack(gone))
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[4])
+  end
+end
 if ARGV[11] == '1' then
   if rpm then
     count = tonumber(redis.call('GET', KEYS[4]) or '0')
-    if count >= rpm then return {1, count} end
+    if count >= rpm then return {1, count, 0, '0'} end
   end
-  if par and redis.call('ZCARD', KEYS[5]) >= par then return {2, count} end
+  if par and redis.call('ZCARD', KEYS[5]) >= par then return {2, count, 0, '0'} end
+  if tpm or budget then
+    local held_tokens, held_usd = 0, 0
+    for _, v in ipairs(redis.call('HVALS', KEYS[7])) do
+      local t, c = string.match(v, '^([^:]*):(.*)$')
+      held_tokens = held_tokens + tonumber(t)
+      held_usd = held_usd + tonumber(c)
+    end
+    if tpm then
+      tokens = tonumber(redis.call('GET', KEYS[8]) or '0') + held_tokens
+      if tokens >= tpm then return {3, count, tokens, '0'} end
+      tokens = tokens + tonumber(ARGV[15])
+    end
+    if budget then
+      spent = tonumber(redis.call('HGET', KEYS[9], 'spend') or '0') + held_usd
+      if spent >= budget then return {4, count, tokens, tostring(spent)} end
+    end
+  end
   if rpm then
     count = redis.call('INCR', KEYS[4])
     redis.call('PEXPIREAT', KEYS[4], ARGV[7] + 1000)
   end
 end
-if par then
-  redis.call('ZADD', KEYS[5], ARGV[10], ARGV[9])
+if slot ~= '' then
+  redis.call('ZADD', KEYS[5], ARGV[10], slot)
   -- The set lives as long as its latest slot (a shorter request must not shorten it).
   local last = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', KEYS[5], last[2])
+  if tpm or budget then
+    redis.call('HSET', KEYS[7], slot, ARGV[15] .. ':' .. ARGV[16])
+    redis.call('PEXPIREAT', KEYS[7], last[2])
+  end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
@@ -79,7 +124,7 @@ if KEYS[6] ~= '' then
   redis.call('HINCRBY', KEYS[6], 'r', 1)
   redis.call('EXPIRE', KEYS[6], ARGV[12])
 end
-return {0, count}
+return {0, count, tokens, tostring(spent)}
 """
 
 
@@ -92,9 +137,24 @@ class KeyLimits:
     rpm: int | None
     parallel: int | None
     window_s: int = 60
-    slot: str | None = None  # the parallel slot id, once admitted
+    tpm: int | None = None
+    budget: float | None = None  # USD in the current budget period
+    charge: KeyCharge = field(default_factory=KeyCharge)  # where the worker books the usage
+    # What the request reserves at admission (set by the front before the first attempt).
+    reserve_tokens: int = 0  # its prompt, estimated, and the most its answer may hold
+    reserve_usd: float = 0.0  # those tokens at the first deployment's prices: its worst case
+    slot: str | None = None  # the in-flight slot id, once admitted
     admitted: bool = False
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # OpenAI's x-ratelimit-*
+
+    @property
+    def reserves(self) -> bool:
+        """Whether admission reserves tokens and cost (the key has a tpm limit or a budget)."""
+        return self.tpm is not None or self.budget is not None
+
+    @property
+    def holds_slot(self) -> bool:
+        return self.parallel is not None or self.reserves
 
 
 def window_bounds(now: float, window_s: int) -> tuple[int, float]:
@@ -103,11 +163,11 @@ def window_bounds(now: float, window_s: int) -> tuple[int, float]:
     return index, (index + 1) * window_s
 
 
-def rate_headers(limit: int, count: int, reset_s: float) -> list[tuple[bytes, bytes]]:
+def rate_headers(limit: int, count: int, reset_s: float, unit: str = "requests") -> list[tuple[bytes, bytes]]:
     return [
-        (b"x-ratelimit-limit-requests", str(limit).encode()),
-        (b"x-ratelimit-remaining-requests", str(max(0, limit - count)).encode()),
-        (b"x-ratelimit-reset-requests", f"{max(1, math.ceil(reset_s))}s".encode()),
+        (f"x-ratelimit-limit-{unit}".encode(), str(limit).encode()),
+        (f"x-ratelimit-remaining-{unit}".encode(), str(max(0, limit - count)).encode()),
+        (f"x-ratelimit-reset-{unit}".encode(), f"{max(1, math.ceil(reset_s))}s".encode()),
     ]
 
 
@@ -125,76 +185,128 @@ class Admission:
         now_ms = int(now * 1000)
         window, ends = window_bounds(now, limits.window_s)
         first = not limits.admitted
-        if limits.parallel is not None:
+        if limits.holds_slot:
             if limits.slot is None:
                 limits.slot = job.job_id
-            job = _with_slot(job, limits.slot)
+            job = msgspec.structs.replace(job, slot=limits.slot)
         ttl_ms = max(1, int((job.deadline - now) * 1000)) + JOB_KEY_GRACE_MS
         data = serialize_job_data(JOB_FUNCTION, (encode_job(job),), now_ms, arq_serialize)
+        key_id = limits.key_id
         keys = [
             JOB_KEY_PREFIX + job.job_id,
             keyspace.queue(job.provider),
             keyspace.wake(job.provider),
-            keyspace.key_rpm(limits.key_id, window),
-            keyspace.key_parallel(limits.key_id),
+            keyspace.key_rpm(key_id, window),
+            keyspace.key_parallel(key_id),
             usage_key or "",
+            keyspace.key_reserved(key_id),
+            keyspace.key_tpm(key_id, window),
+            keyspace.key_spend(key_id, limits.charge.period),
         ]
-        args: list[bytes | str | int] = [
+        args: list[bytes | str | int | float] = [
             job.job_id,
             data,
             ttl_ms,
             now_ms,
             WAKE_STREAM_MAXLEN,
-            "" if limits.rpm is None else limits.rpm,
+            _optional(limits.rpm),
             int(ends * 1000),
-            "" if limits.parallel is None else limits.parallel,
+            _optional(limits.parallel),
             limits.slot or "",
             int(job.deadline * 1000) + JOB_KEY_GRACE_MS,
             "1" if first else "0",
             USAGE_TTL_S,
+            _optional(limits.tpm),
+            _optional(limits.budget),
+            limits.reserve_tokens,
+            repr(limits.reserve_usd),
         ]
         # redis-py's script object runs EVALSHA and loads the script when Redis lacks it.
-        verdict, count = (int(v) for v in await self._script(keys=keys, args=args))
+        verdict, count, tokens, spent = await self._script(keys=keys, args=args)
+        verdict, count, tokens = int(verdict), int(count), int(tokens)
         if verdict == 1:
             assert limits.rpm is not None
-            raise _rpm_refusal(limits, limits.rpm, count, ends - now)
+            raise _rate_refusal(
+                limits, "requests per minute", f"rpm_limit {limits.rpm}", limits.rpm, count, ends - now
+            )
         if verdict == 2:
             assert limits.parallel is not None
             raise _parallel_refusal(limits, limits.parallel, count, ends - now)
+        if verdict == 3:
+            assert limits.tpm is not None
+            raise _rate_refusal(
+                limits,
+                "tokens per minute",
+                f"tpm_limit {limits.tpm}",
+                limits.tpm,
+                tokens,
+                ends - now,
+                "tokens",
+            )
+        if verdict == 4:
+            assert limits.budget is not None
+            raise _budget_refusal(limits, limits.budget, float(spent))
         limits.admitted = True
-        if first and limits.rpm is not None:
-            limits.headers = rate_headers(limits.rpm, count, ends - now)
+        if first:
+            if limits.rpm is not None:
+                limits.headers.extend(rate_headers(limits.rpm, count, ends - now))
+            if limits.tpm is not None:
+                limits.headers.extend(rate_headers(limits.tpm, tokens, ends - now, "tokens"))
         return job
 
 
-def _with_slot(job: Job, slot: str) -> Job:
-    return msgspec.structs.replace(job, slot=slot)
+def _optional(limit: float | None) -> str | int | float:
+    if limit is None:
+        return ""
+    return repr(limit) if isinstance(limit, float) else limit
 
 
-def _rpm_refusal(limits: KeyLimits, limit: int, count: int, reset_s: float) -> EdgeError:
+def _header_dict(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in pairs}
+
+
+def _rate_refusal(
+    limits: KeyLimits, what: str, setting: str, limit: int, count: int, reset_s: float, unit: str = "requests"
+) -> EdgeError:
     wait = max(1, math.ceil(reset_s))
-    headers = {k.decode(): v.decode() for k, v in rate_headers(limit, count, reset_s)}
     return EdgeError(
         429,
-        f"Rate limit reached for key '{limits.name}': requests per minute (rpm_limit {limit}); "
-        f"retry in {wait} s.",
+        f"Rate limit reached for key '{limits.name}': {what} ({setting}); retry in {wait} s.",
         code="rate_limit_exceeded",
-        headers={"retry-after": str(wait), **headers},
+        headers={"retry-after": str(wait), **_header_dict(rate_headers(limit, count, reset_s, unit))},
     )
 
 
 def _parallel_refusal(limits: KeyLimits, limit: int, count: int, reset_s: float) -> EdgeError:
-    # The x-ratelimit-* headers speak of requests per minute; a key without an rpm limit gets
-    # its parallel limit there (none remaining, retry in a second).
+    # The x-ratelimit-*-requests headers speak of requests per minute; a key without an rpm
+    # limit gets its parallel limit there (none remaining, retry in a second).
     if limits.rpm is not None:
         rate = rate_headers(limits.rpm, count, reset_s)
     else:
         rate = rate_headers(limit, limit, 1)
-    headers = {"retry-after": "1", **{k.decode(): v.decode() for k, v in rate}}
     return EdgeError(
         429,
         f"Rate limit reached for key '{limits.name}': parallel requests (max_parallel_requests "
         f"{limit} already in flight); retry shortly.",
         code="rate_limit_exceeded",
-        headers=headers,
+        headers={"retry-after": "1", **_header_dict(rate)},
+    )
+
+
+def _budget_refusal(limits: KeyLimits, budget: float, spent: float) -> EdgeError:
+    """OpenAI's answer to an exhausted quota (the SDK raises RateLimitError and, told
+    `x-should-retry: false`, does not retry): waiting seconds will not help."""
+    ends = limits.charge.period_ends
+    if ends:
+        when = datetime.fromtimestamp(ends, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        resets = f"it resets at {when}"
+    else:
+        resets = "it does not reset (the key has no budget_duration)"
+    return EdgeError(
+        429,
+        f"Budget exceeded for key '{limits.name}': ${spent:.6f} spent or reserved of its "
+        f"max_budget ${budget:g}; {resets}.",
+        type_="insufficient_quota",
+        code="budget_exceeded",
+        headers={"x-should-retry": "false"},
     )

@@ -315,6 +315,8 @@ class Settings(msgspec.Struct, frozen=True):
     # One log line per chat request (edge_front/access_log.py), for that fraction of them.
     access_log: bool = False
     access_log_sample: float = 1.0
+    # What a virtual key with a tpm limit or budget reserves for an answer without max_tokens.
+    reserve_completion_tokens: int = 4096
 
 
 def _field_path(err: msgspec.ValidationError) -> str:
@@ -365,6 +367,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         key_window_s=_env_int(env, "EDGE_KEY_WINDOW_S", 60),
         access_log=_env_bool(env, "EDGE_ACCESS_LOG", False),
         access_log_sample=_env_float(env, "EDGE_ACCESS_LOG_SAMPLE", 1.0),
+        reserve_completion_tokens=_env_int(env, "EDGE_KEY_RESERVE_COMPLETION_TOKENS", 4096),
     )
     if not 0 <= settings.access_log_sample <= 1:
         raise ConfigError("EDGE_ACCESS_LOG_SAMPLE: must be between 0 and 1")
@@ -374,6 +377,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         ("EDGE_MAX_UPSTREAM_LINE_BYTES", settings.max_upstream_line_bytes),
         ("EDGE_WORKER_POLL_INTERVAL", settings.worker_poll_interval_s),
         ("EDGE_KEY_WINDOW_S", settings.key_window_s),
+        ("EDGE_KEY_RESERVE_COMPLETION_TOKENS", settings.reserve_completion_tokens),
     ):
         if value <= 0:
             raise ConfigError(f"{name}: must be positive")

@@ -49,8 +49,7 @@ class KeyError_(ValueError):
 class KeySpec(Struct, forbid_unknown_fields=True, omit_defaults=False):
     """What an operator sets on a key (`POST /key/generate` and `/key/update`, LiteLLM's names).
 
-    `rpm_limit` and `max_parallel_requests` are enforced (shared/admission.py); `tpm_limit` and the
-    budget are stored and validated only."""
+    The limits and the budget are enforced at admission (shared/admission.py)."""
 
     key_alias: str | None = None
     models: list[str] = []  # empty: every model (LiteLLM's meaning); `*` and `gpt-4o*` match too
@@ -95,6 +94,17 @@ class KeyRecord(KeySpec, forbid_unknown_fields=True):
 
     def expires_at(self) -> float | None:
         return self.expires.timestamp() if self.expires is not None else None
+
+
+class KeyInfo(KeyRecord):
+    """A key's record and its usage in the current budget period (`/key/info`'s `info`, as
+    LiteLLM shapes it). Upstream answers only: cache hits are free and not counted."""
+
+    spend: float = 0.0  # USD
+    budget_reset_at: datetime | None = None  # None: the key has no budget_duration
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 _record_encoder = msgspec.json.Encoder()
@@ -142,16 +152,28 @@ def hash_key(key: str | bytes) -> str:
 
 
 def period_seconds(duration: str) -> int:
-    """`30d` -> 2592000 (for the budget enforcement to come; validated by KeySpec)."""
+    """`30d` -> 2592000 (validated by KeySpec)."""
     match = _DURATION.fullmatch(duration)
     if match is None:
         raise ValueError(f"bad duration {duration!r}")
     return int(match[1]) * DURATION_UNITS[match[2]]
 
 
+def budget_period(created_at: float, period_s: int | None, now: float) -> tuple[str, float]:
+    """(name, unix end) of the budget period holding `now`. Periods run back to back from the
+    key's creation, as LiteLLM's budget_reset_at does; the name holds the period's length, so
+    changing budget_duration starts counting anew. Without a budget_duration the spend never
+    resets: ("life", 0.0)."""
+    if not period_s:
+        return "life", 0.0
+    index = int((now - created_at) // period_s)
+    return f"{period_s}s{index}", created_at + (index + 1) * period_s
+
+
 # ---- storage -----------------------------------------------------------------------------
 
-# KEYS: record hash, index zset, version counter, changes stream, deleted-keys zset.
+# KEYS: record hash, index zset, version counter, changes stream, deleted-keys zset, lifetime
+# spend hash.
 # ARGV: op (create | update | delete), public id, record JSON, key hash, created (unix), expected
 # record JSON (update only: compare-and-set, so an update never resurrects a deleted key and two
 # concurrent updates do not lose one another).
@@ -173,6 +195,8 @@ else
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[5], ARGV[5], ARGV[2])
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[5] - ARGV[8])
+  -- A lifetime spend has no expiry of its own: it goes with the tombstone.
+  redis.call('EXPIRE', KEYS[6], ARGV[8])
 end
 local v = redis.call('INCR', KEYS[3])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[2], 'v', v)
@@ -189,6 +213,7 @@ async def _apply(
         keyspace.keys_version(),
         keyspace.key_changes(),
         keyspace.deleted_keys(),
+        keyspace.key_spend(public_id, "life"),
     ]
     args: list[Any] = [
         op,
@@ -244,6 +269,23 @@ async def resolve(redis: Redis, key_or_id: str) -> tuple[str, bytes]:
 
 async def get_key(redis: Redis, key_or_id: str) -> KeyRecord:
     return decode_record((await resolve(redis, key_or_id))[1])
+
+
+async def key_info(redis: Redis, key_or_id: str) -> KeyInfo:
+    """The key's record and what it used in its current budget period."""
+    record = await get_key(redis, key_or_id)
+    created = record.created_at.timestamp() if record.created_at is not None else 0.0
+    period_s = period_seconds(record.budget_duration) if record.budget_duration else None
+    period, ends = budget_period(created, period_s, time.time())
+    used = await redis.hgetall(keyspace.key_spend(record.key_id, period))  # type: ignore[misc]
+    return KeyInfo(
+        **msgspec.structs.asdict(record),
+        spend=float(used.get(b"spend", 0)),
+        budget_reset_at=datetime.fromtimestamp(ends, UTC) if ends else None,
+        requests=int(used.get(b"requests", 0)),
+        prompt_tokens=int(used.get(b"prompt_tokens", 0)),
+        completion_tokens=int(used.get(b"completion_tokens", 0)),
+    )
 
 
 async def update_key(redis: Redis, key_or_id: str, changes: dict[str, Any]) -> KeyRecord:

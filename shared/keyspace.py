@@ -115,6 +115,23 @@ def key_rpm(public_id: str, window: int) -> str:
 
 
 def key_parallel(public_id: str) -> str:
-    """Sorted set: a virtual key's parallel-request slots in use, scored by when each expires on
-    its own (shared/admission.py)."""
+    """Sorted set: a virtual key's in-flight slots (requests gone upstream, of a key with a
+    parallel, tpm or budget limit), scored by when each expires on its own (shared/admission.py)."""
     return f"{PREFIX}:kpar:{public_id}"
+
+
+def key_reserved(public_id: str) -> str:
+    """Hash: slot id -> `<tokens>:<usd>` the in-flight request reserved of its key's tpm and
+    budget; a field goes with its slot."""
+    return f"{PREFIX}:kres:{public_id}"
+
+
+def key_tpm(public_id: str, window: int) -> str:
+    """Counter: tokens a virtual key's answers used in one tpm window (the rpm windows' length)."""
+    return f"{PREFIX}:ktpm:{public_id}:{window}"
+
+
+def key_spend(public_id: str, period: str) -> str:
+    """Hash: a virtual key's spend (USD), requests and tokens in one budget period (`life` for a
+    key without a budget_duration; see shared.keys.budget_period)."""
+    return f"{PREFIX}:kspend:{public_id}:{period}"

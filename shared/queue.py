@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from shared import keyspace
 from shared.arq_compat import JOB_KEY_PREFIX, serialize_job_data
@@ -33,6 +34,15 @@ WORKER_DEAD_AFTER_S = 2.0
 USAGE_TTL_S = 120
 
 
+class KeyCharge(msgspec.Struct, frozen=True):
+    """Where a virtual key's usage of this job is booked when the worker publishes its answer
+    (shared/admission.py reserved it; edge_workers/publishing.py settles it)."""
+
+    period: str = "life"  # the key's budget period (shared.keys.budget_period)
+    period_ends: float = 0.0  # unix time the period ends; 0: never
+    tpm_window_s: int = 0  # count the tokens in the key's tpm window of this length; 0: no tpm limit
+
+
 class Job(msgspec.Struct, frozen=True):
     job_id: str  # unique across the cluster; the front's answer waits under this id
     request_id: str  # the client-visible x-request-id, for logs
@@ -47,9 +57,11 @@ class Job(msgspec.Struct, frozen=True):
     stream: bool = False
     client_deadline: bool = False  # the deadline is the client's own, shorter than the gateway's
     key_id: str | None = None  # the asking virtual key's public id (never the key); None: master
-    # The key's parallel-request slot this job holds (shared/admission.py): removed from
-    # `edge:kpar:<key_id>` when the job ends. None: the key has no parallel limit.
+    # The key's in-flight slot this job holds (shared/admission.py), and with it what the request
+    # reserved of the key's tpm and budget: released when the job ends. None: the key has no
+    # parallel, tpm or budget limit.
     slot: str | None = None
+    charge: KeyCharge | None = None  # set for every virtual key's job
 
 
 class Reply(msgspec.Struct, frozen=True):
@@ -122,15 +134,22 @@ async def cancel(
     redis: Redis, provider: str, job_ids: list[str], slots: list[tuple[str, str]] | None = None
 ) -> None:
     """Nobody waits for these jobs any more: stop any a worker runs, drop those still queued, and
-    free the virtual keys' parallel slots they held (`slots`: (key id, slot id) pairs)."""
+    free the virtual keys' slots (and their reservations) they held (`slots`: (key id, slot id)
+    pairs)."""
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.publish(keyspace.cancels(provider), job_id)
         pipe.zrem(keyspace.queue(provider), *job_ids)
         pipe.delete(*(JOB_KEY_PREFIX + job_id for job_id in job_ids))
         for key_id, slot in slots or ():
-            pipe.zrem(keyspace.key_parallel(key_id), slot)
+            release_slot(pipe, key_id, slot)
         await pipe.execute()
+
+
+def release_slot(pipe: Pipeline, key_id: str, slot: str) -> None:
+    """Queue on `pipe` the release of a key's in-flight slot and what it reserved."""
+    pipe.zrem(keyspace.key_parallel(key_id), slot)
+    pipe.hdel(keyspace.key_reserved(key_id), slot)
 
 
 def slot_of(job: Job) -> list[tuple[str, str]]:

@@ -103,3 +103,63 @@ async def test_a_retry_is_not_charged_again_and_keeps_the_request_slot(r: Redis)
     assert await r.zrange(keyspace.key_parallel(KEY), 0, -1) == [b"job1"]
     job_key = await r.get(JOB_KEY_PREFIX + "job2")
     assert job_key is not None and b"job1" in job_key  # the stored job names its slot
+
+
+# ---- tokens per minute and budgets: reservations, then the worker's booking -------------------
+
+
+def reserving(
+    tpm: int | None = None, budget: float | None = None, tokens: int = 0, usd: float = 0.0
+) -> KeyLimits:
+    given = KeyLimits(KEY, "team-a", None, None, 3600, tpm=tpm, budget=budget)
+    given.reserve_tokens, given.reserve_usd = tokens, usd
+    return given
+
+
+async def test_tpm_counts_used_tokens_and_reservations_and_refuses_at_the_limit(r: Redis) -> None:
+    admission = Admission(r)
+    window = int(time.time() // 3600)
+    await r.set(keyspace.key_tpm(KEY, window), 600)  # booked by earlier answers
+    first = reserving(tpm=1000, tokens=300)
+    await admission.enqueue(job(1), first)
+    headers = dict(first.headers)
+    assert headers[b"x-ratelimit-limit-tokens"] == b"1000"
+    assert headers[b"x-ratelimit-remaining-tokens"] == b"100"  # 600 used + 300 reserved
+    assert await r.hget(keyspace.key_reserved(KEY), "job1") == b"300:0.0"
+    await admission.enqueue(job(2), reserving(tpm=1000, tokens=300))  # 900 < 1000: admitted
+    with pytest.raises(EdgeError) as refused:  # 1200 >= 1000
+        await admission.enqueue(job(3), reserving(tpm=1000, tokens=1))
+    error = refused.value
+    assert error.status == 429 and error.code == "rate_limit_exceeded"
+    assert "tokens per minute" in error.message and "tpm_limit 1000" in error.message
+    assert error.headers["x-ratelimit-remaining-tokens"] == "0" and int(error.headers["retry-after"]) > 0
+    assert not await r.exists(JOB_KEY_PREFIX + "job3")
+    # The answer of job 2 releases its reservation: room again.
+    await cancel(r, "openai", ["job2"], [(KEY, "job2")])
+    assert await r.hkeys(keyspace.key_reserved(KEY)) == [b"job1"]
+    await admission.enqueue(job(4), reserving(tpm=1000, tokens=50))
+
+
+async def test_a_budget_refuses_once_spend_and_reservations_reach_it(r: Redis) -> None:
+    admission = Admission(r)
+    given = reserving(budget=1.0, usd=0.4)
+    await r.hset(keyspace.key_spend(KEY, given.charge.period), "spend", "0.3")
+    await admission.enqueue(job(1), given)  # 0.3 < 1: admitted, reserves 0.4
+    await admission.enqueue(job(2), reserving(budget=1.0, usd=0.4))  # 0.7 < 1: admitted
+    with pytest.raises(EdgeError) as refused:  # 1.1 >= 1
+        await admission.enqueue(job(3), reserving(budget=1.0, usd=0.01))
+    error = refused.value
+    assert error.status == 429 and error.type_ == "insufficient_quota" and error.code == "budget_exceeded"
+    assert error.headers["x-should-retry"] == "false"
+    assert "team-a" in error.message and "max_budget $1" in error.message
+    assert "does not reset" in error.message
+
+
+async def test_an_expired_slot_takes_its_reservation_with_it(r: Redis) -> None:
+    admission = Admission(r)
+    await admission.enqueue(job(1, deadline_s=-4.9), reserving(tpm=100, tokens=100))  # expires in 0.1 s
+    with pytest.raises(EdgeError):
+        await admission.enqueue(job(2), reserving(tpm=100, tokens=5))
+    await asyncio.sleep(0.2)
+    await admission.enqueue(job(3), reserving(tpm=100, tokens=5))
+    assert await r.hkeys(keyspace.key_reserved(KEY)) == [b"job3"]

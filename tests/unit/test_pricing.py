@@ -11,10 +11,10 @@ from genai_prices import Usage as GenaiUsage
 from genai_prices import calc_price, data_snapshot
 from genai_prices.data import providers
 
-from edge_workers import pricing
-from edge_workers.pricing import cost_usd
+from shared import pricing
 from shared.config import Deployment
 from shared.costs import format_usd, split_cost, with_cost
+from shared.pricing import cost_usd
 from shared.wire import PromptTokensDetails, Usage
 
 
@@ -85,7 +85,7 @@ def test_a_deployments_own_prices_win() -> None:
 
 
 def test_an_unknown_model_costs_nothing_and_is_named_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, "edge.worker")
+    caplog.set_level(logging.WARNING, "edge.pricing")
     for _ in range(3):
         assert cost_usd("openai", "house-llama-70b", usage(1000, 1000), deployment()) == 0.0
     assert cost_usd("anthropic", "claude-nonexistent-9", usage(10, 10), None) == 0.0

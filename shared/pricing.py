@@ -25,7 +25,7 @@ from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
 from shared.config import Deployment
 from shared.wire import PromptTokensDetails, Usage
 
-log = logging.getLogger("edge.worker")
+log = logging.getLogger("edge.pricing")
 
 # The bundled price table (a 1.6 MB module) loads here, when the worker starts, not in the event
 # loop on its first answer.
