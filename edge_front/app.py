@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from edge_front import admin, health
+from edge_front import access_log, admin, health
 from edge_front.auth import (
     FORBIDDEN_ADMIN_BODY,
     KEYS_LOADING_BODY,
@@ -144,5 +144,6 @@ def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
+    access_log.configure(settings)
     edge = EdgeApp(app, settings.master_key)
     return edge

@@ -202,6 +202,7 @@ class Router:
             served = int(served_count or 0)
             metrics.QUEUE_DEPTH.labels(p).set(depth)
             metrics.PROVIDER_AVAILABLE.labels(p).set(1 if self.provider_available(p) else 0)
+            metrics.LIVE_WORKERS.labels(p).set(int(live))
             if p in self._served:
                 then, before = self._served[p]
                 sample = max(0, served - before) / max(now - then, 1e-3)

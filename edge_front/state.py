@@ -125,7 +125,12 @@ class FrontState:
         try:
             await cancel(self.queue_redis, job.provider, [job.job_id], slot_of(job))
         except (TimeoutError, RedisError, OSError) as e:
-            log.warning("request %s: could not cancel its job (%s)", job.request_id, type(e).__name__)
+            log.warning(
+                "request %s: could not cancel its job (%s)",
+                job.request_id,
+                type(e).__name__,
+                extra={"request_id": job.request_id, "provider": job.provider},
+            )
 
     async def provider_alive(self, provider: str) -> bool:
         """Whether some worker serves `provider`: the router's count of live worker heartbeats,

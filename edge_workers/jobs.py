@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_workers import metrics
+from edge_workers.joblog import job_fields, log_failure
 from edge_workers.publishing import Attempt, Publication, publish
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
@@ -70,6 +71,7 @@ class WorkerState:
                     "request %s: could not publish its answer (%s); retrying",
                     job.request_id,
                     type(e).__name__,
+                    extra=job_fields(job),
                 )
                 await asyncio.sleep(pause)
         self.held.discard(job.job_id)  # the last publication also left the running set
@@ -104,7 +106,7 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("request %s: the job failed", job.request_id)
+        log.exception("request %s: the job failed", job.request_id, extra=job_fields(job, status=502))
         metrics.JOBS.labels(state.provider, "error").inc()
         await _publish_failure(state, job, "The gateway's worker failed while answering this request.")
 
@@ -116,7 +118,12 @@ async def _publish_failure(state: WorkerState, job: Job, message: str) -> None:
     try:
         await state.publish(job, Publication([reply], attempt=Attempt("neutral")))
     except (RedisError, OSError) as e:
-        log.warning("request %s: could not publish its failure (%s)", job.request_id, type(e).__name__)
+        log.warning(
+            "request %s: could not publish its failure (%s)",
+            job.request_id,
+            type(e).__name__,
+            extra=job_fields(job),
+        )
 
 
 async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
@@ -127,13 +134,16 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
     if started >= job.deadline:
         # The front already answered 504; calling upstream now would only cost money.
         metrics.JOBS.labels(state.provider, "expired").inc()
-        log.info("request %s: deadline passed in the queue, dropped", job.request_id)
+        log.info("request %s: deadline passed in the queue, dropped", job.request_id, extra=job_fields(job))
         await state.release(job)
         return
     deployment = state.models.by_id(job.deployment_id)
     if deployment is None or deployment.provider != state.provider:
         log.error(
-            "request %s: deployment %r is not in this worker's config", job.request_id, job.deployment_id
+            "request %s: deployment %r is not in this worker's config",
+            job.request_id,
+            job.deployment_id,
+            extra=job_fields(job, status=502),
         )
         body = error_body(502, "the gateway's workers do not know this model's deployment")
         await state.publish(
@@ -141,7 +151,12 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
         )
         return
     if ctx.get("job_try", 1) > MAX_RUNS:
-        log.error("request %s: its worker died %d times; not running it again", job.request_id, MAX_RUNS)
+        log.error(
+            "request %s: its worker died %d times; not running it again",
+            job.request_id,
+            MAX_RUNS,
+            extra=job_fields(job, status=502, attempt=ctx.get("job_try", 1)),
+        )
         await _publish_failure(state, job, f"The request was abandoned after {MAX_RUNS} worker failures.")
         return
     if (
@@ -150,7 +165,9 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
         and await state.redis.exists(keyspace.stream_started(job.job_id))
     ):
         # Its first worker died mid-stream: running it again would send the client its start twice.
-        log.warning("request %s: worker died mid-stream; ending the stream", job.request_id)
+        log.warning(
+            "request %s: worker died mid-stream; ending the stream", job.request_id, extra=job_fields(job)
+        )
         body = error_body(502, "The worker serving this stream stopped; the stream is incomplete.")
         reply = Reply(job.job_id, kind="error", status=502, body=body)
         await state.publish(job, Publication([reply], attempt=Attempt("neutral")))
@@ -165,7 +182,7 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
             call.cancel()
             raise  # the worker is shutting down: let arq handle it
         result = "cancelled"  # the client went away: nothing to publish, nothing to cache
-        log.info("request %s: cancelled by the client", job.request_id)
+        log.info("request %s: cancelled by the client", job.request_id, extra=job_fields(job))
         await state.release(job)
     finally:
         state.running.pop(job.job_id, None)
@@ -202,8 +219,6 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
         job.deadline,
         settings.max_upstream_body_bytes,
     )
-    if outcome.status >= 400:
-        log.info("request %s: answered %d", job.request_id, outcome.status)
     # A timeout at a deadline the client chose (x-edge-timeout) is not the upstream's failure.
     judged = outcome.attempted and not (outcome.deadline and job.client_deadline)
     attempt = Attempt(outcome_of(outcome.status, judged), outcome.latency_ms)
@@ -214,6 +229,10 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     )
     cache_body = outcome.body if outcome.status == 200 and cache else None
     await state.publish(job, Publication([_final_reply(job, outcome, cost)], cache_body, cost, attempt))
+    if outcome.status >= 400:  # after the answer: the log is not in its way
+        log_failure(
+            job, outcome.status, outcome.body, outcome.latency_ms if outcome.latency_ms >= 0 else None
+        )
     if cost:
         metrics.COST.labels(state.provider, job.upstream_model).inc(cost)
     if outcome.usage:
