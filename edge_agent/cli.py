@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from typing import NoReturn
 
 from edge_agent.listen import PortInUse, bind_listener
+from shared import logs
 from shared.config import PROVIDERS, ConfigError, load_settings
-
-
-def _configure_logging() -> None:
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=level if level in logging.getLevelNamesMapping() else "INFO",
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _fail(message: str) -> NoReturn:
@@ -60,7 +51,8 @@ def cmd_front(args: argparse.Namespace) -> None:
         loop="uvloop",
         http="httptools",
         lifespan="on",
-        access_log=False,  # one log line per request costs more CPU than an L1 hit
+        access_log=False,  # one log line per request costs more CPU than an L1 hit (see EDGE_ACCESS_LOG)
+        log_config=None,  # uvicorn's records go to the root handler: same format, same redaction
         log_level="warning",
         timeout_graceful_shutdown=5,
     )
@@ -146,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    _configure_logging()
+    logs.configure()  # LOG_LEVEL, LOG_FORMAT
     _strict(args)
     try:
         args.handler(args)

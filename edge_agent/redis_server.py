@@ -41,12 +41,16 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server child process on a free loopback port, without persistence. `extra_args`
-    are more redis-server options (e.g. `--replicaof HOST PORT`, see edge_agent.sentinel_group)."""
+    """A redis-server child process on a free loopback port, without persistence unless asked
+    for an append-only file (fsync every second, as production runs it). `extra_args` are more
+    redis-server options (e.g. `--replicaof HOST PORT`, see edge_agent.sentinel_group)."""
 
-    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, port: int | None = None, appendonly: bool = False, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self._port_picked = not port
         self.port = port or free_port()
+        self.appendonly = appendonly
         self.extra_args = extra_args
         self.dir = tempfile.mkdtemp(prefix="edge-redis-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -78,7 +82,9 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
             "--dir",
             self.dir,
             "--protected-mode",
@@ -111,6 +117,15 @@ class RedisServer:
                 return s.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def crash(self) -> None:
+        """SIGKILL, as a crash would: nothing flushed, the data directory kept for `restart`."""
+        self._kill()
+
+    def restart(self) -> Self:
+        """Start again on the same port (and directory: with an append-only file, its data)."""
+        self._port_picked = False
+        return self.start()
 
     def _kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

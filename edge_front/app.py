@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from edge_front import admin, health
+from edge_front import access_log, admin, health
 from edge_front.auth import (
     FORBIDDEN_ADMIN_BODY,
     KEYS_LOADING_BODY,
@@ -26,6 +26,7 @@ from edge_front.auth import (
 from edge_front.chat import chat_completions
 from edge_front.http import send_json
 from edge_front.keys import MASTER, Identity, KeyCache, KeysNotLoaded
+from edge_front.lost_jobs import LostJobsWatch
 from edge_front.orphans import NoWorkerWatch
 from edge_front.state import FrontState
 from shared.config import ModelTable, Settings
@@ -125,6 +126,7 @@ def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
             log.warning("could not load virtual keys at start (%s)", type(e).__name__)
         state.add_task(edge.keys.run(), "key-refresh")
         state.add_task(NoWorkerWatch(state).run(), "no-worker-watch")
+        state.add_task(LostJobsWatch(state).run(), "lost-jobs-watch")
         log.info("front %s ready", state.front_id)
         try:
             yield
@@ -142,5 +144,6 @@ def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
+    access_log.configure(settings)
     edge = EdgeApp(app, settings.master_key)
     return edge

@@ -16,7 +16,8 @@ import msgspec
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
-from edge_front import metrics
+from edge_front import access_log, metrics
+from edge_front.access_log import RequestFacts
 from edge_front.dispatch import Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.keys import Identity
@@ -66,16 +67,6 @@ def cache_control(headers: dict[bytes, bytes]) -> tuple[bool, bool]:
     return b"no-cache" in value, b"no-store" in value
 
 
-class _Labels:
-    """What the metrics of one request are labelled with, filled in as the request is understood."""
-
-    __slots__ = ("cache", "model", "provider")
-
-    def __init__(self) -> None:
-        self.provider = self.model = ""
-        self.cache = "none"
-
-
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 _MISS = (b"x-edge-cache", b"miss")
 # Hit headers per (tier, deployment): built once, not per hit. Bounded by the deployments served
@@ -115,24 +106,27 @@ async def chat_completions(
     headers = header_map(scope)
     request_id = request_id_of(headers) or "req_" + state.new_id()
     base = [(b"x-request-id", request_id.encode())]
-    labels = _Labels()
+    labels = RequestFacts()
     metrics.ACTIVE.inc()
     try:
         result = await _handle(state, receive, headers, request_id, labels, identity)
     except EdgeError as e:
-        result = _error(e, request_id)
+        result = _error(e, request_id, labels)
     except ClientDisconnected:
         metrics.ACTIVE.dec()
         return
     except Exception:
         # The client gets an envelope, never a traceback; the log gets the traceback.
-        log.exception("request %s: unexpected error", request_id)
-        result = _error(EdgeError(500, "The gateway failed to handle this request."), request_id)
+        log.exception("request %s: unexpected error", request_id, extra={"request_id": request_id})
+        result = _error(EdgeError(500, "The gateway failed to handle this request."), request_id, labels)
     try:
         if isinstance(result, LiveStream):
             status = 200
             metrics.STREAMS.labels("upstream").inc()
-            _count_tokens(labels, *await relay(state, result, send, [*base, _MISS, *result.headers]))
+            prompt, completion, labels.cost_usd = await relay(
+                state, result, send, [*base, _MISS, *result.headers]
+            )
+            _count_tokens(labels, prompt, completion)
         elif isinstance(result, Replay):
             status = 200
             metrics.STREAMS.labels(result.source).inc()
@@ -142,8 +136,11 @@ async def chat_completions(
             await send_json(send, status, body, [*base, *extra])
     finally:
         metrics.ACTIVE.dec()
+    elapsed_ms = (time.perf_counter() - started) * 1000
     metrics.REQUESTS.labels(labels.provider, labels.model, str(status)).inc()
-    metrics.DURATION.labels(labels.cache).observe((time.perf_counter() - started) * 1000)
+    metrics.DURATION.labels(labels.cache).observe(elapsed_ms)
+    if state.settings.access_log:  # off, this check is all the access log costs
+        access_log.write(state.settings, request_id, identity.key_id, labels, status, elapsed_ms)
 
 
 async def _handle(
@@ -151,7 +148,7 @@ async def _handle(
     receive: Receive,
     headers: dict[bytes, bytes],
     request_id: str,
-    labels: _Labels,
+    labels: RequestFacts,
     identity: Identity,
 ) -> Answer | LiveStream | Replay:
     body = await read_body(receive, headers, state.settings.max_body_bytes)
@@ -174,7 +171,7 @@ async def _handle(
     if not skip_lookup:
         hit = await _lookup(state, key)
         if hit is not None:
-            labels.cache = hit[0]
+            labels.cache, labels.deployment = hit[0], group[0].id
             if not stream:
                 return 200, hit[1], _hit_headers_for(hit[0], group[0])
             try:
@@ -182,7 +179,11 @@ async def _handle(
             except (msgspec.DecodeError, ValueError):
                 # Not a chat completion (written by an older, less careful version): a miss,
                 # and gone from both tiers so nobody is served it again.
-                log.warning("request %s: dropped an unreadable cache entry", request_id)
+                log.warning(
+                    "request %s: dropped an unreadable cache entry",
+                    request_id,
+                    extra={"request_id": request_id},
+                )
                 await _evict(state, key)
     labels.cache = "miss"
     cache_key = None if skip_write else key
@@ -206,7 +207,11 @@ async def _handle(
         miss.estimate = (prompt, most)
         miss.limits.reserve_tokens = prompt + most
     served = await dispatch(state, miss, receive)
-    labels.provider = served.deployment.provider
+    labels.provider, labels.deployment, labels.attempts = (
+        served.deployment.provider,
+        served.deployment.id,
+        served.attempts,
+    )
     served_headers = _served_headers(served, chat.model)
     if miss.limits is not None:
         served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm and tpm window
@@ -218,6 +223,7 @@ async def _handle(
         if cache_key is not None:
             state.l1.set(cache_key, reply.body, reply.cost_usd)
         _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
+        labels.cost_usd = reply.cost_usd
     return _answer(reply, served_headers)
 
 
@@ -282,15 +288,27 @@ def _answer(reply: Reply, served: list[tuple[bytes, bytes]]) -> Answer:
     return reply.status, reply.body, extra
 
 
-def _count_tokens(labels: _Labels, prompt: int, completion: int) -> None:
+def _count_tokens(labels: RequestFacts, prompt: int, completion: int) -> None:
     if prompt or completion:
+        labels.tokens = prompt + completion
         metrics.TOKENS.labels(labels.provider, labels.model, "prompt").inc(prompt)
         metrics.TOKENS.labels(labels.provider, labels.model, "completion").inc(completion)
 
 
-def _error(error: EdgeError, request_id: str) -> Answer:
+def _error(error: EdgeError, request_id: str, labels: RequestFacts) -> Answer:
     if error.status >= 500:
-        log.warning("request %s: %d %s", request_id, error.status, error.message)
+        log.warning(
+            "request %s: %d %s",
+            request_id,
+            error.status,
+            error.message,
+            extra={
+                "request_id": request_id,
+                "status": error.status,
+                "provider": labels.provider or None,
+                "model": labels.model or None,
+            },
+        )
     return error.status, error.body(), [(k.encode(), v.encode()) for k, v in error.headers.items()]
 
 

@@ -227,9 +227,7 @@ async def _ask(state: FrontState, job: Job, limits: KeyLimits | None) -> Reply:
     future = state.replies.expect(job.job_id, job)
     metrics.WAITING.inc()
     try:
-        enqueued = await _submit(state, job, limits)
-        if enqueued is not job:
-            state.replies.enqueued_as(enqueued)
+        state.replies.enqueued_as(await _submit(state, job, limits))
         return await asyncio.wait_for(future, job.deadline - time.time())
     except TimeoutError:
         raise deadline_error() from None
@@ -250,10 +248,8 @@ async def _start_stream(
     watcher = asyncio.create_task(watch_disconnect(receive, replies))
     first: Reply | None = None
     try:
-        enqueued = await _submit(state, job, limits)  # as enqueued: a cancel frees its slot too
-        if enqueued is not job:
-            job = enqueued
-            state.replies.enqueued_as(job)
+        job = await _submit(state, job, limits)  # as enqueued: a cancel frees its slot too
+        state.replies.enqueued_as(job)
         first = await asyncio.wait_for(replies.get(), job.deadline - time.time())
     except TimeoutError:
         raise deadline_error() from None

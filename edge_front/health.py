@@ -32,17 +32,18 @@ async def _providers(state: FrontState) -> dict[str, dict[str, object]]:
     now_ms = int(time.time() * 1000)
     async with state.queue_redis.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.exists(keyspace.queue_health(name))
             pipe.zcard(keyspace.queue(name))
             pipe.zcount(keyspace.workers(name), now_ms - int(WORKER_DEAD_AFTER_S * 1000), "+inf")
             pipe.hvals(keyspace.load(name))
         results = await pipe.execute()
     out: dict[str, dict[str, object]] = {}
     for i, name in enumerate(names):
-        alive, jobs, workers, held = results[4 * i : 4 * i + 4]
+        jobs, workers, held = results[3 * i : 3 * i + 3]
         running = sum(int(n) for n in held)
         out[name] = {
-            "worker_alive": bool(alive),
+            # From the workers' own heartbeats (every 0.5 s), not arq's health-check key, which
+            # is rewritten only every few seconds: after Redis restarted empty it would lag.
+            "worker_alive": int(workers) > 0,
             "workers": int(workers),
             "queue_depth": max(0, int(jobs) - running),  # waiting for a worker
             "running": running,

@@ -36,6 +36,11 @@ PROVIDER_AVAILABLE = Gauge(
     "1 while at least one deployment of the provider has a breaker not open",
     ["provider"],
 )
+LIVE_WORKERS = Gauge(
+    "llm_edge_live_workers",
+    "Workers of the provider heartbeating in the registry (0: its requests get 503 after the grace)",
+    ["provider"],
+)
 BREAKER_STATE = Gauge(
     "llm_edge_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ["deployment"]
 )

@@ -26,22 +26,38 @@ TRIM_EVERY = 64
 TRIM_AFTER_S = 1.0
 
 
+Waiter = asyncio.Future[Reply] | asyncio.Queue[Reply | None]
+
+
+class _Wait:
+    """One waiting request: how it waits, for which job, and whether the job is enqueued yet."""
+
+    __slots__ = ("enqueued", "job", "waiter")
+
+    def __init__(self, waiter: Waiter, job: Job | None) -> None:
+        self.waiter = waiter
+        self.job = job
+        self.enqueued = False
+
+
 class ReplyRouter:
     def __init__(self, redis: Redis, stream: str) -> None:
         self.redis = redis
         self.stream = stream
         # A non-streamed answer waits on a future; a streamed one on a queue of its replies. Each
-        # waiter is listed with the provider whose worker answers it (see `fail_provider`).
-        self._waiters: dict[str, tuple[asyncio.Future[Reply] | asyncio.Queue[Reply | None], Job | None]] = {}
+        # waiter is listed with its job (see `waiting_for`).
+        self._waiters: dict[str, _Wait] = {}
         self._untrimmed = 0  # replies read since the last trim
         self._trimmed_at = time.monotonic()
+        self.recoveries = 0  # reads that worked again after failing (edge_front/lost_jobs.py)
+        self.last_id: bytes | str = "0-0"  # the last reply read (the stream is new and private)
 
     def __len__(self) -> int:
         return len(self._waiters)
 
     def expect(self, job_id: str, job: Job | None = None) -> asyncio.Future[Reply]:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._waiters[job_id] = (future, job)
+        self._waiters[job_id] = _Wait(future, job)
         return future
 
     def expect_stream(self, job_id: str, job: Job | None = None) -> asyncio.Queue[Reply | None]:
@@ -49,33 +65,56 @@ class ReplyRouter:
         early (a client disconnect). Memory is bounded by the answer's size: the worker's chunks
         are small and a stream ends at its deadline."""
         queue: asyncio.Queue[Reply | None] = asyncio.Queue()
-        self._waiters[job_id] = (queue, job)
+        self._waiters[job_id] = _Wait(queue, job)
         return queue
 
     def enqueued_as(self, job: Job) -> None:
-        """The job as it was enqueued (admission may have given it a key's slot to release)."""
+        """The job is enqueued, as `job` (admission may have given it a key's slot to release)."""
         entry = self._waiters.get(job.job_id)
         if entry is not None:
-            self._waiters[job.job_id] = (entry[0], job)
+            entry.job, entry.enqueued = job, True
 
     def forget(self, job_id: str) -> None:
         self._waiters.pop(job_id, None)
 
-    def waiting_for(self, provider: str) -> list[Job]:
-        """The jobs this process waits on from `provider`'s workers."""
-        return [job for _, job in self._waiters.values() if job is not None and job.provider == provider]
+    def waiting_for(self, provider: str | None = None, enqueued: bool = False) -> list[Job]:
+        """The jobs this process waits on from `provider`'s workers (None: from any); only
+        those already enqueued if `enqueued`."""
+        return [
+            wait.job
+            for wait in self._waiters.values()
+            if wait.job is not None
+            and (provider is None or wait.job.provider == provider)
+            and (wait.enqueued or not enqueued)
+        ]
 
     def fail(self, job_ids: list[str], reply_for: Callable[[str], Reply]) -> None:
         """End these waits with a reply made here (the workers will never send one)."""
         for job_id in job_ids:
             self._hand_over(reply_for(job_id))
 
+    def unread_range(self) -> tuple[str, str, str]:
+        """(stream, min, max) for XRANGE: the replies this reader has not handed over yet."""
+        return self.stream, after(self.last_id), "+"
+
+    @staticmethod
+    def job_ids_in(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> set[str]:
+        """The job ids of the replies among these stream entries (undecodable ones skipped)."""
+        ids = set()
+        for _, fields in entries:
+            try:
+                ids.add(decode_reply(fields[b"r"]).job_id)
+            except Exception:
+                continue  # the reader drops it too
+        return ids
+
     async def run(self) -> None:
-        last_id: bytes | str = "0-0"  # the stream is new and private to this process
         failing = False
         while True:
             try:
-                batches = await self._read(last_id)
+                batches = await self._read(self.last_id)
+                if failing:
+                    self.recoveries += 1
                 failing = False
             except (RedisError, OSError) as e:
                 if not failing:  # once per outage
@@ -93,7 +132,7 @@ class ReplyRouter:
             for _, entries in batches:
                 self._untrimmed += len(entries)
                 for entry_id, fields in entries:
-                    last_id = entry_id
+                    self.last_id = entry_id
                     try:
                         self._deliver(fields.get(b"r"))
                     except Exception:  # one bad reply must not end the reader every request needs
@@ -109,9 +148,8 @@ class ReplyRouter:
         if not due or last_id == "0-0":
             return await self.redis.xread({self.stream: last_id}, count=1000, block=1000)
         self._untrimmed, self._trimmed_at = 0, now
-        millis, _, seq = (last_id.decode() if isinstance(last_id, bytes) else last_id).partition("-")
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xtrim(self.stream, minid=f"{millis}-{int(seq) + 1}", approximate=False)
+            pipe.xtrim(self.stream, minid=after(last_id), approximate=False)
             pipe.xread({self.stream: last_id}, count=1000, block=1000)
             _, batches = await pipe.execute()
         return batches
@@ -130,7 +168,7 @@ class ReplyRouter:
         entry = self._waiters.get(reply.job_id)
         if entry is None:
             return  # its request already ended (deadline, disconnect)
-        waiter = entry[0]
+        waiter = entry.waiter
         if isinstance(waiter, asyncio.Queue):
             waiter.put_nowait(reply)
             if reply.kind != "chunk":
@@ -139,3 +177,9 @@ class ReplyRouter:
         del self._waiters[reply.job_id]
         if not waiter.done():
             waiter.set_result(reply)
+
+
+def after(entry_id: bytes | str) -> str:
+    """The smallest stream id after `entry_id` (an exclusive start that Redis 6.2 takes)."""
+    millis, _, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")
+    return f"{millis}-{int(seq or 0) + 1}"

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import random
+import secrets
 import time
 
 from redis.asyncio import Redis
@@ -42,6 +43,12 @@ class Router:
         self.live_workers: dict[str, int] = {}
         self.missing_keys: dict[str, set[str]] = {}  # provider -> key variables its workers lack
         self.refreshed_at = 0.0  # monotonic time of the last successful refresh
+        # Signs that Redis may have lost what this process waits for (edge_front/lost_jobs.py):
+        # refreshes that worked again after failing, and changes of `edge:epoch`.
+        self.recoveries = 0
+        self.epoch: bytes | None = None
+        self.epoch_changes = 0
+        self._epoch_token = secrets.token_hex(8)
         self.rate: dict[str, float] = {}  # answers per second, per provider
         self._served: dict[str, tuple[float, int]] = {}
         self._probe = redis.register_script(PROBE_LUA)
@@ -142,6 +149,7 @@ class Router:
                 await self.refresh()
                 if failing:
                     log.warning("router refresh works again")
+                    self.recoveries += 1
                 failing = False
             except (RedisError, OSError) as e:
                 if not failing:  # once per outage, not twice a second
@@ -154,6 +162,8 @@ class Router:
         providers = sorted(self.models.providers())
         alive_since = int(time.time() * 1000) - int(WORKER_DEAD_AFTER_S * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(keyspace.epoch(), self._epoch_token, nx=True)
+            pipe.get(keyspace.epoch())
             for d in deployments:
                 pipe.hmget(keyspace.breaker(d.id), list(FIELDS))
             for p in providers:
@@ -165,7 +175,11 @@ class Router:
             usage = self.limits.begin_read(time.time())
             for key in usage.keys:
                 pipe.hmget(key, list(USAGE_FIELDS))
-            results = await pipe.execute()
+            _, epoch, *results = await pipe.execute()
+        if self.epoch is not None and epoch != self.epoch:
+            log.warning("Redis lost its data (restarted empty or failed over)")
+            self.epoch_changes += 1
+        self.epoch = epoch
         self.limits.finish_read(usage, results[len(results) - len(usage.keys) :])
         now = time.monotonic()
         for d, values in zip(deployments, results, strict=False):
@@ -188,6 +202,7 @@ class Router:
             served = int(served_count or 0)
             metrics.QUEUE_DEPTH.labels(p).set(depth)
             metrics.PROVIDER_AVAILABLE.labels(p).set(1 if self.provider_available(p) else 0)
+            metrics.LIVE_WORKERS.labels(p).set(int(live))
             if p in self._served:
                 then, before = self._served[p]
                 sample = max(0, served - before) / max(now - then, 1e-3)

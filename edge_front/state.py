@@ -19,11 +19,11 @@ from redis.exceptions import RedisError
 from edge_front.l1 import L1Cache
 from edge_front.replies import ReplyRouter
 from edge_front.reservation import TokenEstimator
-from edge_front.router import Router
+from edge_front.router import REFRESH_S, Router
 from shared import keyspace
 from shared.admission import Admission
 from shared.config import ModelTable, Settings
-from shared.queue import Job, cancel, slot_of
+from shared.queue import WORKER_DEAD_AFTER_S, Job, cancel, slot_of
 from shared.redis_connect import pooled_client, single_client
 from shared.tasks import stop_tasks
 
@@ -127,15 +127,28 @@ class FrontState:
         try:
             await cancel(self.queue_redis, job.provider, [job.job_id], slot_of(job))
         except (TimeoutError, RedisError, OSError) as e:
-            log.warning("request %s: could not cancel its job (%s)", job.request_id, type(e).__name__)
+            log.warning(
+                "request %s: could not cancel its job (%s)",
+                job.request_id,
+                type(e).__name__,
+                extra={"request_id": job.request_id, "provider": job.provider},
+            )
 
     async def provider_alive(self, provider: str) -> bool:
-        """Whether some worker serves `provider` (arq's health-check key), cached for 2 s."""
+        """Whether some worker serves `provider`: the router's count of live worker heartbeats,
+        read twice a second with the rest of its shared state (no round trip). When it counts
+        none (it may lag a worker that just started by one refresh), the heartbeats are read
+        here, and a live worker found is trusted for 2 s. (Not arq's health-check key: it is
+        rewritten only every few seconds, so after Redis restarted empty it would deny live
+        workers for as long.)"""
         now = time.monotonic()
+        if self.router.live_workers.get(provider) and now - self.router.refreshed_at < 3 * REFRESH_S:
+            return True
         seen = self._live.get(provider)
         if seen is not None and now - seen < LIVENESS_TTL_S:
             return True
-        if await self.queue_redis.exists(keyspace.queue_health(provider)):
+        alive_since = int(time.time() * 1000) - int(WORKER_DEAD_AFTER_S * 1000)
+        if await self.queue_redis.zcount(keyspace.workers(provider), alive_since, "+inf"):
             self._live[provider] = now
             return True
         self._live.pop(provider, None)

@@ -59,29 +59,34 @@ async def send_sse(send: Send, headers: list[tuple[bytes, bytes]], body: bytes) 
 
 async def relay(
     state: FrontState, live: LiveStream, send: Send, headers: list[tuple[bytes, bytes]]
-) -> tuple[int, int]:
-    """Write the live stream to the client; returns the (prompt, completion) tokens it used.
+) -> tuple[int, int, float]:
+    """Write the live stream to the client; returns the (prompt, completion) tokens it used and
+    its cost in USD.
     Never raises but for cancellation: once the response started, every failure ends the
     stream with an error event, and the job is cancelled unless it finished."""
     finished = False
     try:
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
         async with asyncio.timeout(live.job.deadline - time.time()):
-            tokens, finished = await _pump(state, live, send)
-        return tokens
+            used, finished = await _pump(state, live, send)
+        return used
     except TimeoutError:
         await _end_with(send, deadline_body())
     except OSError:
         pass  # the client's connection failed: nobody to tell
     except Exception:
-        log.exception("request %s: relaying the stream failed", live.job.request_id)
+        log.exception(
+            "request %s: relaying the stream failed",
+            live.job.request_id,
+            extra={"request_id": live.job.request_id},
+        )
         await _end_with(send, error_body(500, "The gateway failed while relaying this stream."))
     finally:
         live.watcher.cancel()
         state.replies.forget(live.job.job_id)
         if not finished:
             await state.cancel(live.job)
-    return 0, 0
+    return 0, 0, 0.0
 
 
 async def _end_with(send: Send, error: bytes) -> None:
@@ -91,8 +96,9 @@ async def _end_with(send: Send, error: bytes) -> None:
         pass  # the client is gone too
 
 
-async def _pump(state: FrontState, live: LiveStream, send: Send) -> tuple[tuple[int, int], bool]:
-    """(tokens, whether the job finished: answered or failed, nothing left to cancel)."""
+async def _pump(state: FrontState, live: LiveStream, send: Send) -> tuple[tuple[int, int, float], bool]:
+    """((prompt tokens, completion tokens, cost), whether the job finished: answered or failed,
+    nothing left to cancel)."""
     pending: list[Reply | None] = [live.first]
     while True:
         # Everything that already arrived goes out in one write; then wait for the next reply.
@@ -113,10 +119,10 @@ async def _pump(state: FrontState, live: LiveStream, send: Send) -> tuple[tuple[
 
 async def _finish(
     state: FrontState, live: LiveStream, send: Send, reply: Reply | None
-) -> tuple[tuple[int, int], bool]:
+) -> tuple[tuple[int, int, float], bool]:
     if reply is None:  # the client went away: the caller stops paying for tokens nobody reads
         metrics.CLIENT_DISCONNECTS.inc()
-        return (0, 0), False
+        return (0, 0, 0.0), False
     if reply.kind == "done":
         if live.cache_key is not None:
             state.l1.set(live.cache_key, reply.body, reply.cost_usd)
@@ -124,11 +130,16 @@ async def _finish(
         # SSE comment, which clients (the OpenAI SDKs included) skip.
         cost = b": x-edge-cost-usd=" + format_usd(reply.cost_usd) + b"\n\n"
         await send({"type": "http.response.body", "body": cost + DONE, "more_body": False})
-        return (reply.prompt_tokens, reply.completion_tokens), True
+        return (reply.prompt_tokens, reply.completion_tokens, reply.cost_usd), True
     # An error after the stream began travels inside it, in OpenAI's shape, and ends it.
-    log.info("request %s: stream failed with %d", live.job.request_id, reply.status)
+    log.info(
+        "request %s: stream failed with %d",
+        live.job.request_id,
+        reply.status,
+        extra={"request_id": live.job.request_id, "status": reply.status, "provider": live.job.provider},
+    )
     await send({"type": "http.response.body", "body": frame(reply.body), "more_body": False})
-    return (0, 0), True
+    return (0, 0, 0.0), True
 
 
 async def watch_disconnect(receive: Receive, replies: asyncio.Queue[Reply | None]) -> None:

@@ -11,9 +11,12 @@ from typing import Any
 import aiohttp
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_workers import metrics
+from edge_workers.joblog import job_fields, log_failure
 from edge_workers.publishing import Attempt, Publication, publish
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
@@ -44,12 +47,34 @@ class WorkerState:
     running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
 
     async def publish(self, job: Job, pub: Publication) -> None:
+        """Send `pub`. A job's last publication (its answer or its failure: the front waits for
+        it) is tried again through a Redis outage, up to FINAL_PUBLISH_PAUSES_S and never past
+        the request's deadline. Meanwhile the job stays held: this worker's heartbeat writes its
+        lease back if Redis lost it, so fronts keep waiting. A failed chunk is not retried (it
+        may have been written: a stream must not repeat itself)."""
         deployment = self.models.by_id(job.deployment_id)
         limited = deployment is not None and deployment.tpm is not None
-        usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
-        await publish(self.redis, job, pub, self.worker_id, self.models.router.breaker, usage)
-        if pub.attempt is not None:  # the last publication also left the running set
-            self.held.discard(job.job_id)
+        breaker = self.models.router.breaker
+        if pub.attempt is None:
+            usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
+            await publish(self.redis, job, pub, self.worker_id, breaker, usage)
+            return
+        for pause in (*FINAL_PUBLISH_PAUSES_S, None):
+            usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
+            try:
+                await publish(self.redis, job, pub, self.worker_id, breaker, usage)
+                break
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as e:
+                if pause is None or time.time() + pause >= job.deadline:
+                    raise
+                log.warning(
+                    "request %s: could not publish its answer (%s); retrying",
+                    job.request_id,
+                    type(e).__name__,
+                    extra=job_fields(job),
+                )
+                await asyncio.sleep(pause)
+        self.held.discard(job.job_id)  # the last publication also left the running set
 
     async def release(self, job: Job) -> None:
         """The job ends without an answer (expired, cancelled): it is no longer this worker's,
@@ -67,8 +92,9 @@ class WorkerState:
 # A job runs again only when its worker died holding it; after this many runs it is answered
 # with an error instead (a request that kills its worker must not take the whole pool down).
 MAX_RUNS = 3
-# When publishing a job's failure fails too (Redis blinked), try again for about this long.
-FAILURE_PUBLISH_ATTEMPTS = (0.1, 0.3, 1.0, 2.0)
+# A job's last publication is tried again after these pauses when Redis is unreachable: about
+# ten seconds, what a Redis restart or a Sentinel failover takes.
+FINAL_PUBLISH_PAUSES_S = (0.1, 0.3, 0.6, 1.0, 2.0, 2.0, 2.0, 2.0)
 
 
 async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
@@ -80,22 +106,24 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("request %s: the job failed", job.request_id)
+        log.exception("request %s: the job failed", job.request_id, extra=job_fields(job, status=502))
         metrics.JOBS.labels(state.provider, "error").inc()
         await _publish_failure(state, job, "The gateway's worker failed while answering this request.")
 
 
 async def _publish_failure(state: WorkerState, job: Job, message: str) -> None:
-    """A 502 for the waiting front, retried through a short Redis outage; given up after that
-    (the front's deadline, or its no-worker check, then ends the request)."""
+    """A 502 for the waiting front, retried through a Redis outage (see `WorkerState.publish`);
+    given up after that (the front's check for lost jobs, or its deadline, ends the request)."""
     reply = Reply(job.job_id, status=502, body=error_body(502, message))
-    for pause in FAILURE_PUBLISH_ATTEMPTS:
-        try:
-            await state.publish(job, Publication([reply], attempt=Attempt("neutral")))
-            return
-        except (RedisError, OSError) as e:
-            log.warning("request %s: could not publish its failure (%s)", job.request_id, type(e).__name__)
-            await asyncio.sleep(pause)
+    try:
+        await state.publish(job, Publication([reply], attempt=Attempt("neutral")))
+    except (RedisError, OSError) as e:
+        log.warning(
+            "request %s: could not publish its failure (%s)",
+            job.request_id,
+            type(e).__name__,
+            extra=job_fields(job),
+        )
 
 
 async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
@@ -106,13 +134,16 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
     if started >= job.deadline:
         # The front already answered 504; calling upstream now would only cost money.
         metrics.JOBS.labels(state.provider, "expired").inc()
-        log.info("request %s: deadline passed in the queue, dropped", job.request_id)
+        log.info("request %s: deadline passed in the queue, dropped", job.request_id, extra=job_fields(job))
         await state.release(job)
         return
     deployment = state.models.by_id(job.deployment_id)
     if deployment is None or deployment.provider != state.provider:
         log.error(
-            "request %s: deployment %r is not in this worker's config", job.request_id, job.deployment_id
+            "request %s: deployment %r is not in this worker's config",
+            job.request_id,
+            job.deployment_id,
+            extra=job_fields(job, status=502),
         )
         body = error_body(502, "the gateway's workers do not know this model's deployment")
         await state.publish(
@@ -120,7 +151,12 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
         )
         return
     if ctx.get("job_try", 1) > MAX_RUNS:
-        log.error("request %s: its worker died %d times; not running it again", job.request_id, MAX_RUNS)
+        log.error(
+            "request %s: its worker died %d times; not running it again",
+            job.request_id,
+            MAX_RUNS,
+            extra=job_fields(job, status=502, attempt=ctx.get("job_try", 1)),
+        )
         await _publish_failure(state, job, f"The request was abandoned after {MAX_RUNS} worker failures.")
         return
     if (
@@ -129,7 +165,9 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
         and await state.redis.exists(keyspace.stream_started(job.job_id))
     ):
         # Its first worker died mid-stream: running it again would send the client its start twice.
-        log.warning("request %s: worker died mid-stream; ending the stream", job.request_id)
+        log.warning(
+            "request %s: worker died mid-stream; ending the stream", job.request_id, extra=job_fields(job)
+        )
         body = error_body(502, "The worker serving this stream stopped; the stream is incomplete.")
         reply = Reply(job.job_id, kind="error", status=502, body=body)
         await state.publish(job, Publication([reply], attempt=Attempt("neutral")))
@@ -144,7 +182,7 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
             call.cancel()
             raise  # the worker is shutting down: let arq handle it
         result = "cancelled"  # the client went away: nothing to publish, nothing to cache
-        log.info("request %s: cancelled by the client", job.request_id)
+        log.info("request %s: cancelled by the client", job.request_id, extra=job_fields(job))
         await state.release(job)
     finally:
         state.running.pop(job.job_id, None)
@@ -181,8 +219,6 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
         job.deadline,
         settings.max_upstream_body_bytes,
     )
-    if outcome.status >= 400:
-        log.info("request %s: answered %d", job.request_id, outcome.status)
     # A timeout at a deadline the client chose (x-edge-timeout) is not the upstream's failure.
     judged = outcome.attempted and not (outcome.deadline and job.client_deadline)
     attempt = Attempt(outcome_of(outcome.status, judged), outcome.latency_ms)
@@ -193,6 +229,10 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     )
     cache_body = outcome.body if outcome.status == 200 and cache else None
     await state.publish(job, Publication([_final_reply(job, outcome, cost)], cache_body, cost, attempt))
+    if outcome.status >= 400:  # after the answer: the log is not in its way
+        log_failure(
+            job, outcome.status, outcome.body, outcome.latency_ms if outcome.latency_ms >= 0 else None
+        )
     if cost:
         metrics.COST.labels(state.provider, job.upstream_model).inc(cost)
     if outcome.usage:

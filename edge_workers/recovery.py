@@ -5,14 +5,23 @@ the ids of the jobs it holds in a set of its own (added when claimed, removed wh
 Every live worker also reaps: a worker whose heartbeat is older than `WORKER_DEAD_AFTER_S` is removed
 from the registry, and its jobs are put back on the queue for any live worker to run again,
 seconds after a crash instead of after arq's in-progress lease (the whole job timeout).
+
+When Redis loses its data (restarted empty, or a failover to a replica that lagged), a worker
+still runs the jobs it held, but Redis no longer knows them: fronts would think them lost and
+run them again. So the heartbeat watches `edge:epoch` (see shared/keyspace.py) and, when it
+changed or after a heartbeat that failed, writes back what this worker holds: each job's
+in-progress lease and its running set. Fronts look for those leases a couple of heartbeats after
+they see Redis come back (edge_front/lost_jobs.py), so a job is run again only if no worker
+still runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Set
 
 from redis.asyncio import Redis
 
@@ -29,26 +38,57 @@ class Recovery:
         redis: Redis,
         provider: str,
         worker_id: str,
-        load: Callable[[], int] = lambda: 0,
+        held: Set[str] = frozenset(),
         missing_keys: str = "",
+        in_progress_ms: int = 600_000,
     ) -> None:
         self.redis = redis
         self.provider = provider
         self.worker_id = worker_id
-        self.load = load  # how many jobs this worker holds (fronts subtract them from queue depth)
+        # The ids of the jobs this worker runs (fronts subtract their count from queue depth).
+        self.held = held
+        self.in_progress_ms = in_progress_ms
         # The key variables this worker found unset: fronts route around their deployments.
         self.missing_keys = missing_keys
         self._reap = redis.register_script(REAP_LUA)
+        self._token = secrets.token_hex(8)  # this process's candidate for the epoch
+        self.epoch: bytes | None = None  # the epoch last seen
+        self.heartbeat_failed = False
 
     async def join(self) -> None:
-        """The heartbeat: alive now, holding this many jobs; the running set lives on a while."""
+        """The heartbeat: alive now, holding this many jobs; the running set lives on a while.
+        Writes the held jobs back first if Redis lost them."""
         async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(keyspace.epoch(), self._token, nx=True)
+            pipe.get(keyspace.epoch())
             pipe.zadd(keyspace.workers(self.provider), {self.worker_id: int(time.time() * 1000)})
             pipe.expire(keyspace.workers(self.provider), WORKER_STATE_TTL_S)
-            pipe.hset(keyspace.load(self.provider), self.worker_id, str(self.load()))
+            pipe.hset(keyspace.load(self.provider), self.worker_id, str(len(self.held)))
             pipe.expire(keyspace.load(self.provider), WORKER_STATE_TTL_S)
             pipe.hset(keyspace.missing_keys(self.provider), self.worker_id, self.missing_keys)
             pipe.expire(keyspace.missing_keys(self.provider), WORKER_STATE_TTL_S)
+            pipe.expire(keyspace.running(self.worker_id), WORKER_STATE_TTL_S)
+            epoch = (await pipe.execute())[1]
+        lost = self.epoch is not None and epoch != self.epoch
+        if lost:
+            log.warning(
+                "Redis lost its data (restarted empty or failed over); re-registering %d job(s)",
+                len(self.held),
+            )
+        if (lost or self.heartbeat_failed) and self.held:
+            await self.reassert()
+        self.epoch, self.heartbeat_failed = epoch, False
+
+    async def reassert(self) -> None:
+        """Write back the in-progress lease of every job this worker runs, and its running set,
+        so no front or worker takes them for lost (they may be gone with Redis's data)."""
+        held = list(self.held)
+        if not held:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in held:
+                pipe.set(IN_PROGRESS_KEY_PREFIX + job_id, b"1", px=self.in_progress_ms)
+            pipe.sadd(keyspace.running(self.worker_id), *held)
             pipe.expire(keyspace.running(self.worker_id), WORKER_STATE_TTL_S)
             await pipe.execute()
 
@@ -69,6 +109,7 @@ class Recovery:
                 raise
             except Exception as e:
                 log.warning("heartbeat failed (%s)", type(e).__name__)
+                self.heartbeat_failed = True
             await asyncio.sleep(WORKER_HEARTBEAT_S)
 
     async def reap_dead(self) -> list[str]:

@@ -15,6 +15,7 @@ import aiohttp
 import msgspec
 
 from edge_workers import metrics
+from edge_workers.joblog import log_failure
 from edge_workers.providers import ADAPTERS
 from edge_workers.providers.base import StreamError, StreamTranslator
 from edge_workers.publishing import Attempt, Publication, Publish
@@ -41,10 +42,11 @@ _encode = msgspec.json.Encoder().encode
 
 
 class _Stream:
-    def __init__(self, job_id: str, publish: Publish, client_deadline: bool) -> None:
-        self.job_id = job_id
+    def __init__(self, job: Job, publish: Publish) -> None:
+        self.job = job
+        self.job_id = job.job_id
         self.publish = publish
-        self.client_deadline = client_deadline  # a timeout then says nothing about the upstream
+        self.client_deadline = job.client_deadline  # a timeout then says nothing about the upstream
         self.started = False  # a chunk went out: errors must now travel inside the stream
         self.attempted = False  # the upstream was called (its failures count against it)
         self.called_at = 0.0
@@ -77,6 +79,7 @@ class _Stream:
             reply = Reply(self.job_id, kind="final", status=status, body=body, retry_after=retry_after)
         attempt = Attempt(outcome_of(status, self.attempted and not (deadline and self.client_deadline)))
         await self.publish(Publication([reply], attempt=attempt))
+        log_failure(self.job, status, body)  # after the answer: the log is not in its way
         return str(status)
 
 
@@ -93,7 +96,7 @@ async def stream_answer(
     """Run one streamed answer to its end; returns the outcome for metrics (status or "ok").
     `limits`: the most bytes the whole stream, and one line of it, may have."""
     adapter = ADAPTERS[deployment.provider]
-    out = _Stream(job.job_id, publish, job.client_deadline)
+    out = _Stream(job, publish)
     prepared = prepare_call(deployment, api_key, job.upstream_model, body, job.deadline, stream=True)
     if isinstance(prepared, Outcome):
         return await out.fail(prepared.status, prepared.body, deadline=prepared.deadline)

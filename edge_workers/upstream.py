@@ -187,6 +187,7 @@ def error_outcome(deployment: Deployment, status: int, raw: bytes, retry_after: 
             deployment.id,
             deployment.provider,
             status,
+            extra={"deployment": deployment.id, "provider": deployment.provider, "status": status},
         )
         message = (
             f"upstream {deployment.provider} refused the gateway's credentials for deployment "

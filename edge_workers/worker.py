@@ -169,11 +169,19 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
     if settings is None or models is None:
         settings, models = load_settings()
     held: set[str] = set()  # ids of the jobs this worker claimed and has not answered yet
+    job_timeout_s = settings.request_timeout_s + 5
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         api_keys = _api_keys(models)
         missing = " ".join(sorted(v for v in models.key_variables(provider) if not api_keys.get(v)))
-        recovery = Recovery(ctx["redis"], provider, ctx["worker_id"], load=held.__len__, missing_keys=missing)
+        recovery = Recovery(
+            ctx["redis"],
+            provider,
+            ctx["worker_id"],
+            held=held,
+            missing_keys=missing,
+            in_progress_ms=int((job_timeout_s + 10) * 1000),  # arq's own lease: the job timeout + 10 s
+        )
         await recovery.join()
         ctx["recovery"] = recovery
         ctx["heartbeat"] = asyncio.create_task(recovery.run())
@@ -209,7 +217,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         job_serializer=arq_serialize,
         job_deserializer=arq_deserialize,
         max_jobs=settings.worker_concurrency,
-        job_timeout=settings.request_timeout_s + 5,
+        job_timeout=job_timeout_s,
         keep_result=0,
         poll_delay=settings.worker_poll_interval_s,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,

@@ -310,6 +310,9 @@ class Settings(msgspec.Struct, frozen=True):
     worker_poll_interval_s: float = 0.5
     # The window a virtual key's rpm_limit counts in (seconds; shorter only in tests).
     key_window_s: int = 60
+    # One log line per chat request (edge_front/access_log.py), for that fraction of them.
+    access_log: bool = False
+    access_log_sample: float = 1.0
     # What a virtual key with a tpm limit or budget reserves for an answer without max_tokens.
     reserve_completion_tokens: int = 4096
 
@@ -364,8 +367,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         no_worker_grace_s=_env_float(env, "EDGE_NO_WORKER_GRACE", 10.0),
         worker_poll_interval_s=_env_float(env, "EDGE_WORKER_POLL_INTERVAL", 0.5),
         key_window_s=_env_int(env, "EDGE_KEY_WINDOW_S", 60),
+        access_log=_env_bool(env, "EDGE_ACCESS_LOG", False),
+        access_log_sample=_env_float(env, "EDGE_ACCESS_LOG_SAMPLE", 1.0),
         reserve_completion_tokens=_env_int(env, "EDGE_KEY_RESERVE_COMPLETION_TOKENS", 4096),
     )
+    if not 0 <= settings.access_log_sample <= 1:
+        raise ConfigError("EDGE_ACCESS_LOG_SAMPLE: must be between 0 and 1")
     for name, value in (
         ("EDGE_REQUEST_TIMEOUT", settings.request_timeout_s),
         ("EDGE_MAX_UPSTREAM_BODY_BYTES", settings.max_upstream_body_bytes),

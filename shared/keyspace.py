@@ -46,6 +46,14 @@ def breaker(deployment_id: str) -> str:
     return f"{PREFIX}:breaker:{deployment_id}"
 
 
+def epoch() -> str:
+    """String: a token the first process to find it missing sets (SET NX), and every process
+    reads on its heartbeat or refresh. A different token means Redis lost its data (restarted
+    empty, or failed over to a replica that had not caught up): see edge_front/lost_jobs.py and
+    edge_workers/recovery.py. One fixed key, no expiry."""
+    return f"{PREFIX}:epoch"
+
+
 def served(provider: str) -> str:
     """Counter of answers a provider's workers finished (the service rate, for Retry-After)."""
     return f"{PREFIX}:served:{provider}"

@@ -229,7 +229,8 @@ class BaseApi:
             return web.Response()
         if markers.status is not None:
             self.stats.failures_injected += 1
-            return self.status_error(markers.status, markers.retry_after, markers.error_code)
+            echoed = f"Refused prompt: {strip_markers(text).strip()}" if markers.echo_error else None
+            return self.status_error(markers.status, markers.retry_after, markers.error_code, echoed)
         hostile = await hostile_response(request, markers)
         if hostile is not None:
             self.stats.failures_injected += 1
@@ -239,14 +240,16 @@ class BaseApi:
             return self.status_error(settings.error_status, markers.retry_after)
         return await self.respond(request, body, strip_markers(text), markers)
 
-    def status_error(self, status: int, retry_after: float | None, code: str | None = None) -> web.Response:
+    def status_error(
+        self, status: int, retry_after: float | None, code: str | None = None, message: str | None = None
+    ) -> web.Response:
         headers: dict[str, str] | None = None
         if status == 429 or retry_after is not None:
             seconds = 1.0 if retry_after is None else max(retry_after, 0.0)
             headers = {"retry-after": format_seconds(seconds)}
             if self.retry_after_ms_header:
                 headers["retry-after-ms"] = str(round(seconds * 1000))
-        return self.error(status, headers=headers, code=code)
+        return self.error(status, message, headers=headers, code=code)
 
 
 _BAD_BODIES = {

@@ -51,6 +51,7 @@ class Markers:
     huge_body_mb: int | None = None  # a 2xx body of N MiB
     sse_no_newlines_mb: int | None = None  # a 2xx event stream of N MiB that never ends a line
     error_code: str | None = None  # the OpenAI `code` of a `status` error, e.g. context_length_exceeded
+    echo_error: bool = False  # a `status` error's message quotes the prompt (as real upstreams may)
 
     def without_failures(self) -> Markers:
         """These markers with the failure ones (status, drop, timeout, delay_ms, stream_*) cleared."""
@@ -79,7 +80,7 @@ _INT_MARKERS = frozenset(
 )
 _STR_MARKERS = frozenset({"bad_body", "error_code"})
 _FLOAT_MARKERS = frozenset({"retry_after", "delay_ms", "chunk_delay_ms"})
-_FLAG_MARKERS = frozenset({"timeout", "drop"})
+_FLAG_MARKERS = frozenset({"timeout", "drop", "echo_error"})
 
 
 def parse_markers(text: str) -> Markers:

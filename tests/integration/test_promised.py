@@ -329,6 +329,7 @@ def test_front_metrics_move_by_label(front: Front, client: openai.OpenAI) -> Non
     assert delta("llm_edge_attempts_total", provider="openai", outcome="400") == 1
     assert value(after, "llm_edge_active_requests") == 0
     assert value(after, "llm_edge_provider_available", provider="openai") == 1
+    assert value(after, "llm_edge_live_workers", provider="openai") >= 1  # the alerts' "no live worker"
     assert ("llm_edge_queue_depth", frozenset({("provider", "openai")})) in after
 
 

@@ -105,12 +105,10 @@ def test_front_worker_and_cli_follow_a_failover_without_a_restart(tmp_path: Path
         load.start()
         wait_until(lambda: sum(o.status == 200 for o in load.outcomes) >= 10, "traffic flowing")
 
-        old_primary = group.primary.port
         killed_at = time.monotonic()
         assert group.primary.process is not None
         group.primary.process.send_signal(signal.SIGKILL)
         first = wait_until(lambda: load.first_answer_after(killed_at), "an answer after the failover", 25)
-        promoted = group.master_port()
         time.sleep(1.5)  # the load goes on after the recovery: every one of those must succeed
         load.stop()
         recovery_s = first.ended - killed_at
@@ -118,7 +116,9 @@ def test_front_worker_and_cli_follow_a_failover_without_a_restart(tmp_path: Path
         print(f"\nSentinel failover: SIGKILL of the primary -> first 200 answer in {recovery_s:.2f} s")
         print(f"requests under load: {len(load.outcomes)}, by status: {dict(statuses)}")
 
-        assert group.replica is not None and promoted == group.replica.port != old_primary
+        assert group.replica is not None
+        # The sentinel asked first may learn of the promotion a moment after the one that did it.
+        wait_until(lambda: group.master_port() == group.replica.port, "the sentinels naming the replica", 10)
         # The same processes serve again: nothing was restarted.
         assert front.process.poll() is None and worker.poll() is None
         # New unique requests go through the queue to the worker and the upstream again.

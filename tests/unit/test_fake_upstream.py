@@ -367,6 +367,15 @@ def test_status_markers(client: httpx.Client) -> None:
     assert chat(client, "[[fake:status=503]]").json()["error"]["type"] == "server_error"
 
 
+def test_echo_error_marker_quotes_the_prompt_in_the_error(client: httpx.Client) -> None:
+    openai = chat(client, "[[fake:status=400]][[fake:echo_error]] mail me at a@b.example")
+    assert openai.status_code == 400
+    assert openai.json()["error"]["message"] == "Refused prompt: mail me at a@b.example"
+    anthropic = messages(client, "[[fake:status=422]][[fake:echo_error]] card 4242")
+    assert anthropic.json()["error"]["message"] == "Refused prompt: card 4242"
+    assert chat(client, "[[fake:status=400]] quiet").json()["error"]["message"] == "Invalid request."
+
+
 def test_retry_after_marker_overrides(client: httpx.Client) -> None:
     openai = chat(client, "[[fake:status=429]] [[fake:retry_after=0.3]] hi")
     assert openai.status_code == 429

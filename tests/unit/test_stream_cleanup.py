@@ -69,7 +69,7 @@ def test_a_failure_to_start_the_response_still_cleans_up() -> None:
     async def main() -> None:
         state = FakeState()
         live = await live_stream(state, job())
-        assert await relay(state, live, Recorder(fail_on=0), []) == (0, 0)  # type: ignore[arg-type]
+        assert await relay(state, live, Recorder(fail_on=0), []) == (0, 0, 0.0)  # type: ignore[arg-type]
         await asyncio.sleep(0)
         assert live.watcher.cancelled()
         assert len(state.replies) == 0
@@ -101,7 +101,7 @@ def test_a_finished_stream_is_not_cancelled_and_its_answer_is_kept() -> None:
         done = Reply("j1", kind="done", body=b"{}", prompt_tokens=3, completion_tokens=2, cost_usd=0.000135)
         live.replies.put_nowait(done)
         send = Recorder()
-        assert await relay(state, live, send, []) == (3, 2)  # type: ignore[arg-type]
+        assert await relay(state, live, send, []) == (3, 2, 0.000135)  # type: ignore[arg-type]
         # The cost, known only at the end, rides in an SSE comment (clients skip comments).
         assert send.messages[-1]["body"] == b": x-edge-cost-usd=0.000135\n\ndata: [DONE]\n\n"
         assert state.cancelled == [] and state.l1.get("k") == (b"{}", 0.000135)
