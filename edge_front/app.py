@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from edge_front import access_log, admin, health
+from edge_front import access_log, admin, health, metrics
 from edge_front.auth import (
     FORBIDDEN_ADMIN_BODY,
     KEYS_LOADING_BODY,
@@ -117,6 +117,9 @@ def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = FrontState.create(settings, models)
+        metrics.model_label = metrics.ModelLabels(
+            (name for name, _ in models.public_models()), settings.metrics_max_models
+        )
         app.state.edge = state
         await state.start()
         edge.keys.redis = state.queue_redis

@@ -122,6 +122,7 @@ async def chat_completions(
     try:
         if isinstance(result, LiveStream):
             status = 200
+            result.started = started
             metrics.STREAMS.labels("upstream").inc()
             prompt, completion, labels.cost_usd = await relay(
                 state, result, send, [*base, _MISS, *result.headers]
@@ -137,8 +138,9 @@ async def chat_completions(
     finally:
         metrics.ACTIVE.dec()
     elapsed_ms = (time.perf_counter() - started) * 1000
-    metrics.REQUESTS.labels(labels.provider, labels.model, str(status)).inc()
-    metrics.DURATION.labels(labels.cache).observe(elapsed_ms)
+    model = metrics.model_label(labels.model)
+    metrics.REQUESTS.labels(labels.provider, model, str(status)).inc()
+    metrics.DURATION.labels(labels.provider, model, labels.cache).observe(elapsed_ms)
     if state.settings.access_log:  # off, this check is all the access log costs
         access_log.write(state.settings, request_id, identity.key_id, labels, status, elapsed_ms)
 
@@ -162,7 +164,7 @@ async def _handle(
     group = state.models.group(chat.model)
     if not group:
         raise EdgeError(404, f"The model '{chat.model}' does not exist or is not served here.", param="model")
-    # Only routed models become label values: a client cannot grow the metric's cardinality.
+    # Only routed models become label values (and those bounded: see `metrics.ModelLabels`).
     labels.provider, labels.model = group[0].provider, chat.model
     stream = bool(chat.stream)
     include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
@@ -291,8 +293,9 @@ def _answer(reply: Reply, served: list[tuple[bytes, bytes]]) -> Answer:
 def _count_tokens(labels: RequestFacts, prompt: int, completion: int) -> None:
     if prompt or completion:
         labels.tokens = prompt + completion
-        metrics.TOKENS.labels(labels.provider, labels.model, "prompt").inc(prompt)
-        metrics.TOKENS.labels(labels.provider, labels.model, "completion").inc(completion)
+        model = metrics.model_label(labels.model)
+        metrics.TOKENS.labels(labels.provider, model, "prompt").inc(prompt)
+        metrics.TOKENS.labels(labels.provider, model, "completion").inc(completion)
 
 
 def _error(error: EdgeError, request_id: str, labels: RequestFacts) -> Answer:

@@ -85,7 +85,7 @@ async def dispatch(state: FrontState, miss: Miss, receive: Receive) -> Served:
         if isinstance(result, LiveStream) or result.status < 400:
             metrics.ATTEMPTS.labels(deployment.provider, "ok").inc()
             if deployment not in router.models.group(miss.model):
-                metrics.FALLBACKS.labels(miss.model).inc()
+                metrics.FALLBACKS.labels(metrics.model_label(miss.model)).inc()
             return served
         metrics.ATTEMPTS.labels(deployment.provider, str(result.status)).inc()
         last = served

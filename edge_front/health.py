@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -112,8 +113,25 @@ async def models(request: Request) -> Response:
 
 
 async def prometheus(request: Request) -> Response:
-    if not _state(request).settings.enable_metrics:
+    settings = _state(request).settings
+    if not settings.enable_metrics:
         return Response(
             error_body(404, "Metrics are disabled (ENABLE_METRICS=false)."), 404, media_type=_JSON
         )
+    if settings.metrics_token and not _metrics_allowed(request, settings.metrics_token, settings.master_key):
+        return Response(
+            error_body(401, "Metrics want the metrics token (EDGE_METRICS_TOKEN) or the master key."),
+            401,
+            headers={"www-authenticate": "Bearer"},
+            media_type=_JSON,
+        )
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _metrics_allowed(request: Request, token: str, master_key: str) -> bool:
+    """Prometheus's `authorization: credentials_file` sends `Bearer <token>`; compared in constant
+    time with both secrets (no short cut: which one matched is not timed either)."""
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+    as_token = hmac.compare_digest(given, token.encode())
+    as_master = bool(master_key) and hmac.compare_digest(given, master_key.encode())
+    return as_token or as_master

@@ -1,8 +1,18 @@
-"""Prometheus metrics of a front process, with the seed's names."""
+"""Prometheus metrics of a front process, with the seed's names.
+
+Label values are bounded: `model` is a configured model group, a model of the built-in catalog,
+or one of the first `EDGE_METRICS_MAX_MODELS` other names this process routed (prefix routing
+lets any `gpt-*` name through); past that, `other`. A client sending 10,000 made-up names adds
+at most that many series. No `_created` twin series (they double the series count).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()
 
 REQUESTS = Counter(
     "llm_edge_requests_total",
@@ -11,8 +21,8 @@ REQUESTS = Counter(
 )
 DURATION = Histogram(
     "llm_edge_request_duration_ms",
-    "Time from request to response, as seen by the front",
-    ["cache"],
+    "Time from request to response, as seen by the front (a stream: to its last byte)",
+    ["provider", "model", "cache"],
     buckets=(0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000),
 )
 CACHE_HITS = Counter("llm_edge_cache_hits_total", "Cache hits by tier", ["tier"])
@@ -33,7 +43,7 @@ STREAMS = Counter("llm_edge_streams_total", "Streamed answers started, by source
 QUEUE_DEPTH = Gauge("llm_edge_queue_depth", "Jobs queued or running on a provider's queue", ["provider"])
 PROVIDER_AVAILABLE = Gauge(
     "llm_edge_provider_available",
-    "1 while at least one deployment of the provider has a breaker not open",
+    "1 while the provider has a live worker and a deployment whose breaker is not open",
     ["provider"],
 )
 LIVE_WORKERS = Gauge(
@@ -48,3 +58,36 @@ ATTEMPTS = Counter(
     "llm_edge_attempts_total", "Upstream attempts, by provider and outcome", ["provider", "outcome"]
 )
 FALLBACKS = Counter("llm_edge_fallbacks_total", "Requests answered by a fallback model group", ["model"])
+STREAM_TTFT = Histogram(
+    "llm_edge_stream_ttft_ms",
+    "Streams from upstream: time from the request to its first chunk sent to the client",
+    ["provider"],
+    buckets=(1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000),
+)
+STREAM_CHUNK_GAP = Histogram(
+    "llm_edge_stream_chunk_gap_ms",
+    "Streams from upstream: time between two writes of chunks to the client",
+    ["provider"],
+    buckets=(0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000),
+)
+
+
+class ModelLabels:
+    """The `model` label value for a model name: itself while the set stays bounded."""
+
+    def __init__(self, known: Iterable[str] = (), limit: int = 100) -> None:
+        self.known = frozenset(known)
+        self.limit = limit
+        self._others: set[str] = set()
+
+    def __call__(self, model: str) -> str:
+        if model in self.known or model in self._others or not model:
+            return model
+        if len(self._others) < self.limit:
+            self._others.add(model)
+            return model
+        return "other"
+
+
+# Set at start from the model table and EDGE_METRICS_MAX_MODELS (edge_front.app).
+model_label = ModelLabels()

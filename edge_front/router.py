@@ -137,8 +137,12 @@ class Router:
         self.missing_keys[provider] = names
 
     def provider_available(self, provider: str) -> bool:
+        """A live worker, and a deployment whose breaker is not open (with no model asked for yet
+        and no config file, none is open)."""
+        if not self.live_workers.get(provider, 0):
+            return False
         states = [self.state(d) for d in self.models.deployments() if d.provider == provider]
-        return not states or any(s != "open" for s in states)  # no model asked for yet: nothing open
+        return not states or any(s != "open" for s in states)
 
     # ---- shared state ----------------------------------------------------------------------
 

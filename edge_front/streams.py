@@ -44,6 +44,7 @@ class LiveStream:
     cache_key: str | None  # where to keep the completed answer in L1, if anywhere
     watcher: asyncio.Task[None]  # puts None in `replies` when the client disconnects
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # which deployment serves it
+    started: float = 0.0  # perf_counter() when the request came (for time to first token)
 
 
 def replay_body(completion: bytes, include_usage: bool) -> bytes:
@@ -100,6 +101,8 @@ async def _pump(state: FrontState, live: LiveStream, send: Send) -> tuple[tuple[
     """((prompt tokens, completion tokens, cost), whether the job finished: answered or failed,
     nothing left to cancel)."""
     pending: list[Reply | None] = [live.first]
+    gaps = metrics.STREAM_CHUNK_GAP.labels(live.job.provider)
+    last_write = 0.0
     while True:
         # Everything that already arrived goes out in one write; then wait for the next reply.
         while not live.replies.empty():
@@ -114,6 +117,12 @@ async def _pump(state: FrontState, live: LiveStream, send: Send) -> tuple[tuple[
                 out += frame(reply.body)
         if out:
             await send({"type": "http.response.body", "body": out, "more_body": True})
+            now = time.perf_counter()
+            if last_write:
+                gaps.observe((now - last_write) * 1000)
+            elif live.started:
+                metrics.STREAM_TTFT.labels(live.job.provider).observe((now - live.started) * 1000)
+            last_write = now
         pending = [await live.replies.get()]
 
 

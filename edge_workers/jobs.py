@@ -235,11 +235,6 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
         )
     if cost:
         metrics.COST.labels(state.provider, job.upstream_model).inc(cost)
-    if outcome.usage:
-        metrics.TOKENS.labels(state.provider, job.upstream_model, "prompt").inc(outcome.usage.prompt_tokens)
-        metrics.TOKENS.labels(state.provider, job.upstream_model, "completion").inc(
-            outcome.usage.completion_tokens
-        )
     return str(outcome.status)
 
 

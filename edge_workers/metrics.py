@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, disable_created_metrics
+
+disable_created_metrics()  # no `_created` twin of every series
 
 _MS_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000)
 
@@ -26,8 +28,4 @@ COST = Counter(
     "What upstream answers cost in USD (genai-prices, or the deployment's own prices)",
     ["provider", "model"],
 )
-TOKENS = Counter(
-    "llm_edge_upstream_tokens_total",
-    "Tokens in upstream answers, by upstream model name",
-    ["provider", "model", "type"],
-)
+# Tokens are counted once, by the front (`llm_edge_tokens_total`, labelled like its requests).

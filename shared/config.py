@@ -313,6 +313,10 @@ class Settings(msgspec.Struct, frozen=True):
     # One log line per chat request (edge_front/access_log.py), for that fraction of them.
     access_log: bool = False
     access_log_sample: float = 1.0
+    # /metrics: open when empty; else it wants this bearer token (or the master key).
+    metrics_token: str = ""
+    # Distinct `model` label values beyond the configured ones (the rest are `other`).
+    metrics_max_models: int = 100
     # What a virtual key with a tpm limit or budget reserves for an answer without max_tokens.
     reserve_completion_tokens: int = 4096
 
@@ -369,6 +373,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         key_window_s=_env_int(env, "EDGE_KEY_WINDOW_S", 60),
         access_log=_env_bool(env, "EDGE_ACCESS_LOG", False),
         access_log_sample=_env_float(env, "EDGE_ACCESS_LOG_SAMPLE", 1.0),
+        metrics_token=env.get("EDGE_METRICS_TOKEN", ""),
+        metrics_max_models=_env_int(env, "EDGE_METRICS_MAX_MODELS", 100),
         reserve_completion_tokens=_env_int(env, "EDGE_KEY_RESERVE_COMPLETION_TOKENS", 4096),
     )
     if not 0 <= settings.access_log_sample <= 1:

@@ -81,9 +81,9 @@ def wait_until(condition: Callable[[], T], what: str, timeout_s: float = 20.0, e
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(url: str) -> Samples:
+def scrape(url: str, headers: dict[str, str] | None = None) -> Samples:
     """Every sample of a Prometheus endpoint, keyed by (sample name, labels)."""
-    text = httpx.get(url, timeout=10).text
+    text = httpx.get(url, headers=headers, timeout=10).text
     return {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)

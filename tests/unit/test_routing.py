@@ -129,6 +129,8 @@ async def test_open_breakers_are_skipped_until_their_cooldown_passes(
     await r.refresh()
     assert r.state(b) == "open"
     assert await _choose(front, plan, 0) == (a, 1)
+    assert not r.provider_available("openai")  # no live worker seen (none in this test's Redis)
+    r.live_workers["openai"] = 1
     assert r.provider_available("openai")  # a, c and long-context are still closed
 
     clock.now_s = start + 29.999
