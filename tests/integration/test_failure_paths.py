@@ -320,10 +320,10 @@ def test_traffic_of_every_kind_leaves_no_growing_key_without_an_expiry(tmp_path:
                 threading.Thread(
                     target=lambda: client.chat.completions.create(
                         model="gpt-4o-mini",
-                        messages=[{"role": "user", "content": text("[[fake:delay_ms=1500]]")}],
+                        messages=[{"role": "user", "content": text("[[fake:delay_ms=3000]]")}],
                     )
                 )
-                for _ in range(8)
+                for _ in range(8)  # long enough that all eight are held at once on a loaded machine
             ]
             for t in blockers:
                 t.start()
@@ -365,12 +365,15 @@ def test_traffic_of_every_kind_leaves_no_growing_key_without_an_expiry(tmp_path:
         # A kill: a worker dies holding a job; the survivor takes it over; a new worker joins.
         slow = threading.Thread(
             target=lambda: client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": text("[[fake:delay_ms=800]]")}]
+                model="gpt-4o-mini", messages=[{"role": "user", "content": text("[[fake:delay_ms=3000]]")}]
             )
         )
         slow.start()
-        wait_until(lambda: r.zcard(keyspace.queue("openai")) == 1, "the slow job running")
-        holder = next(w for w in workers if r.scard(keyspace.running(_worker_id(r, w.pid))) > 0)
+        # Claimed, not just queued: its worker lists it as running.
+        holder = wait_until(
+            lambda: next((w for w in workers if r.scard(keyspace.running(_worker_id(r, w.pid)))), None),
+            "the slow job held by a worker",
+        )
         os.kill(holder.pid, signal.SIGKILL)
         slow.join()
         workers.remove(holder)
