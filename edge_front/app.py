@@ -31,6 +31,7 @@ from edge_front.orphans import NoWorkerWatch
 from edge_front.state import FrontState
 from shared.config import ModelTable, Settings
 from shared.errors import error_body
+from shared.redis_memory import warn_about_eviction
 
 log = logging.getLogger("edge.front")
 
@@ -122,6 +123,8 @@ def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
         )
         app.state.edge = state
         await state.start()
+        cache = state.cache_redis if settings.cache_redis is not None else None
+        await warn_about_eviction(state.queue_redis, cache, log)
         edge.keys.redis = state.queue_redis
         try:
             await edge.keys.refresh()  # loads every key before the first request, when Redis answers

@@ -70,7 +70,7 @@ class FrontState:
         # With REDIS_SENTINELS each of the three finds the primary through Sentinel, with its
         # own role's timeouts (shared/redis_connect.py); the pools and their sizes are the same.
         cache_redis = pooled_client(
-            settings.redis,
+            settings.cache_redis or settings.redis,  # CACHE_REDIS_URL: the cache's own Redis
             client_name=name,
             max_connections=POOL_SIZE,
             timeout=l2_timeout,

@@ -45,6 +45,7 @@ class WorkerState:
     held: set[str] = field(default_factory=set)
     # Upstream calls in flight by job id, so a front's cancel can stop one (see `cancel_listener`).
     running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
+    cache_redis: Redis | None = None  # CACHE_REDIS_URL: the L2 cache's own Redis
 
     async def publish(self, job: Job, pub: Publication) -> None:
         """Send `pub`. A job's last publication (its answer or its failure: the front waits for
@@ -57,12 +58,12 @@ class WorkerState:
         breaker = self.models.router.breaker
         if pub.attempt is None:
             usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
-            await publish(self.redis, job, pub, self.worker_id, breaker, usage)
+            await publish(self.redis, job, pub, self.worker_id, breaker, usage, self.cache_redis)
             return
         for pause in (*FINAL_PUBLISH_PAUSES_S, None):
             usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
             try:
-                await publish(self.redis, job, pub, self.worker_id, breaker, usage)
+                await publish(self.redis, job, pub, self.worker_id, breaker, usage, self.cache_redis)
                 break
             except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as e:
                 if pause is None or time.time() + pause >= job.deadline:

@@ -5,14 +5,16 @@ served counter (the service rate fronts compute Retry-After from), the virtual k
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from shared import keyspace
 from shared.admission import window_bounds
@@ -20,6 +22,8 @@ from shared.breaker import RECORD_LUA, Outcome, record_args
 from shared.costs import with_cost
 from shared.queue import REPLY_STREAM_MAXLEN, USAGE_TTL_S, Job, Reply, encode_reply, release_slot
 from shared.routing import BreakerSettings
+
+log = logging.getLogger("edge.worker")
 
 # EVALSHA, not EVAL: sending the script's text with every answer cost measurable throughput.
 RECORD_SHA = hashlib.sha1(RECORD_LUA.encode()).hexdigest()
@@ -56,6 +60,7 @@ async def publish(
     worker_id: str,
     breaker: BreakerSettings,
     usage_key: str | None = None,  # set when the deployment has a tpm limit
+    cache_redis: Redis | None = None,  # CACHE_REDIS_URL's client; None: L2 is in `redis`
 ) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         tokens = sum(r.prompt_tokens + r.completion_tokens for r in pub.replies)
@@ -65,9 +70,15 @@ async def publish(
         for reply in pub.replies:
             pipe.xadd(job.reply_to, {b"r": encode_reply(reply)}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
         pipe.expire(job.reply_to, REPLY_STREAM_TTL_S)
+        cache_write: Awaitable[None] | None = None
         if pub.cache_body is not None and job.cache_key is not None:
             entry = with_cost(pub.cache_cost, pub.cache_body)
-            pipe.set(keyspace.cache_entry(job.cache_key), entry, ex=job.cache_ttl_s)
+            if cache_redis is None:
+                pipe.set(keyspace.cache_entry(job.cache_key), entry, ex=job.cache_ttl_s)
+            else:  # the cache's own Redis: written alongside, in parallel
+                cache_write = _write_cache(
+                    cache_redis, keyspace.cache_entry(job.cache_key), entry, job.cache_ttl_s
+                )
         if job.key_id is not None and job.charge is not None:
             _book_key_usage(pipe, job, pub, job.key_id)
         if pub.first_chunks:
@@ -84,7 +95,10 @@ async def publish(
             if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
                 release_slot(pipe, job.key_id, job.slot)
         try:
-            await pipe.execute()
+            if cache_write is None:
+                await pipe.execute()
+            else:
+                await asyncio.gather(pipe.execute(), cache_write)
         except NoScriptError:
             # Redis restarted or was flushed: load the script and record this outcome alone (the
             # rest of the pipeline ran; running it again would send the replies twice).
@@ -116,3 +130,12 @@ def _book_key_usage(pipe: Pipeline, job: Job, pub: Publication, key_id: str) -> 
         tpm = keyspace.key_tpm(key_id, window)
         pipe.incrby(tpm, prompt + completion)
         pipe.expireat(tpm, int(ends) + 1)
+
+
+async def _write_cache(cache_redis: Redis, key: str, entry: bytes, ttl_s: int) -> None:
+    """An L2 write to the cache's own Redis. Best effort: a full or missing cache costs a later
+    miss, never this answer."""
+    try:
+        await cache_redis.set(key, entry, ex=ttl_s)
+    except (RedisError, OSError) as e:
+        log.warning("could not write the L2 cache (%s)", type(e).__name__)

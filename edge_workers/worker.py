@@ -24,6 +24,7 @@ from arq import Worker
 from arq.utils import timestamp_ms
 from arq.worker import func
 from prometheus_client import start_http_server
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
@@ -33,7 +34,8 @@ from shared import arq_compat, keyspace
 from shared.arq_compat import CLAIM_LUA
 from shared.config import ModelTable, Settings, load_settings
 from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
-from shared.redis_connect import arq_pool
+from shared.redis_connect import arq_pool, pooled_client
+from shared.redis_memory import warn_about_eviction
 from shared.redis_settings import RedisTarget
 from shared.tasks import stop_tasks
 
@@ -164,6 +166,20 @@ def _api_keys(models: ModelTable) -> dict[str, str]:
     return keys
 
 
+def _cache_client(settings: Settings) -> Redis | None:
+    """CACHE_REDIS_URL's client, for L2 writes; None when the cache shares the main Redis."""
+    if settings.cache_redis is None:
+        return None
+    timeout = settings.l2_timeout_s * 10  # a write off the answer's path: more patience than a lookup
+    return pooled_client(
+        settings.cache_redis,
+        max_connections=64,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+    )
+
+
 def build_worker(provider: str, settings: Settings | None = None, models: Any = None) -> EdgeWorker:
     arq_compat.check_arq()  # refuse to start on an arq whose internals moved (see shared.arq_compat)
     if settings is None or models is None:
@@ -194,8 +210,10 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             session=new_session(settings.upstream_connect_timeout_s, settings.worker_concurrency),
             redis=ctx["redis"],
             held=held,
+            cache_redis=_cache_client(settings),
         )
         ctx["cancel_listener"] = asyncio.create_task(cancel_listener(state))
+        await warn_about_eviction(ctx["redis"], state.cache_redis, log)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         tasks = [ctx[name] for name in ("cancel_listener", "heartbeat") if ctx.get(name) is not None]
@@ -207,6 +225,8 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         state: WorkerState | None = ctx.get("edge")
         if state is not None:
             await state.session.close()
+            if state.cache_redis is not None:
+                await state.cache_redis.aclose()
 
     worker = EdgeWorker(
         # A job runs again only after its worker died (see edge_workers.recovery) or stopped.

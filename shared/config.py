@@ -16,7 +16,7 @@ import msgspec
 from shared.config_error import ConfigError
 from shared.config_source import Path, PathError, Source, SourceError, dotted
 from shared.litellm_config import FileSettings, convert, translate
-from shared.redis_settings import RedisTarget, redis_from_env
+from shared.redis_settings import RedisTarget, cache_redis_from_env, redis_from_env
 from shared.routing import BreakerSettings, RetrySettings, RouterSettings
 from shared.wire import validation_error_param
 
@@ -288,6 +288,7 @@ class Settings(msgspec.Struct, frozen=True):
     host: str = "0.0.0.0"
     port: int = 8080
     redis: RedisTarget = RedisTarget()  # REDIS_URL, or the Sentinel group (shared/redis_settings.py)
+    cache_redis: RedisTarget | None = None  # CACHE_REDIS_URL: the L2 cache's own Redis, if any
     master_key: str = ""
     enable_l2_cache: bool = True
     enable_metrics: bool = True
@@ -353,6 +354,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         host=env.get("HOST", "0.0.0.0"),
         port=_env_int(env, "PORT", 8080),
         redis=redis_from_env(env),
+        cache_redis=cache_redis_from_env(env),
         master_key=env.get("EDGE_MASTER_KEY", ""),
         enable_l2_cache=_env_bool(env, "ENABLE_L2_CACHE", True),
         enable_metrics=_env_bool(env, "ENABLE_METRICS", True),

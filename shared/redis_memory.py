@@ -19,6 +19,8 @@ at start.
 
 from __future__ import annotations
 
+import logging
+
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -60,3 +62,14 @@ async def eviction_warnings(main: Redis, cache: Redis | None = None) -> list[str
                 "answers are no longer cached; allkeys-lru keeps the most used ones"
             )
     return warnings
+
+
+async def warn_about_eviction(main: Redis, cache: Redis | None, log: logging.Logger) -> None:
+    """Log `eviction_warnings` at start; a Redis that does not answer yet is no reason to fail."""
+    try:
+        warnings = await eviction_warnings(main, cache)
+    except (RedisError, OSError) as e:
+        log.info("could not check Redis's eviction policy (%s)", type(e).__name__)
+        return
+    for warning in warnings:
+        log.warning("%s", warning)

@@ -113,3 +113,18 @@ def redis_from_env(env: Mapping[str, str] | None = None) -> RedisTarget:
     if url.startswith("unix://"):
         raise ConfigError("REDIS_URL: a unix:// socket cannot be combined with REDIS_SENTINELS")
     return RedisTarget(url=url, sentinels=sentinels, master=master, sentinel_password=sentinel_password)
+
+
+def cache_redis_from_env(env: Mapping[str, str] | None = None) -> RedisTarget | None:
+    """CACHE_REDIS_URL: a Redis of its own for the L2 cache, which may evict at will
+    (shared/redis_memory.py); None: the cache shares the main Redis. One node, never through
+    Sentinel: losing it costs cache misses, not requests. Raises ConfigError."""
+    env = os.environ if env is None else env
+    url = env.get("CACHE_REDIS_URL", "").strip()
+    if not url:
+        return None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"CACHE_REDIS_URL: expected redis://, rediss:// or unix://, got {_without_password(url)!r}"
+        )
+    return RedisTarget(url=url)
