@@ -49,12 +49,14 @@ _JSON = "application/json"
 # Everything the page loads comes from this origin; nothing may frame it.
 _PAGE_HEADERS = {
     "content-security-policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the
+    # sign-in POST, which `same_origin` must refuse.
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
 T = TypeVar("T")
@@ -163,7 +165,9 @@ class Dashboard:
             if not self.signer.is_master(presented):
                 await asyncio.sleep(WRONG_KEY_DELAY_S)
                 log.warning("dashboard sign-in refused (wrong key)")
-                return self._login_page("That is not the master key.", 401)
+                # 200, the form again: a browser reports a 401 page as a console error, and
+                # scripts use the bearer key, not this form.
+                return self._login_page("That is not the master key.")
             value, session = self.signer.issue()
             log.info("dashboard sign-in: %s", session.actor)
             response = RedirectResponse("/dashboard", 303)
