@@ -19,10 +19,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from edge_agent.redis_server import RedisServer
 from edge_workers import jobs
 from edge_workers.jobs import MAX_RUNS, WorkerState, chat_completion
+from edge_workers.publishing import Attempt, Publication, publish
 from shared import keyspace, outcomes
 from shared.config import load_settings
 from shared.errors import error_body
 from shared.queue import Job, Reply, decode_reply, encode_job
+from shared.routing import BreakerSettings
 
 
 def run_job(server: RedisServer, job_try: int = 1) -> tuple[list[Reply], set[bytes]]:
@@ -161,3 +163,24 @@ def test_each_job_s_outcome_is_recorded_redacted_in_the_answer_s_round_trip(
     assert failed.message.startswith("bad request from [REDACTED:email] xxx")
     assert len(failed.message) == outcomes.MAX_MESSAGE_CHARS + 3
     assert time.time() * 1000 - failed.time_ms < 30_000
+
+
+def test_the_outcome_stream_stays_capped(server: RedisServer) -> None:
+    async def main() -> int:
+        redis_ = Redis.from_url(server.url)
+        job = Job(
+            "j", "req", "edge:reply:cap-test", "openai", "openai:gpt-4o-mini", "gpt-4o-mini", b"{}", 0.0
+        )
+        pub = Publication([Reply("j", status=200, body=b"{}")], attempt=Attempt("ok", 5.0))
+        try:
+            await redis_.delete(keyspace.outcomes("openai"))
+            for _ in range(outcomes.OUTCOMES_MAXLEN + 500):
+                await publish(redis_, job, pub, "w-cap", BreakerSettings())
+            length: int = await redis_.xlen(keyspace.outcomes("openai"))
+            return length
+        finally:
+            await redis_.aclose()
+
+    length = asyncio.run(main())
+    # Approximate trimming keeps at most one radix-tree node (100 entries) over the cap.
+    assert outcomes.OUTCOMES_MAXLEN <= length <= outcomes.OUTCOMES_MAXLEN + 100
