@@ -24,6 +24,7 @@ from edge_front.auth import (
     refused_body,
 )
 from edge_front.chat import chat_completions
+from edge_front.dashboard import routes as dashboard
 from edge_front.http import send_json
 from edge_front.keys import MASTER, Identity, KeyCache, KeysNotLoaded
 from edge_front.lost_jobs import LostJobsWatch
@@ -56,7 +57,8 @@ CHAT_PATHS = frozenset({b"/v1/chat/completions", b"/chat/completions"})
 class EdgeApp:
     """The front door: decides who is calling on the raw request path (the master key or a
     virtual key, checked in-process), sends chat completions straight to their handler, admin
-    paths (master key only) to the admin app, and everything else (health, models, metrics) to
+    paths (master key only) to the admin app, the dashboard's page and /admin/* API (master key or
+    a dashboard session) to the dashboard, and everything else (health, models, metrics) to
     Starlette."""
 
     def __init__(self, app: Starlette, master_key: str) -> None:
@@ -64,6 +66,7 @@ class EdgeApp:
         self.master_key = master_key.encode()
         self.keys = KeyCache()
         self.admin = admin.create(lambda: app.state.edge.queue_redis, self.keys.refresh)
+        self.dashboard = dashboard.Dashboard(app, master_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan
@@ -74,6 +77,12 @@ class EdgeApp:
         path = (scope.get("raw_path") or scope["path"].encode()).partition(b"?")[0]
         if path in OPEN_PATHS:
             await self.app(scope, receive, send)
+            return
+        if path in dashboard.PAGE_PATHS:  # the page asks for the key itself
+            await self.dashboard.pages(scope, receive, send)
+            return
+        if path in dashboard.ADMIN_PATHS and presented_key(scope["headers"]) is None:
+            await self.dashboard.admin_by_session(scope, receive, send)
             return
         identity = await self._identify(scope, send)
         if identity is None:
@@ -91,6 +100,12 @@ class EdgeApp:
                 await send_json(send, 403, FORBIDDEN_ADMIN_BODY, [])
                 return
             await self.admin(scope, receive, send)
+            return
+        if path in dashboard.ADMIN_PATHS:
+            if not identity.is_master:
+                await send_json(send, 403, FORBIDDEN_ADMIN_BODY, [])
+                return
+            await self.dashboard.admin(scope, receive, send, "master")
             return
         scope["state"] = {**scope.get("state", {}), "edge_identity": identity}  # for /v1/models
         await self.app(scope, receive, send)

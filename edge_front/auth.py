@@ -33,5 +33,5 @@ def refused_body(reason: str) -> bytes:
     return error_body(401, f"Invalid API key: {reason}.")
 
 
-FORBIDDEN_ADMIN_BODY = error_body(403, "Only the master key may use the key admin API.")
+FORBIDDEN_ADMIN_BODY = error_body(403, "Only the master key may use the admin API.")
 KEYS_LOADING_BODY = error_body(503, "The gateway has not loaded its virtual keys yet; retry shortly.")

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
 
-from shared import keyspace
+from shared import keyspace, outcomes
 from shared.admission import window_bounds
 from shared.breaker import RECORD_LUA, Outcome, record_args
 from shared.costs import with_cost
@@ -91,6 +91,7 @@ async def publish(
             record = [keyspace.breaker(job.deployment_id), *args]
             pipe.evalsha(RECORD_SHA, 1, *record)
             pipe.incr(keyspace.served(job.provider))
+            _record_outcome(pipe, job, pub, pub.attempt)
             pipe.srem(keyspace.running(worker_id), job.job_id)
             if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
                 release_slot(pipe, job.key_id, job.slot)
@@ -103,6 +104,22 @@ async def publish(
             # Redis restarted or was flushed: load the script and record this outcome alone (the
             # rest of the pipeline ran; running it again would send the replies twice).
             await redis.register_script(RECORD_LUA)(keys=record[:1], args=record[1:])
+
+
+def _record_outcome(pipe: Pipeline, job: Job, pub: Publication, attempt: Attempt) -> None:
+    """The job's line in its provider's recent outcomes (the operator dashboard's numbers)."""
+    final = pub.replies[-1] if pub.replies else None
+    status = final.status if final is not None else 502
+    fields = outcomes.entry(
+        int(time.time() * 1000),
+        job.request_id,
+        job.upstream_model,
+        job.deployment_id,
+        status,
+        attempt.latency_ms,
+        final.body if final is not None else b"",
+    )
+    pipe.xadd(keyspace.outcomes(job.provider), fields, maxlen=outcomes.OUTCOMES_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
 
 def _book_key_usage(pipe: Pipeline, job: Job, pub: Publication, key_id: str) -> None:

@@ -143,3 +143,16 @@ def key_spend(public_id: str, period: str) -> str:
     """Hash: a virtual key's spend (USD), requests and tokens in one budget period (`life` for a
     key without a budget_duration; see shared.keys.budget_period)."""
     return f"{PREFIX}:kspend:{public_id}:{period}"
+
+
+def outcomes(provider: str) -> str:
+    """Stream (capped, ~1000 entries): the provider's recent job outcomes (time, request id,
+    model, deployment, status, latency, redacted error), written by workers with each job's
+    answer, read by the operator dashboard (edge_front/dashboard/)."""
+    return f"{PREFIX}:outcomes:{provider}"
+
+
+def admin_actions() -> str:
+    """Stream (capped): the operator actions taken through /admin/* (who, what, on what), so
+    every front's dashboard lists the same ones."""
+    return f"{PREFIX}:admin:actions"

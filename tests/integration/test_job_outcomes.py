@@ -11,15 +11,20 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+import redis
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from edge_agent.redis_server import RedisServer
 from edge_workers import jobs
 from edge_workers.jobs import MAX_RUNS, WorkerState, chat_completion
-from shared import keyspace
+from edge_workers.publishing import Attempt, Publication, publish
+from shared import keyspace, outcomes
 from shared.config import load_settings
+from shared.errors import error_body
 from shared.queue import Job, Reply, decode_reply, encode_job
+from shared.routing import BreakerSettings
 
 
 def run_job(server: RedisServer, job_try: int = 1) -> tuple[list[Reply], set[bytes]]:
@@ -115,3 +120,67 @@ def test_a_job_that_killed_its_workers_too_often_is_answered_not_dropped(
     assert [(r.kind, r.status) for r in replies] == [("final", 502)]
     assert b"abandoned" in replies[0].body
     assert running == set()
+
+
+def test_each_job_s_outcome_is_recorded_redacted_in_the_answer_s_round_trip(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard's source: one capped-stream entry per job, written by the pipeline that
+    publishes the answer; an error's message redacted and cut, never the body as a whole."""
+    message = "bad request from ann@example.com " + "x" * 1000
+    answers = iter(
+        [
+            jobs.Outcome(200, b'{"id": "x"}', attempted=True, latency_ms=12.5),
+            jobs.Outcome(400, error_body(400, message), attempted=True, latency_ms=3.0),
+        ]
+    )
+
+    async def upstream(*args: object, **kwargs: object) -> jobs.Outcome:
+        return next(answers)
+
+    monkeypatch.setattr(jobs, "call_upstream", upstream)
+    sync = redis.Redis.from_url(server.url)
+    sync.delete(keyspace.outcomes("openai"))
+    executed: list[int] = []
+    real_execute = Pipeline.execute
+
+    async def counting(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        executed.append(1)
+        return await real_execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", counting)
+    run_job(server)
+    assert len(executed) == 1  # the outcome went with the answer: no round trip of its own
+    run_job(server)
+    entries = [outcomes.parse(fields) for _, fields in sync.xrange(keyspace.outcomes("openai"))]
+    assert [(e.status, e.latency_ms, e.request_id, e.model) for e in entries if e] == [
+        (200, 12.5, "req-test", "gpt-4o-mini"),
+        (400, 3.0, "req-test", "gpt-4o-mini"),
+    ]
+    ok, failed = entries
+    assert ok is not None and failed is not None
+    assert ok.message == "" and ok.deployment == failed.deployment == "openai:gpt-4o-mini"
+    assert failed.message.startswith("bad request from [REDACTED:email] xxx")
+    assert len(failed.message) == outcomes.MAX_MESSAGE_CHARS + 3
+    assert time.time() * 1000 - failed.time_ms < 30_000
+
+
+def test_the_outcome_stream_stays_capped(server: RedisServer) -> None:
+    async def main() -> int:
+        redis_ = Redis.from_url(server.url)
+        job = Job(
+            "j", "req", "edge:reply:cap-test", "openai", "openai:gpt-4o-mini", "gpt-4o-mini", b"{}", 0.0
+        )
+        pub = Publication([Reply("j", status=200, body=b"{}")], attempt=Attempt("ok", 5.0))
+        try:
+            await redis_.delete(keyspace.outcomes("openai"))
+            for _ in range(outcomes.OUTCOMES_MAXLEN + 500):
+                await publish(redis_, job, pub, "w-cap", BreakerSettings())
+            length: int = await redis_.xlen(keyspace.outcomes("openai"))
+            return length
+        finally:
+            await redis_.aclose()
+
+    length = asyncio.run(main())
+    # Approximate trimming keeps at most one radix-tree node (100 entries) over the cap.
+    assert outcomes.OUTCOMES_MAXLEN <= length <= outcomes.OUTCOMES_MAXLEN + 100
