@@ -101,3 +101,20 @@ def test_luhn() -> None:
 def test_text_without_any_trigger_is_returned_as_is() -> None:
     text = "reply stream read failed (ConnectionError); retrying"
     assert redact(text) is text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("card 4111 1111 1111 1111 4dd8 end", "card [REDACTED:card] 4dd8 end"),
+        ("qty 1 4111 1111 1111 1111", "qty 1 [REDACTED:card]"),
+        ("4111-1111-1111-1111-7 left", "[REDACTED:card]-7 left"),
+    ],
+)
+def test_a_card_run_together_with_other_digits_is_still_found(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_a_long_number_is_not_cut_into_a_card_where_it_has_no_separators() -> None:
+    # 4111111111111111 passes Luhn, but inside 17 unbroken digits it is an id, not a card.
+    assert redact("id 41111111111111112") == "id 41111111111111112"
