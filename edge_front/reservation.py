@@ -13,7 +13,9 @@ the reservation, so an estimate only has to be close, never exact.
   reply's priming 3; tools count as their JSON, an image 85 tokens at `detail: low` and 765
   otherwise, audio and files one token per 16 characters of their base64 data. Text past the
   first 32,768 characters of a part is extrapolated from that prefix: a 1 MB prompt costs
-  ~1.5 ms to estimate, not 50.
+  ~1.5 ms to estimate, not 50. The counts of the last 4,096 texts of 256 characters or more
+  are remembered by hash: a system prompt or a conversation's history is counted once, not
+  with every request (counting 900 characters costs ~70 us).
 - Completion: `max_completion_tokens`, else `max_tokens`, else the configured default
   (`EDGE_KEY_RESERVE_COMPLETION_TOKENS`), times `n`.
 
@@ -67,6 +69,9 @@ IMAGE_LOW = 85
 IMAGE_HIGH = 765
 CHARS_PER_DATA_TOKEN = 16
 COUNTED_PREFIX = 32_768
+# Texts this long or longer have their counts remembered (by hash), up to this many.
+REMEMBERED_FROM = 256
+REMEMBERED = 4096
 
 
 def _load() -> tiktoken.Encoding:
@@ -86,6 +91,7 @@ class TokenEstimator:
     def __init__(self) -> None:
         self._encoding: tiktoken.Encoding | None = None
         self._loading: asyncio.Future[tiktoken.Encoding] | None = None
+        self._counts: dict[int, int] = {}  # hash of a long text -> its tokens
 
     async def ready(self) -> None:
         if self._encoding is not None:
@@ -95,11 +101,23 @@ class TokenEstimator:
         self._encoding = await asyncio.shield(self._loading)
 
     def text(self, text: str) -> int:
+        """Tokens in `text`. Long texts come back again and again (a system prompt, the history
+        of a conversation), so their counts are kept, by hash, for the most recent ones."""
         assert self._encoding is not None, "await ready() first"
-        if len(text) <= COUNTED_PREFIX:
+        if len(text) < REMEMBERED_FROM:
             return len(self._encoding.encode_ordinary(text))
-        counted = len(self._encoding.encode_ordinary(text[:COUNTED_PREFIX]))
-        return round(counted * len(text) / COUNTED_PREFIX)
+        key = hash(text)
+        count = self._counts.get(key)
+        if count is None:
+            if len(text) <= COUNTED_PREFIX:
+                count = len(self._encoding.encode_ordinary(text))
+            else:
+                counted = len(self._encoding.encode_ordinary(text[:COUNTED_PREFIX]))
+                count = round(counted * len(text) / COUNTED_PREFIX)
+            if len(self._counts) >= REMEMBERED:
+                del self._counts[next(iter(self._counts))]  # the oldest
+            self._counts[key] = count
+        return count
 
     def prompt(self, chat: ChatCompletionRequest) -> int:
         total = PRIMING
