@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front, Worker
 from edge_agent.redis_server import RedisServer
@@ -42,6 +43,18 @@ def server() -> Iterator[RedisServer]:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture
+async def r(server: RedisServer) -> AsyncIterator[Redis]:
+    """An asyncio client of the module's redis-server, emptied first (modules that drive real
+    processes define their own `r`)."""
+    client = Redis.from_url(server.url)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(scope="session")

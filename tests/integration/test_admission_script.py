@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from edge_agent.redis_server import RedisServer
 from shared import keyspace
 from shared.admission import Admission, KeyLimits
 from shared.arq_compat import JOB_KEY_PREFIX
@@ -18,16 +16,6 @@ from shared.errors import EdgeError
 from shared.queue import Job, cancel, slot_of
 
 KEY = "0123456789abcdef"
-
-
-@pytest.fixture
-async def r(server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(server.url)
-    await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def job(n: int, deadline_s: float = 30.0) -> Job:

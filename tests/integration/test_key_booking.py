@@ -5,12 +5,9 @@ the publication runs the breaker's script too."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
-from edge_agent.redis_server import RedisServer
 from edge_workers.publishing import Attempt, Publication, publish
 from shared import keyspace
 from shared.admission import window_bounds
@@ -18,16 +15,6 @@ from shared.queue import Job, KeyCharge, Reply
 from shared.routing import BreakerSettings
 
 KEY = "0123456789abcdef"
-
-
-@pytest.fixture
-async def redis(server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(server.url)
-    await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def job(charge: KeyCharge | None, slot: str | None = "slot1") -> Job:
@@ -54,43 +41,41 @@ def answer(
     )  # type: ignore[arg-type]
 
 
-async def test_an_answer_books_spend_tokens_and_a_request_and_frees_the_reservation(redis: Redis) -> None:
+async def test_an_answer_books_spend_tokens_and_a_request_and_frees_the_reservation(r: Redis) -> None:
     ends = time.time() + 3600
     charge = KeyCharge("3600s7", ends, tpm_window_s=60)
-    await redis.zadd(keyspace.key_parallel(KEY), {"slot1": time.time() * 1000 + 30_000})
-    await redis.hset(keyspace.key_reserved(KEY), "slot1", "5000:0.5")
+    await r.zadd(keyspace.key_parallel(KEY), {"slot1": time.time() * 1000 + 30_000})
+    await r.hset(keyspace.key_reserved(KEY), "slot1", "5000:0.5")
     final = Publication([answer(prompt=12, completion=30, cost=0.0042)], attempt=Attempt("ok"))
-    await publish(redis, job(charge), final, "w1", BreakerSettings())
-    spend = await redis.hgetall(keyspace.key_spend(KEY, "3600s7"))
+    await publish(r, job(charge), final, "w1", BreakerSettings())
+    spend = await r.hgetall(keyspace.key_spend(KEY, "3600s7"))
     assert float(spend[b"spend"]) == 0.0042
     assert (
         spend[b"prompt_tokens"] == b"12"
         and spend[b"completion_tokens"] == b"30"
         and spend[b"requests"] == b"1"
     )
-    assert 0 < await redis.ttl(keyspace.key_spend(KEY, "3600s7")) <= 3600 + 86400 + 1
+    assert 0 < await r.ttl(keyspace.key_spend(KEY, "3600s7")) <= 3600 + 86400 + 1
     window, _ = window_bounds(time.time(), 60)
-    assert await redis.get(keyspace.key_tpm(KEY, window)) == b"42"
-    assert not await redis.exists(keyspace.key_reserved(KEY)) and not await redis.exists(
-        keyspace.key_parallel(KEY)
-    )
+    assert await r.get(keyspace.key_tpm(KEY, window)) == b"42"
+    assert not await r.exists(keyspace.key_reserved(KEY)) and not await r.exists(keyspace.key_parallel(KEY))
 
 
-async def test_a_failed_attempt_books_no_request_and_no_tpm_without_a_tpm_limit(redis: Redis) -> None:
+async def test_a_failed_attempt_books_no_request_and_no_tpm_without_a_tpm_limit(r: Redis) -> None:
     charge = KeyCharge()  # no budget period, no tpm limit: the key's lifetime spend
     failed = Publication([answer(status=502)], attempt=Attempt("fail"))
-    await publish(redis, job(charge, slot=None), failed, "w1", BreakerSettings())
-    assert not await redis.exists(keyspace.key_spend(KEY, "life"))
+    await publish(r, job(charge, slot=None), failed, "w1", BreakerSettings())
+    assert not await r.exists(keyspace.key_spend(KEY, "life"))
     streamed = Publication([answer(prompt=3, completion=4, cost=0.001, kind="done")], attempt=Attempt("ok"))
-    await publish(redis, job(charge, slot=None), streamed, "w1", BreakerSettings())
-    spend = await redis.hgetall(keyspace.key_spend(KEY, "life"))
+    await publish(r, job(charge, slot=None), streamed, "w1", BreakerSettings())
+    spend = await r.hgetall(keyspace.key_spend(KEY, "life"))
     assert spend[b"requests"] == b"1" and float(spend[b"spend"]) == 0.001
-    assert await redis.ttl(keyspace.key_spend(KEY, "life")) == -1  # a lifetime budget never resets
-    assert await redis.keys(keyspace.key_tpm(KEY, 0)[:-1] + "*") == []
+    assert await r.ttl(keyspace.key_spend(KEY, "life")) == -1  # a lifetime budget never resets
+    assert await r.keys(keyspace.key_tpm(KEY, 0)[:-1] + "*") == []
 
 
-async def test_the_master_key_books_nothing(redis: Redis) -> None:
+async def test_the_master_key_books_nothing(r: Redis) -> None:
     master = Job("job1", "req1", "edge:reply:test", "openai", "d", "m", b"{}", time.time() + 30)
     final = Publication([answer(prompt=12, completion=30, cost=0.1)], attempt=Attempt("ok"))
-    await publish(redis, master, final, "w1", BreakerSettings())
-    assert await redis.keys(keyspace.PREFIX + ":kspend*") == []
+    await publish(r, master, final, "w1", BreakerSettings())
+    assert await r.keys(keyspace.PREFIX + ":kspend*") == []

@@ -5,29 +5,16 @@ a job Redis knows nothing of is failed, with a retryable 503."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
-import pytest
 from redis.asyncio import Redis
 
-from edge_agent.redis_server import RedisServer
 from edge_front.lost_jobs import SETTLE_S, LostJobsWatch
 from edge_front.replies import ReplyRouter
 from shared.arq_compat import IN_PROGRESS_KEY_PREFIX, JOB_KEY_PREFIX
 from shared.queue import Job, Reply, encode_reply
 
 STREAM = "edge:reply:test-front"
-
-
-@pytest.fixture
-async def r(server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(server.url)
-    await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def job(name: str) -> Job:
