@@ -54,7 +54,8 @@ def cmd_front(args: argparse.Namespace) -> None:
         access_log=False,  # one log line per request costs more CPU than an L1 hit (see EDGE_ACCESS_LOG)
         log_config=None,  # uvicorn's records go to the root handler: same format, same redaction
         log_level="warning",
-        timeout_graceful_shutdown=5,
+        # SIGTERM: stop accepting, let the requests in flight finish (EDGE_DRAIN_S at most).
+        timeout_graceful_shutdown=settings.drain_s,
     )
     uvicorn.Server(config).run(sockets=[sock])
 

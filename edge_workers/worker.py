@@ -74,6 +74,10 @@ class EdgeWorker(Worker):
         polled = 0.0
         redis_down = False
         while True:
+            if not self.allow_pick_jobs:  # draining (SIGTERM): claim nothing more
+                arq_compat.forget_done_tasks(self)
+                await asyncio.sleep(0.1)
+                continue
             try:
                 # arq's poll (due jobs from the sorted set, health check, task clean-up) at least
                 # every poll_delay; in between, the wake stream names new jobs to claim directly.
@@ -249,6 +253,9 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         handle_signals=True,
+        # SIGTERM drains: no new job is claimed, those held finish (up to EDGE_DRAIN_S; the rest
+        # are cancelled and run again by another worker), then the worker leaves the registry.
+        job_completion_wait=settings.drain_s,
     )
     worker.redis_target = settings.redis
     return worker

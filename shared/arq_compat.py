@@ -33,8 +33,18 @@ WORKER_METHODS: dict[str, tuple[str, ...]] = {
     "run_job": ("self", "job_id", "score"),  # runs one claimed job (arq's retries, results)
     "start_jobs": ("self", "job_ids"),  # overridden: arq's poll calls it with due job ids
     "main": ("self",),  # overridden: arq's run loop
+    # SIGTERM with job_completion_wait: stop picking jobs, finish those held, then stop.
+    "handle_sig_wait_for_completion": ("self", "signum"),
 }
-WORKER_ATTRIBUTES = ("job_counter", "sem", "tasks", "in_progress_timeout_s", "poll_delay_s", "_pool")
+WORKER_ATTRIBUTES = (
+    "job_counter",
+    "sem",
+    "tasks",
+    "in_progress_timeout_s",
+    "poll_delay_s",
+    "_pool",
+    "allow_pick_jobs",  # False once a drain began (our claim loop honours it too)
+)
 SERIALIZE_JOB_PARAMS = ("function_name", "args", "kwargs", "job_try", "enqueue_time_ms", "serializer")
 
 
@@ -86,6 +96,14 @@ def serialize_job_data(
 
 async def poll_once(worker: Worker) -> None:
     await worker._poll_iteration()
+
+
+def forget_done_tasks(worker: Worker) -> None:
+    """What arq's poll does with finished job tasks; a draining worker no longer polls, and arq's
+    drain waits until `tasks` is empty."""
+    for job_id, task in list(worker.tasks.items()):
+        if task.done():
+            del worker.tasks[job_id]
 
 
 def free_slots(worker: Worker) -> int:

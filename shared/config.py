@@ -318,6 +318,9 @@ class Settings(msgspec.Struct, frozen=True):
     metrics_token: str = ""
     # Distinct `model` label values beyond the configured ones (the rest are `other`).
     metrics_max_models: int = 100
+    # On SIGTERM, fronts finish the requests in flight and workers the jobs they hold, this long
+    # at most (then they are cut: their jobs run again elsewhere). Below compose's 30 s grace.
+    drain_s: int = 25
     # What a virtual key with a tpm limit or budget reserves for an answer without max_tokens.
     reserve_completion_tokens: int = 4096
 
@@ -377,6 +380,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         access_log_sample=_env_float(env, "EDGE_ACCESS_LOG_SAMPLE", 1.0),
         metrics_token=env.get("EDGE_METRICS_TOKEN", ""),
         metrics_max_models=_env_int(env, "EDGE_METRICS_MAX_MODELS", 100),
+        drain_s=_env_int(env, "EDGE_DRAIN_S", 25),
         reserve_completion_tokens=_env_int(env, "EDGE_KEY_RESERVE_COMPLETION_TOKENS", 4096),
     )
     if not 0 <= settings.access_log_sample <= 1:
@@ -388,6 +392,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         ("EDGE_WORKER_POLL_INTERVAL", settings.worker_poll_interval_s),
         ("EDGE_KEY_WINDOW_S", settings.key_window_s),
         ("EDGE_KEY_RESERVE_COMPLETION_TOKENS", settings.reserve_completion_tokens),
+        ("EDGE_DRAIN_S", settings.drain_s),
     ):
         if value <= 0:
             raise ConfigError(f"{name}: must be positive")
