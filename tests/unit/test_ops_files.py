@@ -571,3 +571,13 @@ def test_keda_scales_each_worker_pool_on_its_own_queue() -> None:
         assert int(port) == redis_port
         assert int(trigger["metadata"]["listLength"]) > 0
         assert so["spec"]["minReplicaCount"] >= 1
+
+
+def test_k8s_pods_get_longer_than_the_drain_to_stop() -> None:
+    """SIGTERM drains for EDGE_DRAIN_S; Kubernetes kills the pod after its grace period (30 s
+    when unset), so the grace must be longer or the drain is cut short."""
+    drain_s = int(k8s_objects("ConfigMap")["edge-env"]["data"]["EDGE_DRAIN_S"])
+    containers = k8s_edge_containers()
+    assert containers
+    for name, pod, _ in containers:
+        assert pod.get("terminationGracePeriodSeconds", 30) > drain_s, name
