@@ -1,0 +1,77 @@
+"""A virtual key's cost on a miss, measured the only way this noisy machine allows: one stack,
+master-key and keyed misses alternating, the difference taken pair by pair.
+
+    .venv/bin/python ops/keyed_bench.py [--pairs 7] [--key rpm|tpm|budget|full]
+
+`./edge bench` has the same rows, but its runs are minutes apart, and on two shared cores a
+full-table run drifts by more than the difference being measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge_agent.devstack import MASTER_KEY, DevStack
+from ops.bench import FIXED_BODY, SYSTEM, WRK_SCRIPT, _post, wrk
+
+LIMITS = {
+    "rpm": {"rpm_limit": 10**9},
+    "tpm": {"rpm_limit": 10**9, "tpm_limit": 10**12},
+    "budget": {"rpm_limit": 10**9, "max_budget": 10**6},
+    "full": {"rpm_limit": 10**9, "tpm_limit": 10**12, "max_budget": 10**6},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument("--key", choices=sorted(LIMITS), default="full")
+    args = parser.parse_args()
+    script = Path(tempfile.mkdtemp(prefix="edge-keyed-")) / "chat.lua"
+    script.write_text(WRK_SCRIPT)
+    stack = DevStack(env_overrides={"LOG_LEVEL": "WARNING"})
+    try:
+        stack.start_redis()
+        stack.start_upstream()
+        stack.start_worker("openai")
+        front = stack.start_front(wait_path="/health/ready")
+        gateway = f"{front.url}/v1/chat/completions"
+        direct = f"{stack.upstream_url}/v1/chat/completions"
+        spec = {"key_alias": "bench", **LIMITS[args.key]}
+        virtual = str(_post(f"{front.url}/key/generate", MASTER_KEY, spec)["key"])
+        env = {**stack.env, "BENCH_SYSTEM": SYSTEM, "BENCH_UNIQUE": "1"}
+        for key in (MASTER_KEY, virtual):  # connections, the key's lazy loads, caches
+            _post(gateway, key, FIXED_BODY)
+            wrk(gateway, 4, 2, script, {**env, "BENCH_KEY": key, "BENCH_PREFIX": "warm" + key[-4:]})
+        master, keyed = [], []
+        for i in range(args.pairs):
+            base = wrk(direct, 1, 3, script, {**env, "BENCH_KEY": MASTER_KEY, "BENCH_PREFIX": f"d{i}"}).p50_ms
+            master.append(
+                wrk(gateway, 1, 3, script, {**env, "BENCH_KEY": MASTER_KEY, "BENCH_PREFIX": f"m{i}"}).p50_ms
+                - base
+            )
+            keyed.append(
+                wrk(gateway, 1, 3, script, {**env, "BENCH_KEY": virtual, "BENCH_PREFIX": f"k{i}"}).p50_ms
+                - base
+            )
+        deltas = [k - m for m, k in zip(master, keyed, strict=True)]
+        print(f"key with {args.key} limits, {args.pairs} pairs, miss c=1, added p50 ms")
+        print("  master:", [round(x, 2) for x in master], "median", round(statistics.median(master), 2))
+        print("  keyed: ", [round(x, 2) for x in keyed], "median", round(statistics.median(keyed), 2))
+        print(
+            "  keyed - master:", [round(x, 2) for x in deltas], "median", round(statistics.median(deltas), 2)
+        )
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
