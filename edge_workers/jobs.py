@@ -106,16 +106,25 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
         await _run(ctx, state, job)
     except asyncio.CancelledError:
         raise
+    except (RedisConnectionError, RedisTimeoutError) as e:
+        # Redis went away mid-job (a stream's chunks could not be published): not the worker's
+        # fault nor the upstream's; a 503 the front retries, or the client after Retry-After.
+        log.warning(
+            "request %s: Redis failed mid-job (%s)", job.request_id, type(e).__name__, extra=job_fields(job)
+        )
+        metrics.JOBS.labels(state.provider, "error").inc()
+        await _publish_failure(state, job, "The gateway's queue failed while answering this request.", 503)
     except Exception:
         log.exception("request %s: the job failed", job.request_id, extra=job_fields(job, status=502))
         metrics.JOBS.labels(state.provider, "error").inc()
         await _publish_failure(state, job, "The gateway's worker failed while answering this request.")
 
 
-async def _publish_failure(state: WorkerState, job: Job, message: str) -> None:
-    """A 502 for the waiting front, retried through a Redis outage (see `WorkerState.publish`);
+async def _publish_failure(state: WorkerState, job: Job, message: str, status: int = 502) -> None:
+    """An error for the waiting front, retried through a Redis outage (see `WorkerState.publish`);
     given up after that (the front's check for lost jobs, or its deadline, ends the request)."""
-    reply = Reply(job.job_id, status=502, body=error_body(502, message))
+    retry_after = 1.0 if status == 503 else None
+    reply = Reply(job.job_id, status=status, body=error_body(status, message), retry_after=retry_after)
     try:
         await state.publish(job, Publication([reply], attempt=Attempt("neutral")))
     except (RedisError, OSError) as e:

@@ -1,7 +1,7 @@
 """A virtual key's cost on a miss, measured the only way this noisy machine allows: one stack,
 master-key and keyed misses alternating, the difference taken pair by pair.
 
-    .venv/bin/python ops/keyed_bench.py [--pairs 7] [--key rpm|tpm|budget|full]
+    .venv/bin/python ops/keyed_bench.py [--pairs 15] [--key rpm|parallel|tpm|budget|full]
 
 `./edge bench` has the same rows, but its runs are minutes apart, and on two shared cores a
 full-table run drifts by more than the difference being measured.
@@ -22,6 +22,7 @@ from ops.bench import FIXED_BODY, SYSTEM, WRK_SCRIPT, _post, wrk
 
 LIMITS = {
     "rpm": {"rpm_limit": 10**9},
+    "parallel": {"rpm_limit": 10**9, "max_parallel_requests": 10**6},
     "tpm": {"rpm_limit": 10**9, "tpm_limit": 10**12},
     "budget": {"rpm_limit": 10**9, "max_budget": 10**6},
     "full": {"rpm_limit": 10**9, "tpm_limit": 10**12, "max_budget": 10**6},
@@ -32,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument("--pairs", type=int, default=15)
     parser.add_argument("--key", choices=sorted(LIMITS), default="full")
     args = parser.parse_args()
     script = Path(tempfile.mkdtemp(prefix="edge-keyed-")) / "chat.lua"
@@ -53,13 +54,13 @@ def main() -> None:
             wrk(gateway, 4, 2, script, {**env, "BENCH_KEY": key, "BENCH_PREFIX": "warm" + key[-4:]})
         master, keyed = [], []
         for i in range(args.pairs):
-            base = wrk(direct, 1, 3, script, {**env, "BENCH_KEY": MASTER_KEY, "BENCH_PREFIX": f"d{i}"}).p50_ms
+            base = wrk(direct, 1, 2, script, {**env, "BENCH_KEY": MASTER_KEY, "BENCH_PREFIX": f"d{i}"}).p50_ms
             master.append(
-                wrk(gateway, 1, 3, script, {**env, "BENCH_KEY": MASTER_KEY, "BENCH_PREFIX": f"m{i}"}).p50_ms
+                wrk(gateway, 1, 2, script, {**env, "BENCH_KEY": MASTER_KEY, "BENCH_PREFIX": f"m{i}"}).p50_ms
                 - base
             )
             keyed.append(
-                wrk(gateway, 1, 3, script, {**env, "BENCH_KEY": virtual, "BENCH_PREFIX": f"k{i}"}).p50_ms
+                wrk(gateway, 1, 2, script, {**env, "BENCH_KEY": virtual, "BENCH_PREFIX": f"k{i}"}).p50_ms
                 - base
             )
         deltas = [k - m for m, k in zip(master, keyed, strict=True)]

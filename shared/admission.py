@@ -14,8 +14,9 @@ Only requests that go upstream count: a cache hit never reaches this. Requests w
   pruned by every check. The worker's final publication, the worker's drop of an expired or
   cancelled job, and the front's cancel remove the slot. `max_parallel_requests` caps its size.
 - Tokens per minute and the budget: a request reserves its estimated tokens and their
-  worst-case cost (edge_front/token_estimate.py) in `edge:kres:<key_id>`, under its slot, so
-  the reservation goes wherever the slot goes. It is admitted while the window's used tokens
+  worst-case cost (edge_front/reservation.py) in its slot itself, `<job id>:<tokens>:<usd>`
+  (the job carries that string), so the reservation goes wherever the slot goes and costs no
+  structure of its own. It is admitted while the window's used tokens
   (`edge:ktpm:<key_id>:<window>`) plus every reservation stay under `tpm_limit`, and while the
   period's spend (`edge:kspend:<key_id>:<period>`) plus every reservation stays under
   `max_budget`. The worker that publishes the answer books the real tokens and cost
@@ -57,10 +58,11 @@ from shared.queue import (
 )
 
 # KEYS: job key, queue, wake stream, rpm counter, in-flight set, deployment usage hash ('' none),
-# reserved hash, tpm counter, spend hash.
+# tpm counter, spend hash.
 # ARGV: job id, job data, job key ttl ms, now ms, wake maxlen, rpm limit ('' none), window reset
-# ms (unix), parallel limit ('' none), slot id ('' none), slot expiry ms (unix), check ('1': first
-# attempt), usage ttl s, tpm limit ('' none), budget USD ('' none), reserved tokens, reserved USD.
+# ms (unix), parallel limit ('' none), slot ('' none: `<id>` or `<id>:<tokens>:<usd>`), slot
+# expiry ms (unix), check ('1': first attempt), usage ttl s, tpm limit ('' none), budget USD
+# ('' none), this request's reserved tokens.
 # Returns {verdict, requests counted in the window, tokens counted in the window (used and
 # reserved, this request's included), spend (used and reserved, as a string)}: verdict 0
 # enqueued (and charged on a first attempt); refused (nothing written) 1 at the rpm limit, 2 at
@@ -72,13 +74,7 @@ local tpm = tonumber(ARGV[13])
 local budget = tonumber(ARGV[14])
 local slot = ARGV[9]
 local count, tokens, spent = 0, 0, 0
-if slot ~= '' then
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[4])
-  if #gone > 0 then
-    redis.call('HDEL', KEYS[7], unpack(gone))
-    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[4])
-  end
-end
+if slot ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[4]) end
 if ARGV[11] == '1' then
   if rpm then
     count = tonumber(redis.call('GET', KEYS[4]) or '0')
@@ -86,19 +82,22 @@ if ARGV[11] == '1' then
   end
   if par and redis.call('ZCARD', KEYS[5]) >= par then return {2, count, 0, '0'} end
   if tpm or budget then
+    -- Every slot in flight names what it reserved: `<id>:<tokens>:<usd>`.
     local held_tokens, held_usd = 0, 0
-    for _, v in ipairs(redis.call('HVALS', KEYS[7])) do
-      local t, c = string.match(v, '^([^:]*):(.*)$')
-      held_tokens = held_tokens + tonumber(t)
-      held_usd = held_usd + tonumber(c)
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+      local t, c = string.match(member, ':([^:]*):([^:]*)$')
+      if t then
+        held_tokens = held_tokens + tonumber(t)
+        held_usd = held_usd + tonumber(c)
+      end
     end
     if tpm then
-      tokens = tonumber(redis.call('GET', KEYS[8]) or '0') + held_tokens
+      tokens = tonumber(redis.call('GET', KEYS[7]) or '0') + held_tokens
       if tokens >= tpm then return {3, count, tokens, '0'} end
       tokens = tokens + tonumber(ARGV[15])
     end
     if budget then
-      spent = tonumber(redis.call('HGET', KEYS[9], 'spend') or '0') + held_usd
+      spent = tonumber(redis.call('HGET', KEYS[8], 'spend') or '0') + held_usd
       if spent >= budget then return {4, count, tokens, tostring(spent)} end
     end
   end
@@ -112,10 +111,6 @@ if slot ~= '' then
   -- The set lives as long as its latest slot (a shorter request must not shorten it).
   local last = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', KEYS[5], last[2])
-  if tpm or budget then
-    redis.call('HSET', KEYS[7], slot, ARGV[15] .. ':' .. ARGV[16])
-    redis.call('PEXPIREAT', KEYS[7], last[2])
-  end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
@@ -143,7 +138,7 @@ class KeyLimits:
     # What the request reserves at admission (set by the front before the first attempt).
     reserve_tokens: int = 0  # its prompt, estimated, and the most its answer may hold
     reserve_usd: float = 0.0  # those tokens at the first deployment's prices: its worst case
-    slot: str | None = None  # the in-flight slot id, once admitted
+    slot: str | None = None  # the in-flight slot (with what it reserves), once admitted
     admitted: bool = False
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # OpenAI's x-ratelimit-*
 
@@ -186,8 +181,10 @@ class Admission:
         window, ends = window_bounds(now, limits.window_s)
         first = not limits.admitted
         if limits.holds_slot:
-            if limits.slot is None:
+            if limits.slot is None:  # the first attempt's; its retries hold the same one
                 limits.slot = job.job_id
+                if limits.reserves:
+                    limits.slot += f":{limits.reserve_tokens}:{limits.reserve_usd!r}"
             job = msgspec.structs.replace(job, slot=limits.slot)
         ttl_ms = max(1, int((job.deadline - now) * 1000)) + JOB_KEY_GRACE_MS
         data = serialize_job_data(JOB_FUNCTION, (encode_job(job),), now_ms, arq_serialize)
@@ -199,7 +196,6 @@ class Admission:
             keyspace.key_rpm(key_id, window),
             keyspace.key_parallel(key_id),
             usage_key or "",
-            keyspace.key_reserved(key_id),
             keyspace.key_tpm(key_id, window),
             keyspace.key_spend(key_id, limits.charge.period),
         ]
@@ -219,7 +215,6 @@ class Admission:
             _optional(limits.tpm),
             _optional(limits.budget),
             limits.reserve_tokens,
-            repr(limits.reserve_usd),
         ]
         # redis-py's script object runs EVALSHA and loads the script when Redis lacks it.
         verdict, count, tokens, spent = await self._script(keys=keys, args=args)

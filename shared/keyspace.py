@@ -124,14 +124,9 @@ def key_rpm(public_id: str, window: int) -> str:
 
 def key_parallel(public_id: str) -> str:
     """Sorted set: a virtual key's in-flight slots (requests gone upstream, of a key with a
-    parallel, tpm or budget limit), scored by when each expires on its own (shared/admission.py)."""
+    parallel, tpm or budget limit), scored by when each expires on its own; a slot names what
+    its request reserved, `<job id>:<tokens>:<usd>` (shared/admission.py)."""
     return f"{PREFIX}:kpar:{public_id}"
-
-
-def key_reserved(public_id: str) -> str:
-    """Hash: slot id -> `<tokens>:<usd>` the in-flight request reserved of its key's tpm and
-    budget; a field goes with its slot."""
-    return f"{PREFIX}:kres:{public_id}"
 
 
 def key_tpm(public_id: str, window: int) -> str:

@@ -147,9 +147,8 @@ async def cancel(
 
 
 def release_slot(pipe: Pipeline, key_id: str, slot: str) -> None:
-    """Queue on `pipe` the release of a key's in-flight slot and what it reserved."""
+    """Queue on `pipe` the release of a key's in-flight slot, and with it what it reserved."""
     pipe.zrem(keyspace.key_parallel(key_id), slot)
-    pipe.hdel(keyspace.key_reserved(key_id), slot)
 
 
 def slot_of(job: Job) -> list[tuple[str, str]]:

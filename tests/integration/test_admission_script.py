@@ -113,7 +113,7 @@ async def test_tpm_counts_used_tokens_and_reservations_and_refuses_at_the_limit(
     headers = dict(first.headers)
     assert headers[b"x-ratelimit-limit-tokens"] == b"1000"
     assert headers[b"x-ratelimit-remaining-tokens"] == b"100"  # 600 used + 300 reserved
-    assert await r.hget(keyspace.key_reserved(KEY), "job1") == b"300:0.0"
+    assert await r.zrange(keyspace.key_parallel(KEY), 0, -1) == [b"job1:300:0.0"]  # the slot names it
     await admission.enqueue(job(2), reserving(tpm=1000, tokens=300))  # 900 < 1000: admitted
     with pytest.raises(EdgeError) as refused:  # 1200 >= 1000
         await admission.enqueue(job(3), reserving(tpm=1000, tokens=1))
@@ -123,8 +123,8 @@ async def test_tpm_counts_used_tokens_and_reservations_and_refuses_at_the_limit(
     assert error.headers["x-ratelimit-remaining-tokens"] == "0" and int(error.headers["retry-after"]) > 0
     assert not await r.exists(JOB_KEY_PREFIX + "job3")
     # The answer of job 2 releases its reservation: room again.
-    await cancel(r, "openai", ["job2"], [(KEY, "job2")])
-    assert await r.hkeys(keyspace.key_reserved(KEY)) == [b"job1"]
+    await cancel(r, "openai", ["job2"], [(KEY, "job2:300:0.0")])
+    assert await r.zrange(keyspace.key_parallel(KEY), 0, -1) == [b"job1:300:0.0"]
     await admission.enqueue(job(4), reserving(tpm=1000, tokens=50))
 
 
@@ -150,4 +150,4 @@ async def test_an_expired_slot_takes_its_reservation_with_it(r: Redis) -> None:
         await admission.enqueue(job(2), reserving(tpm=100, tokens=5))
     await asyncio.sleep(0.2)
     await admission.enqueue(job(3), reserving(tpm=100, tokens=5))
-    assert await r.hkeys(keyspace.key_reserved(KEY)) == [b"job3"]
+    assert await r.zrange(keyspace.key_parallel(KEY), 0, -1) == [b"job3:5:0.0"]

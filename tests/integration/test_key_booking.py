@@ -45,7 +45,6 @@ async def test_an_answer_books_spend_tokens_and_a_request_and_frees_the_reservat
     ends = time.time() + 3600
     charge = KeyCharge("3600s7", ends, tpm_window_s=60)
     await r.zadd(keyspace.key_parallel(KEY), {"slot1": time.time() * 1000 + 30_000})
-    await r.hset(keyspace.key_reserved(KEY), "slot1", "5000:0.5")
     final = Publication([answer(prompt=12, completion=30, cost=0.0042)], attempt=Attempt("ok"))
     await publish(r, job(charge), final, "w1", BreakerSettings())
     spend = await r.hgetall(keyspace.key_spend(KEY, "3600s7"))
@@ -58,7 +57,7 @@ async def test_an_answer_books_spend_tokens_and_a_request_and_frees_the_reservat
     assert 0 < await r.ttl(keyspace.key_spend(KEY, "3600s7")) <= 3600 + 86400 + 1
     window, _ = window_bounds(time.time(), 60)
     assert await r.get(keyspace.key_tpm(KEY, window)) == b"42"
-    assert not await r.exists(keyspace.key_reserved(KEY)) and not await r.exists(keyspace.key_parallel(KEY))
+    assert not await r.exists(keyspace.key_parallel(KEY))  # the slot, and with it its reservation
 
 
 async def test_a_failed_attempt_books_no_request_and_no_tpm_without_a_tpm_limit(r: Redis) -> None:

@@ -141,7 +141,7 @@ def test_twenty_concurrent_requests_overshoot_a_budget_by_at_most_one_reservatio
     assert spent["spend"] <= budget + reserved_usd  # the bound: one request's reservation
     assert spent["requests"] == len(ok)
     assert spent["prompt_tokens"] > 0 and spent["completion_tokens"] > 0
-    assert r.hlen(keyspace.key_reserved(key_id)) == 0  # every reservation went with its answer
+    assert r.zcard(keyspace.key_parallel(key_id)) == 0  # every reservation went with its answer
     # Once spent, the key is refused until its budget is raised; cache hits stay free.
     while post(fronts[0], key, f"more {uuid.uuid4()}").status_code == 200:
         assert info(fronts[0], key_id)["spend"] <= budget + reserved_usd
@@ -199,7 +199,7 @@ def test_tpm_limit_reserves_estimates_books_real_tokens_and_is_exact_across_fron
     window = int(time.time() // WINDOW_S)
     assert int(r.get(keyspace.key_tpm(key_id, window)) or 0) == used  # the real tokens, booked
     assert used <= tpm + reserved_tokens
-    assert r.hlen(keyspace.key_reserved(key_id)) == 0
+    assert r.zcard(keyspace.key_parallel(key_id)) == 0
 
 
 def test_a_stream_is_admitted_booked_and_refused_like_any_request(fronts: tuple[Front, Front]) -> None:
