@@ -45,6 +45,23 @@ def server() -> Iterator[RedisServer]:
         srv.stop()
 
 
+def two_fronts(tmp_path_factory: pytest.TempPathFactory, name: str, window_s: int) -> Iterator[DevStack]:
+    """A Redis, the fake upstream, an openai worker and two fronts (`stack.fronts`), one attempt
+    per request and the key windows `window_s` long: what the virtual-key limit tests share."""
+    dev = DevStack(
+        env_overrides={"EDGE_MAX_ATTEMPTS": "1", "EDGE_KEY_WINDOW_S": str(window_s)},
+        log_dir=Path(tmp_path_factory.mktemp(name)),
+    )
+    try:
+        dev.start_redis()
+        dev.start_upstream()
+        dev.start_worker("openai")
+        dev.fronts = (dev.start_front(), dev.start_front())  # type: ignore[attr-defined]
+        yield dev
+    finally:
+        dev.stop()
+
+
 @pytest.fixture
 async def r(server: RedisServer) -> AsyncIterator[Redis]:
     """An asyncio client of the module's redis-server, emptied first (modules that drive real

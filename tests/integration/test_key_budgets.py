@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +24,7 @@ from edge_front.reservation import TokenEstimator, completion_tokens, worst_case
 from shared import keyspace
 from shared.config import Deployment
 from shared.wire import ChatCompletionRequest
-from tests.integration.conftest import fake_stats, wait_until
+from tests.integration.conftest import fake_stats, two_fronts, wait_until
 
 MASTER = {"Authorization": f"Bearer {MASTER_KEY}"}
 WINDOW_S = 3600  # EDGE_KEY_WINDOW_S: no window boundary falls inside a test (checked below)
@@ -34,18 +33,7 @@ MAX_TOKENS = 50  # the fake upstream answers 8-40 words: never more than a reque
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    dev = DevStack(
-        env_overrides={"EDGE_MAX_ATTEMPTS": "1", "EDGE_KEY_WINDOW_S": str(WINDOW_S)},
-        log_dir=Path(tmp_path_factory.mktemp("key-budget-logs")),
-    )
-    try:
-        dev.start_redis()
-        dev.start_upstream()
-        dev.start_worker("openai")
-        dev.fronts = (dev.start_front(), dev.start_front())  # type: ignore[attr-defined]
-        yield dev
-    finally:
-        dev.stop()
+    yield from two_fronts(tmp_path_factory, "key-budget-logs", WINDOW_S)
 
 
 @pytest.fixture(scope="module")

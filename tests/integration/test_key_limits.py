@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +19,7 @@ import redis
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
 from shared import keyspace
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import two_fronts, wait_until
 
 MASTER = {"Authorization": f"Bearer {MASTER_KEY}"}
 WINDOW_S = 3600  # EDGE_KEY_WINDOW_S: no window boundary falls inside a test (checked below)
@@ -28,18 +27,7 @@ WINDOW_S = 3600  # EDGE_KEY_WINDOW_S: no window boundary falls inside a test (ch
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    dev = DevStack(
-        env_overrides={"EDGE_MAX_ATTEMPTS": "1", "EDGE_KEY_WINDOW_S": str(WINDOW_S)},
-        log_dir=Path(tmp_path_factory.mktemp("key-limits-logs")),
-    )
-    try:
-        dev.start_redis()
-        dev.start_upstream()
-        dev.start_worker("openai")
-        dev.fronts = (dev.start_front(), dev.start_front())  # type: ignore[attr-defined]
-        yield dev
-    finally:
-        dev.stop()
+    yield from two_fronts(tmp_path_factory, "key-limits-logs", WINDOW_S)
 
 
 @pytest.fixture(scope="module")
