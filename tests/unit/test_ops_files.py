@@ -581,3 +581,13 @@ def test_k8s_pods_get_longer_than_the_drain_to_stop() -> None:
     assert containers
     for name, pod, _ in containers:
         assert pod.get("terminationGracePeriodSeconds", 30) > drain_s, name
+
+
+def test_dashboard_shows_stream_latency_and_live_workers() -> None:
+    exprs = " ".join(t["expr"] for p in query_panels() for t in p["targets"])
+    for metric in (
+        "llm_edge_stream_ttft_ms_bucket",
+        "llm_edge_stream_chunk_gap_ms_bucket",
+        "llm_edge_live_workers",
+    ):
+        assert metric in exprs, metric
