@@ -36,7 +36,7 @@ from shared.config import Deployment
 from shared.errors import error_body
 from shared.pricing import cost_usd
 from shared.queue import Job, Reply
-from shared.sse import EventTooLarge, SSEParser
+from shared.sse import EventTooLarge
 
 _encode = msgspec.json.Encoder().encode
 
@@ -105,7 +105,10 @@ async def stream_answer(
     out.attempted, out.called_at = True, time.perf_counter()
     try:
         async with session.post(
-            request.url, data=request.body, headers=request.headers, timeout=call_timeout(session, remaining)
+            request.target,
+            data=request.body,
+            headers=request.headers,
+            timeout=call_timeout(session, remaining),
         ) as response:
             if response.status >= 300:
                 raw = await read_body(response, max_body)
@@ -113,9 +116,9 @@ async def stream_answer(
                     deployment, response.status, raw, retry_after_of(response.headers)
                 )
                 return await out.fail(failed.status, failed.body, failed.retry_after)
-            translator = adapter.stream_translator()
+            translator = adapter.stream_translator(job.upstream_model)
             assembler = ChunkAssembler()
-            parser = SSEParser(max_line)
+            parser = adapter.stream_parser(max_line)
             out.first_byte_ms = (time.perf_counter() - out.called_at) * 1000
             received = 0
             async for data in response.content.iter_any():

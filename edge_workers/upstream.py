@@ -63,10 +63,14 @@ def call_timeout(session: aiohttp.ClientSession, remaining_s: float) -> aiohttp.
 CREDENTIALS_REFUSED = frozenset({401, 403})
 
 
+# 424 Failed Dependency: the provider's model itself failed (Bedrock's ModelErrorException).
+UPSTREAM_FAULTS = CREDENTIALS_REFUSED | {424}
+
+
 def gateway_status(upstream_status: int) -> int:
     """Upstream 4xx keeps its status (the client's request is at fault), but for a refusal of the
-    gateway's credentials; those and 5xx become 502."""
-    if 400 <= upstream_status < 500 and upstream_status not in CREDENTIALS_REFUSED:
+    gateway's credentials or a failure of the model; those and 5xx become 502."""
+    if 400 <= upstream_status < 500 and upstream_status not in UPSTREAM_FAULTS:
         return upstream_status
     return 502
 
@@ -147,7 +151,7 @@ async def call_upstream(
     started = time.perf_counter()
     try:
         async with session.post(
-            request.url,
+            request.target,
             data=request.body,
             headers=request.headers,
             timeout=call_timeout(session, remaining),
@@ -168,7 +172,7 @@ async def call_upstream(
     latency_ms = (time.perf_counter() - started) * 1000
     if 200 <= status < 300:
         try:
-            completion, usage = adapter.parse_response(raw)
+            completion, usage = adapter.parse_response(raw, upstream_model)
         except EdgeError as e:
             return Outcome(e.status, e.body(), attempted=True)
         return Outcome(200, completion, usage, attempted=True, latency_ms=latency_ms)

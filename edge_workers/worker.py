@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
+from edge_workers.providers.bedrock_auth import missing_credentials
 from edge_workers.recovery import Recovery
 from edge_workers.upstream import new_session
 from shared import arq_compat, keyspace
@@ -193,7 +194,10 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         api_keys = _api_keys(models)
-        missing = " ".join(sorted(v for v in models.key_variables(provider) if not api_keys.get(v)))
+        lacking = {v for v in models.key_variables(provider) if not api_keys.get(v)}
+        if provider == "bedrock":  # AWS credentials: botocore's chain, resolved once, off the loop
+            lacking |= await asyncio.to_thread(missing_credentials, models.deployments() + models.templates())
+        missing = " ".join(sorted(lacking))
         recovery = Recovery(
             ctx["redis"],
             provider,

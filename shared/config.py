@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from shared.aws_config import AwsCredentials, bedrock_endpoint, bedrock_region
 from shared.config_error import ConfigError
 from shared.config_source import Path, PathError, Source, SourceError, dotted
 from shared.litellm_config import FileSettings, convert, translate
@@ -20,26 +21,35 @@ from shared.redis_settings import RedisTarget, cache_redis_from_env, redis_from_
 from shared.routing import BreakerSettings, RetrySettings, RouterSettings
 from shared.wire import validation_error_param
 
-Provider = Literal["openai", "anthropic"]
-PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic")
+Provider = Literal["openai", "anthropic", "bedrock"]
+PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic", "bedrock")
 
 DEFAULT_BASE_URLS: dict[str, str] = {
     # As the official SDKs read them: OpenAI's with /v1, Anthropic's without.
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
 }
-BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
-API_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+BASE_URL_ENV = {
+    "openai": "OPENAI_BASE_URL",
+    "anthropic": "ANTHROPIC_BASE_URL",
+    "bedrock": "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",  # the AWS SDKs' own per-service override
+}
+# Bedrock signs with AWS credentials, not a key: its "key variable" names what the workers lack
+# when the credential chain finds nothing (the label `/health` and 503s show).
+API_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "bedrock": "AWS_ACCESS_KEY_ID"}
 
-# Without a config file, models are routed by name prefix.
+# Without a config file, models are routed by name prefix (Bedrock's as `bedrock/<model id>`,
+# LiteLLM's spelling, and only when AWS_REGION or AWS_DEFAULT_REGION names its region).
 DEFAULT_PREFIXES: dict[str, tuple[str, ...]] = {
     "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-"),
     "anthropic": ("claude-",),
+    "bedrock": ("bedrock/",),
 }
 # What GET /v1/models lists when no config file names the models.
 DEFAULT_CATALOG: dict[str, tuple[str, ...]] = {
     "openai": ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3", "o4-mini"),
     "anthropic": ("claude-sonnet-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest"),
+    "bedrock": ("bedrock/amazon.nova-lite-v1:0", "bedrock/us.anthropic.claude-3-5-haiku-20241022-v1:0"),
 }
 
 
@@ -69,6 +79,8 @@ class Deployment(msgspec.Struct, frozen=True):
     timeout_s: float | None = None  # bounds one upstream call (the request's deadline too)
     stream_timeout_s: float | None = None  # ... of a streamed call, instead of timeout_s
     api_key: str = ""  # written in the file itself (LiteLLM allows it); wins over api_key_env
+    region: str = ""  # bedrock: the AWS region it signs for
+    aws: AwsCredentials | None = None  # bedrock: credentials of its own (else the default chain)
 
     def __repr__(self) -> str:  # never a key in a log line
         return f"Deployment({self.id!r}, {self.provider}, {self.model!r}, {self.base_url!r})"
@@ -95,6 +107,8 @@ class _DeploymentIn(msgspec.Struct, forbid_unknown_fields=True):
     timeout_s: Seconds | None = None
     stream_timeout_s: Seconds | None = None
     api_key: str | None = None
+    region: str | None = None  # bedrock only
+    aws: AwsCredentials | None = None  # bedrock only
 
 
 class LoadedConfig(msgspec.Struct, frozen=True):
@@ -130,7 +144,17 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
     lookup = {**translated.settings.environment, **env}  # the real environment wins
     deployments = []
     for i, d in entries:
-        base_url = d.base_url or lookup.get(BASE_URL_ENV[d.provider]) or DEFAULT_BASE_URLS[d.provider]
+        region = ""
+        if d.provider == "bedrock":
+            region = bedrock_region(d.region, lookup)
+            if not region:
+                message = "region: not set, and neither is AWS_REGION nor AWS_DEFAULT_REGION"
+                raise _refusal(source, ("model_list", i), message)
+        elif d.region is not None or d.aws is not None:
+            field = "region" if d.region is not None else "aws"
+            raise _refusal(source, ("model_list", i, field), "only bedrock deployments take it")
+        default_url = bedrock_endpoint(region) if region else DEFAULT_BASE_URLS[d.provider]
+        base_url = d.base_url or lookup.get(BASE_URL_ENV[d.provider]) or default_url
         if not base_url.startswith(("http://", "https://")):
             raise _refusal(source, ("model_list", i), "base_url must start with http:// or https://")
         deployments.append(
@@ -139,7 +163,9 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
                 provider=d.provider,
                 model=d.model or d.model_name,
                 base_url=base_url.rstrip("/"),
-                api_key_env=d.api_key_env or API_KEY_ENV[d.provider],
+                api_key_env=d.api_key_env
+                or (d.aws.access_key_id_env if d.aws else "")
+                or API_KEY_ENV[d.provider],
                 weight=d.weight,
                 priority=d.priority,
                 input_cost_per_1m=d.input_cost_per_1m,
@@ -150,6 +176,8 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
                 timeout_s=d.timeout_s,
                 stream_timeout_s=d.stream_timeout_s,
                 api_key=d.api_key or "",
+                region=region,
+                aws=d.aws,
             )
         )
     unknown = router.unknown_groups({d.model_name for d in deployments})
@@ -187,7 +215,11 @@ class ModelTable:
         self._routed: OrderedDict[str, Deployment] = OrderedDict()
         if by_prefix:
             for provider in PROVIDERS:
-                base_url = (env.get(BASE_URL_ENV[provider]) or DEFAULT_BASE_URLS[provider]).rstrip("/")
+                region = bedrock_region(None, env) if provider == "bedrock" else ""
+                if provider == "bedrock" and not region:
+                    continue  # no region to sign for: Bedrock needs a config file or AWS_REGION
+                default_url = bedrock_endpoint(region) if region else DEFAULT_BASE_URLS[provider]
+                base_url = (env.get(BASE_URL_ENV[provider]) or default_url).rstrip("/")
                 d = Deployment(
                     model_name="*",
                     provider=provider,
@@ -195,6 +227,7 @@ class ModelTable:
                     base_url=base_url,
                     api_key_env=API_KEY_ENV[provider],
                     id=f"{provider}:*",
+                    region=region,
                 )
                 self._templates[provider] = d
 
@@ -205,7 +238,7 @@ class ModelTable:
             return found
         if self._by_prefix:
             for provider, prefixes in DEFAULT_PREFIXES.items():
-                if model.startswith(prefixes):
+                if provider in self._templates and model.startswith(prefixes):
                     return [self._routed_model(provider, model)]
         return []
 
@@ -213,8 +246,9 @@ class ModelTable:
         deployment_id = f"{provider}:{model}"
         d = self._routed.get(deployment_id)
         if d is None:
+            upstream = model.removeprefix("bedrock/") if provider == "bedrock" else model
             d = msgspec.structs.replace(
-                self._templates[provider], model_name=model, model=model, id=deployment_id
+                self._templates[provider], model_name=model, model=upstream, id=deployment_id
             )
             self._routed[deployment_id] = d
             if len(self._routed) > MAX_ROUTED_MODELS:
@@ -236,21 +270,30 @@ class ModelTable:
         recently, each with its own breaker)."""
         return [*self._by_id.values(), *self._routed.values()]
 
+    def templates(self) -> list[Deployment]:
+        """Without a config file, each provider's template deployment (none with one)."""
+        return list(self._templates.values())
+
     def key_variables(self, provider: str | None = None) -> set[str]:
         """The environment variables holding the deployments' API keys (of one provider's)."""
         deployments = (*self._by_id.values(), *self._templates.values())
-        return {d.api_key_env for d in deployments if not d.api_key and provider in (None, d.provider)}
+        return {
+            d.api_key_env
+            for d in deployments
+            # Bedrock's credentials are found by botocore's chain, not read from one variable.
+            if not d.api_key and d.provider != "bedrock" and provider in (None, d.provider)
+        }
 
     def public_models(self) -> list[tuple[str, str]]:
         """(model name, provider) pairs to list in GET /v1/models."""
         if self._exact:
             return [(name, ds[0].provider) for name, ds in self._exact.items()]
-        return [(m, p) for p, models in DEFAULT_CATALOG.items() for m in models]
+        return [(m, p) for p, models in DEFAULT_CATALOG.items() if p in self._templates for m in models]
 
     def providers(self) -> set[str]:
         if self._exact:
             return {ds[0].provider for ds in self._exact.values()}
-        return set(PROVIDERS)
+        return set(self._templates)
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -52,7 +52,12 @@ BARE_NAMES: dict[str, tuple[str, ...]] = {
 NOT_SERVED_WHY = {
     "text-completion-openai": "the legacy completions API is not served here, only chat completions",
 }
-SERVED = "served here: openai/, anthropic/ and OpenAI-compatible hosted_vllm/, lm_studio/, llamafile/"
+SERVED = (
+    "served here: openai/, anthropic/, bedrock/ and OpenAI-compatible hosted_vllm/, lm_studio/, llamafile/"
+)
+# LiteLLM's bedrock/ route prefixes: the gateway always speaks Converse, which serves them all.
+BEDROCK_ROUTES = ("converse/", "invoke/")
+AWS_PARAMS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 CALLBACKS = "no callbacks here; see tracing"
 REDIS_SETTING = "the gateway's one Redis is REDIS_URL"
 REASONS: dict[str, str] = {
@@ -121,7 +126,7 @@ def resolve_model(model: str, custom_provider: str | None) -> tuple[str, str, st
 def _served(litellm_provider: str) -> str | None:
     if litellm_provider in OPENAI_COMPATIBLE:
         return "openai"
-    return "anthropic" if litellm_provider == "anthropic" else None
+    return litellm_provider if litellm_provider in ("anthropic", "bedrock") else None
 
 
 def strategy(value: str, path: Path) -> Strategy:
@@ -185,15 +190,27 @@ class _Translator:
             )
             return None
         out: dict[str, Any] = {"model_name": entry.model_name, "provider": provider, "model": model}
-        base_raw = p.api_base or p.base_url
-        if base_raw:
-            base = self.from_env(base_raw, (*params_path, "api_base" if p.api_base else "base_url"))
+        if provider == "bedrock":
+            self.bedrock(p, out, params_path)
+        else:
+            for name in (*AWS_PARAMS, "aws_region_name", "aws_profile_name", "aws_bedrock_runtime_endpoint"):
+                if getattr(p, name) is not None:
+                    self.warn((*params_path, name), "ignored (only bedrock/ models use it)")
+        base_name = next(
+            (n for n in ("api_base", "base_url", "aws_bedrock_runtime_endpoint") if getattr(p, n)), None
+        )
+        if base_name is not None and not (
+            base_name == "aws_bedrock_runtime_endpoint" and provider != "bedrock"
+        ):
+            base = self.from_env(getattr(p, base_name), (*params_path, base_name))
             if provider == "anthropic":  # LiteLLM's Anthropic api_base may name the endpoint
                 base = base.rstrip("/").removesuffix("/messages").removesuffix("/v1")
             out["base_url"] = base
         elif family in NEEDS_API_BASE:
             raise PathError(params_path, f"{family}/ models need an api_base (LiteLLM's rule too)")
-        if p.api_key is not None:
+        if p.api_key is not None and provider == "bedrock":
+            self.warn((*params_path, "api_key"), "ignored (Bedrock requests are signed with AWS credentials)")
+        elif p.api_key is not None:
             if p.api_key.startswith(ENV_PREFIX):
                 out["api_key_env"] = p.api_key.removeprefix(ENV_PREFIX)
             else:
@@ -218,6 +235,28 @@ class _Translator:
         if p.max_retries is not None:
             self.max_retries.append(p.max_retries)
         return out
+
+    def bedrock(self, p: LiteLLMParams, out: dict[str, Any], path: Path) -> None:
+        """LiteLLM's AWS parameters: the region resolved now; the key pair as the variables that
+        hold it (os.environ/NAME, read by the workers) or as written; a profile by name."""
+        for route in BEDROCK_ROUTES:
+            out["model"] = out["model"].removeprefix(route)
+        if p.aws_region_name is not None:
+            out["region"] = self.from_env(p.aws_region_name, (*path, "aws_region_name"))
+        aws: dict[str, str] = {}
+        for name in AWS_PARAMS:
+            value = getattr(p, name)
+            if value is None:
+                continue
+            field = name.removeprefix("aws_")
+            if value.startswith(ENV_PREFIX):
+                aws[f"{field}_env"] = value.removeprefix(ENV_PREFIX)
+            else:
+                aws[field] = value
+        if p.aws_profile_name is not None:
+            aws["profile"] = self.from_env(p.aws_profile_name, (*path, "aws_profile_name"))
+        if aws:
+            out["aws"] = aws
 
     def model_list(self, raw: Any) -> list[tuple[int, Any]]:
         if not isinstance(raw, list) or not raw:

@@ -31,6 +31,13 @@ class LiteLLMParams(msgspec.Struct, frozen=True):
     weight: NonNegative | None = None
     input_cost_per_token: NonNegative | None = None
     output_cost_per_token: NonNegative | None = None
+    # bedrock/ (LiteLLM's names); the secrets usually as os.environ/NAME references
+    aws_region_name: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    aws_profile_name: str | None = None
+    aws_bedrock_runtime_endpoint: str | None = None
 
 
 class ModelInfo(msgspec.Struct, frozen=True):

@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from edge_agent.fake_upstream.anthropic_api import AnthropicApi
+from edge_agent.fake_upstream.bedrock_api import BedrockApi
 from edge_agent.fake_upstream.common import Settings, Stats, json_response
 from edge_agent.fake_upstream.openai_api import OpenAIApi
 
@@ -73,6 +74,9 @@ def create_app(
 
     app.router.add_post("/v1/chat/completions", OpenAIApi(settings, stats).handle)
     app.router.add_post("/v1/messages", AnthropicApi(settings, stats).handle)
+    bedrock = BedrockApi(settings, stats).handle
+    app.router.add_post("/model/{model}/converse", bedrock)
+    app.router.add_post("/model/{model}/converse-stream", bedrock)
     app.router.add_get("/_fake/stats", get_stats)
     app.router.add_post("/_fake/reset", reset)
     app.router.add_get("/_fake/config", get_config)

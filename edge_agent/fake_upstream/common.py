@@ -172,6 +172,13 @@ class BaseApi:
     def marker_text(self, body: dict[str, Any]) -> str:
         return last_user_text(body["messages"])
 
+    def check_signed(self, request: web.Request, raw: bytes) -> web.Response | None:
+        """A request signature over the body (Bedrock's SigV4); None: nothing to check."""
+        return None
+
+    def model_of(self, request: web.Request, body: dict[str, Any]) -> str:
+        return str(body["model"])
+
     async def respond(
         self, request: web.Request, body: dict[str, Any], text: str, markers: Markers
     ) -> web.StreamResponse:
@@ -195,8 +202,12 @@ class BaseApi:
         rejected = self.check_headers(request)
         if rejected is not None:
             return rejected
+        raw = await request.read()
+        rejected = self.check_signed(request, raw)
+        if rejected is not None:
+            return rejected
         try:
-            body = decode(await request.read())
+            body = decode(raw)
         except msgspec.DecodeError:
             return self.error(400, "We could not parse the JSON body of your request.")
         if not isinstance(body, dict):
@@ -204,7 +215,7 @@ class BaseApi:
         rejected = self.validate(body)
         if rejected is not None:
             return rejected
-        model = str(body["model"])
+        model = self.model_of(request, body)
         by_model = self.stats.by_model
         by_model[model] = by_model.get(model, 0) + 1
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from edge_workers.providers.anthropic import AnthropicAdapter
 from edge_workers.providers.base import Adapter, UpstreamRequest
+from edge_workers.providers.bedrock import BedrockAdapter
 from edge_workers.providers.openai import OpenAIAdapter
 
-ADAPTERS: dict[str, Adapter] = {"openai": OpenAIAdapter(), "anthropic": AnthropicAdapter()}
+ADAPTERS: dict[str, Adapter] = {
+    "openai": OpenAIAdapter(),
+    "anthropic": AnthropicAdapter(),
+    "bedrock": BedrockAdapter(),
+}
 
 __all__ = ["ADAPTERS", "Adapter", "UpstreamRequest"]

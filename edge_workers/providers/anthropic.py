@@ -51,6 +51,7 @@ from edge_workers.providers.anthropic_wire import (
 from edge_workers.providers.base import UpstreamRequest
 from shared.config import Deployment
 from shared.errors import EdgeError
+from shared.sse import SSEParser
 from shared.wire import (
     ChatCompletion,
     Choice,
@@ -125,7 +126,7 @@ class AnthropicAdapter:
             headers["x-api-key"] = api_key
         return UpstreamRequest(url=f"{deployment.base_url}/v1/messages", headers=headers, body=payload)
 
-    def parse_response(self, body: bytes) -> tuple[bytes, Usage | None]:
+    def parse_response(self, body: bytes, model: str = "") -> tuple[bytes, Usage | None]:
         try:
             msg = _decode_message(body)
         except msgspec.DecodeError:
@@ -143,5 +144,8 @@ class AnthropicAdapter:
             return ErrorDetail(message=f"upstream answered {status}: {text}", type="upstream_error")
         return map_error(status, error.type, error.message)
 
-    def stream_translator(self) -> AnthropicChunkStream:
+    def stream_translator(self, model: str = "") -> AnthropicChunkStream:
         return AnthropicChunkStream(int(time.time()))
+
+    def stream_parser(self, max_event_bytes: int) -> SSEParser:
+        return SSEParser(max_event_bytes)

@@ -3,9 +3,11 @@ and the provider's answer back to an OpenAI chat.completion (or to an OpenAI err
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import msgspec
+from yarl import URL
 
 from shared.config import Deployment
 from shared.wire import ChatCompletionChunk, ErrorDetail, Usage
@@ -18,6 +20,14 @@ class StreamError(Exception):
         super().__init__(detail.message)
         self.detail = detail
         self.status = status
+
+
+class StreamParser(Protocol):
+    """Splits a streamed body into (event name, payload) pairs as its bytes arrive."""
+
+    def feed_bytes(self, data: bytes) -> Iterable[tuple[str, bytes]]: ...
+
+    def flush(self) -> Iterable[tuple[str, bytes]]: ...
 
 
 class StreamTranslator(Protocol):
@@ -36,6 +46,13 @@ class UpstreamRequest(msgspec.Struct):
     url: str
     headers: dict[str, str]
     body: bytes
+    # The URL is already percent-encoded and must go out byte for byte (a signed path: aiohttp
+    # would otherwise turn Bedrock's `%3A` back into `:`, and the signature would not match).
+    encoded: bool = False
+
+    @property
+    def target(self) -> str | URL:
+        return URL(self.url, encoded=True) if self.encoded else self.url
 
 
 class Adapter(Protocol):
@@ -51,14 +68,19 @@ class Adapter(Protocol):
         provider cannot honour. `body` is the client's decoded JSON (already validated)."""
         ...
 
-    def parse_response(self, body: bytes) -> tuple[bytes, Usage | None]:
-        """A 2xx upstream body -> (OpenAI chat.completion JSON, usage)."""
+    def parse_response(self, body: bytes, model: str = "") -> tuple[bytes, Usage | None]:
+        """A 2xx upstream body -> (OpenAI chat.completion JSON, usage). `model`: the upstream
+        model asked for, for providers whose answers do not name it."""
         ...
 
     def parse_error(self, status: int, body: bytes) -> ErrorDetail:
         """A non-2xx upstream body -> the error in OpenAI's terms (message, type, code, param)."""
         ...
 
-    def stream_translator(self) -> StreamTranslator:
+    def stream_translator(self, model: str = "") -> StreamTranslator:
         """A fresh translator for one streamed answer."""
+        ...
+
+    def stream_parser(self, max_event_bytes: int) -> StreamParser:
+        """A fresh parser of the provider's stream framing (SSE for most)."""
         ...

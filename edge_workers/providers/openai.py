@@ -10,6 +10,7 @@ import msgspec
 from edge_workers.providers.base import StreamError, UpstreamRequest
 from shared.config import Deployment
 from shared.errors import EdgeError
+from shared.sse import SSEParser
 from shared.wire import ChatCompletion, ChatCompletionChunk, ErrorDetail, ErrorEnvelope, Usage
 
 _encode = msgspec.json.Encoder().encode
@@ -79,7 +80,7 @@ class OpenAIAdapter:
             url=f"{deployment.base_url}/chat/completions", headers=headers, body=_encode(out)
         )
 
-    def parse_response(self, body: bytes) -> tuple[bytes, Usage | None]:
+    def parse_response(self, body: bytes, model: str = "") -> tuple[bytes, Usage | None]:
         """The body passes through as it came, but only once it is known to be a whole chat
         completion: anything else would be returned as a success and cached."""
         try:
@@ -99,5 +100,8 @@ class OpenAIAdapter:
             text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
             return ErrorDetail(message=f"upstream answered {status}: {text}", type="upstream_error")
 
-    def stream_translator(self) -> OpenAIStreamTranslator:
+    def stream_translator(self, model: str = "") -> OpenAIStreamTranslator:
         return OpenAIStreamTranslator()
+
+    def stream_parser(self, max_event_bytes: int) -> SSEParser:
+        return SSEParser(max_event_bytes)

@@ -1,0 +1,91 @@
+"""AWS Signature V4 for Bedrock requests, with botocore's signer (never a SigV4 of our own).
+
+Credentials are resolved once per worker process and per credential source (the default chain:
+environment, shared files, SSO, container and instance roles...; or a deployment's own profile
+or key pair), through botocore's session. Refreshable credentials (roles, SSO) are frozen per
+request with `get_frozen_credentials()`, which refreshes them when they near expiry, so a
+long-running worker never signs with expired ones. One `SigV4Auth` is kept per (credentials,
+region) and replaced when the credentials change. Reusable by any Bedrock call (chat,
+embeddings): `sign(deployment, url, body)` gives the headers to send.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import botocore.session
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials, ReadOnlyCredentials
+from botocore.exceptions import BotoCoreError
+
+from shared.aws_config import AwsCredentials
+from shared.config import Deployment
+from shared.errors import EdgeError
+
+log = logging.getLogger("edge.worker")
+
+# The service name Bedrock's runtime endpoints verify signatures for (its `signingName`).
+SIGNING_NAME = "bedrock"
+
+_sources: dict[AwsCredentials | None, Credentials | None] = {}
+_signers: dict[tuple[ReadOnlyCredentials, str], SigV4Auth] = {}
+
+
+def _resolve(source: AwsCredentials | None, env: Mapping[str, str]) -> Credentials | None:
+    """botocore's answer for one credential source (None: nothing found). May do I/O (files,
+    the instance metadata service): call it at start, or from a thread."""
+    if source is not None:
+        key_id = source.access_key_id or env.get(source.access_key_id_env or "", "")
+        secret = source.secret_access_key or env.get(source.secret_access_key_env or "", "")
+        token = source.session_token or env.get(source.session_token_env or "", "") or None
+        if key_id or secret:
+            return Credentials(key_id, secret, token) if key_id and secret else None
+    session = botocore.session.Session(profile=source.profile or None if source else None)
+    try:
+        return session.get_credentials()
+    except BotoCoreError as e:  # a profile that does not exist, a broken config file...
+        log.warning("AWS credentials could not be resolved: %s", type(e).__name__)
+        return None
+
+
+def credentials(source: AwsCredentials | None) -> Credentials | None:
+    """The credentials of a source, resolved on first use and kept for the process."""
+    if source not in _sources:
+        _sources[source] = _resolve(source, os.environ)
+    return _sources[source]
+
+
+def missing_credentials(deployments: list[Deployment]) -> set[str]:
+    """The labels (`api_key_env`) of the Bedrock deployments no credentials were found for;
+    resolves every source now, so the first request pays nothing."""
+    missing = set()
+    for d in deployments:
+        if d.provider == "bedrock" and credentials(d.aws) is None:
+            log.warning("deployment %s: no AWS credentials found", d.id)
+            missing.add(d.api_key_env)
+    return missing
+
+
+def signer(source: AwsCredentials | None, region: str) -> SigV4Auth:
+    found = credentials(source)
+    if found is None:
+        raise EdgeError(502, "the gateway's worker found no AWS credentials for this Bedrock deployment")
+    frozen = found.get_frozen_credentials()  # refreshed here when they are about to expire
+    key = (frozen, region)
+    auth = _signers.get(key)
+    if auth is None:
+        if len(_signers) > 64:  # old credentials of refreshed sources: drop them all
+            _signers.clear()
+        auth = _signers[key] = SigV4Auth(frozen, SIGNING_NAME, region)
+    return auth
+
+
+def sign(deployment: Deployment, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    """`headers` plus the signature's (Authorization, X-Amz-Date, X-Amz-Security-Token) for a
+    POST of `body` to `url` (already percent-encoded, sent as is)."""
+    request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+    signer(deployment.aws, deployment.region).add_auth(request)
+    return dict(request.headers.items())
