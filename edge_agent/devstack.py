@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from edge_agent.children import spawn, stop_processes
+from edge_agent.fake_upstream.aws import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from edge_agent.probes import PortTaken, answers_200, wait_listening, workers_ready
 from edge_agent.redis_server import RedisServer, free_port
 
@@ -91,6 +92,18 @@ class DevStack:
         )
         env.update(self.env_overrides)
         return env
+
+    @property
+    def bedrock_env(self) -> dict[str, str]:
+        """Overrides that let workers sign for the fake's Bedrock (its test credentials), and
+        keep the host's AWS files and instance metadata out of the credential chain."""
+        return {
+            "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
+            "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     @property
     def upstream_url(self) -> str:

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from types import FrameType
 
 from edge_agent.children import spawn, stop_processes
+from edge_agent.fake_upstream.aws import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from edge_agent.listen import bind_listener
 from edge_agent.probes import PortTaken, answers_200, wait_listening, workers_ready
 from edge_agent.redis_server import RedisServer, free_port
-from shared.config import API_KEY_ENV, PROVIDERS, ModelTable, load_settings
+from shared.config import API_KEY_ENV, BEDROCK_OPT_IN, DEFAULT_CATALOG, PROVIDERS, ModelTable, load_settings
 
 READY_TIMEOUT_S = 60.0  # a bound on a hang: two cores starting Redis, workers and a front take seconds
 
@@ -60,18 +61,34 @@ def _start_fake_upstream(env: dict[str, str], attempts: int = 5) -> tuple[subpro
     raise AssertionError("unreachable")
 
 
+def fake_upstream_env(url: str) -> dict[str, str]:
+    """Every provider pointed at the fake upstream at `url`, with credentials it accepts."""
+    return {
+        "OPENAI_BASE_URL": f"{url}/v1",
+        "ANTHROPIC_BASE_URL": url,
+        "OPENAI_API_KEY": "fake-upstream-key",
+        "ANTHROPIC_API_KEY": "fake-upstream-key",
+        BEDROCK_OPT_IN: "us-east-1",
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": url,
+        "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
+    }
+
+
 def _providers(env: dict[str, str], models: ModelTable) -> list[str]:
     """The providers to start workers for: with a config file, every provider it serves (its
     deployments name their own key variables); without, those whose key is set."""
     if env.get("EDGE_CONFIG"):
         return sorted(models.providers())
-    return [p for p in PROVIDERS if env.get(API_KEY_ENV[p])]
+    return [p for p in PROVIDERS if env.get(BEDROCK_OPT_IN if p == "bedrock" else API_KEY_ENV[p])]
 
 
 def _example_model(env: dict[str, str], models: ModelTable, providers: list[str]) -> str:
     """A model the curl can ask for: the config's first, else the default catalogue's."""
     if not env.get("EDGE_CONFIG"):
-        return "gpt-4o-mini" if "openai" in providers else "claude-sonnet-4-5"
+        if "openai" in providers:
+            return "gpt-4o-mini"
+        return "claude-sonnet-4-5" if "anthropic" in providers else DEFAULT_CATALOG["bedrock"][0]
     return next(name for name, provider in models.public_models() if provider in providers)
 
 
@@ -112,10 +129,7 @@ def run_stack(host: str, port: int, workers: int) -> None:
         if not providers:
             fake, fake_port = _start_fake_upstream(env)
             upstream.append(fake)
-            env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{fake_port}/v1"
-            env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{fake_port}"
-            for p in PROVIDERS:
-                env[API_KEY_ENV[p]] = "fake-upstream-key"
+            env.update(fake_upstream_env(f"http://127.0.0.1:{fake_port}"))
             providers = list(PROVIDERS)
             print(
                 f"edge-agent: no provider key set; answering from a fake upstream on port {fake_port}",

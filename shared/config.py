@@ -39,7 +39,8 @@ BASE_URL_ENV = {
 API_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "bedrock": "AWS_ACCESS_KEY_ID"}
 
 # Without a config file, models are routed by name prefix (Bedrock's as `bedrock/<model id>`,
-# LiteLLM's spelling, and only when AWS_REGION or AWS_DEFAULT_REGION names its region).
+# LiteLLM's spelling, and only when EDGE_BEDROCK_REGION names the region to serve them from).
+BEDROCK_OPT_IN = "EDGE_BEDROCK_REGION"
 DEFAULT_PREFIXES: dict[str, tuple[str, ...]] = {
     "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-"),
     "anthropic": ("claude-",),
@@ -215,9 +216,11 @@ class ModelTable:
         self._routed: OrderedDict[str, Deployment] = OrderedDict()
         if by_prefix:
             for provider in PROVIDERS:
-                region = bedrock_region(None, env) if provider == "bedrock" else ""
+                # Bedrock only when asked for: AWS_REGION alone is set on every ECS task and
+                # Lambda, and a provider without workers would leave /health degraded there.
+                region = env.get(BEDROCK_OPT_IN, "") if provider == "bedrock" else ""
                 if provider == "bedrock" and not region:
-                    continue  # no region to sign for: Bedrock needs a config file or AWS_REGION
+                    continue
                 default_url = bedrock_endpoint(region) if region else DEFAULT_BASE_URLS[provider]
                 base_url = (env.get(BASE_URL_ENV[provider]) or default_url).rstrip("/")
                 d = Deployment(
