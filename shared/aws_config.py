@@ -6,8 +6,6 @@ botocore's chain (edge_workers/providers/bedrock_auth.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import msgspec
 
 
@@ -27,11 +25,6 @@ class AwsCredentials(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __repr__(self) -> str:
         return f"AwsCredentials(profile={self.profile!r}, access_key_id_env={self.access_key_id_env!r})"
-
-
-def bedrock_region(region: str | None, env: Mapping[str, str]) -> str:
-    """A Bedrock deployment's region: its own, else the AWS SDKs' variables ("" if none)."""
-    return region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
 
 
 def bedrock_endpoint(region: str) -> str:

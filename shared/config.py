@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from shared.aws_config import AwsCredentials, bedrock_endpoint, bedrock_region
+from shared.aws_config import AwsCredentials, bedrock_endpoint
 from shared.config_error import ConfigError
 from shared.config_source import Path, PathError, Source, SourceError, dotted
 from shared.litellm_config import FileSettings, convert, translate
@@ -52,6 +52,11 @@ DEFAULT_CATALOG: dict[str, tuple[str, ...]] = {
     "anthropic": ("claude-sonnet-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest"),
     "bedrock": ("bedrock/amazon.nova-lite-v1:0", "bedrock/us.anthropic.claude-3-5-haiku-20241022-v1:0"),
 }
+
+
+def bedrock_region(region: str | None, env: Mapping[str, str]) -> str:
+    """A Bedrock deployment's region: its own, else the AWS SDKs' variables ("" if none)."""
+    return region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
 
 
 # Without a config file: how many model names keep a deployment (and a breaker) of their own.
