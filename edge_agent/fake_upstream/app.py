@@ -21,7 +21,13 @@ from edge_agent.fake_upstream.openai_api import OpenAIApi
 
 SETTINGS_KEY = web.AppKey("fake_upstream_settings", Settings)
 STATS_KEY = web.AppKey("fake_upstream_stats", Stats)
-_CONFIG_FIELDS = {"latency_ms": float, "jitter_ms": float, "error_rate": float, "error_status": int}
+_CONFIG_FIELDS = {
+    "latency_ms": float,
+    "jitter_ms": float,
+    "error_rate": float,
+    "error_status": int,
+    "aws_checks": bool,
+}
 
 
 def create_app(

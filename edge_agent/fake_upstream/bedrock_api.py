@@ -114,6 +114,8 @@ class BedrockApi(BaseApi):
         return None  # the signature covers the body: checked in check_signed
 
     def check_signed(self, request: web.Request, raw: bytes) -> web.Response | None:
+        if not self.settings.aws_checks:
+            return None
         url = f"{request.scheme}://{request.host}{request.raw_path}"
         now = datetime.datetime.now(datetime.UTC)
         problem = aws.signature_problem(request.method, url, request.headers, raw, now)
@@ -128,6 +130,10 @@ class BedrockApi(BaseApi):
         return request.match_info["model"]
 
     def validate(self, body: dict[str, Any]) -> web.Response | None:
+        if not isinstance(body.get("messages"), list):
+            return self.error(400, "messages: a list is required")
+        if not self.settings.aws_checks:
+            return None if body["messages"] else self.error(400, "A conversation must start with a user message.")
         params = dict(body, modelId="model")
         try:
             report = ParamValidator().validate(_with_blobs(params), _converse_shape())

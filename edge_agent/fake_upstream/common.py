@@ -23,6 +23,7 @@ class Settings:
     error_rate: float = 0.0
     error_status: int = 500
     require_key: str | None = None
+    aws_checks: bool = True  # Bedrock: verify signatures and validate bodies (off: the bench)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,133 @@
+"""The Bedrock provider's cost, measured two ways:
+
+    .venv/bin/python ops/bedrock_bench.py [--pairs 15] [--sign-only]
+
+- SigV4 signing per request, in-process: µs per `bedrock_auth.sign` (botocore's AWSRequest +
+  SigV4Auth.add_auth on a ~1 KB Converse body), per whole `build_request` (mapping, encoding,
+  signing), and the OpenAI adapter's `build_request` for comparison;
+- the miss path at 1 connection, pair by pair as ops/keyed_bench.py does: direct to the fake
+  upstream, an OpenAI miss and a Bedrock miss through the gateway, alternating, so the two
+  providers' added latencies are compared under the same machine drift. The fake's own Bedrock
+  signature and body checks are switched off: both providers' upstream work is then alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge_agent.devstack import MASTER_KEY, DevStack
+from edge_agent.embedded import fake_upstream_env
+from edge_agent.fake_upstream.aws import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
+from ops.bench import BEDROCK_MODEL, FIXED_BODY, SYSTEM, WRK_SCRIPT, _post, wrk
+
+
+def per_call_us(fn: Callable[[], object], n: int = 2000, rounds: int = 7) -> tuple[float, float]:
+    """(best, median) µs per call over `rounds` rounds of `n` calls, after a warm-up."""
+    for _ in range(200):
+        fn()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(n):
+            fn()
+        times.append((time.perf_counter() - started) / n * 1e6)
+    return min(times), statistics.median(times)
+
+
+def signing() -> None:
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=FAKE_ACCESS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY=FAKE_SECRET_ACCESS_KEY,
+        AWS_CONFIG_FILE="/nonexistent",
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    from edge_workers.providers.bedrock import BedrockAdapter, model_url
+    from edge_workers.providers.bedrock_auth import sign
+    from edge_workers.providers.openai import OpenAIAdapter
+    from shared.config import Deployment
+
+    model = "amazon.nova-lite-v1:0"
+    endpoint = "https://bedrock-runtime.us-east-1.amazonaws.com"
+    bedrock = Deployment("m", "bedrock", model, endpoint, "AWS_ACCESS_KEY_ID", id="m#0", region="us-east-1")
+    openai = Deployment("m", "openai", "gpt-4o-mini", "https://api.openai.com/v1", "OPENAI_API_KEY", id="o#0")
+    body = FIXED_BODY
+    url = model_url(bedrock, model, "converse")
+    payload = b"x" * 1100
+    rows = [
+        (
+            "sign (AWSRequest + SigV4Auth.add_auth)",
+            lambda: sign(bedrock, url, payload, {"Content-Type": "x"}),
+        ),
+        (
+            "bedrock build_request (map + encode + sign)",
+            lambda: BedrockAdapter().build_request(body, model, bedrock, ""),
+        ),
+        ("openai build_request", lambda: OpenAIAdapter().build_request(body, "gpt-4o-mini", openai, "k")),
+    ]
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    for name, fn in rows:
+        best, median = per_call_us(fn)
+        print(f"  {name}: best {best:.1f} µs, median {median:.1f} µs")
+
+
+def pairs(count: int) -> None:
+    script = Path(tempfile.mkdtemp(prefix="edge-bedrock-")) / "chat.lua"
+    script.write_text(WRK_SCRIPT)
+    stack = DevStack(env_overrides={"LOG_LEVEL": "WARNING"})
+    try:
+        stack.start_redis()
+        stack.start_upstream()
+        stack.env_overrides.update({**stack.bedrock_env, **fake_upstream_env(stack.upstream_url)})
+        stack.start_worker("openai")
+        stack.start_worker("bedrock")
+        front = stack.start_front()
+        _post(f"{stack.upstream_url}/_fake/config", MASTER_KEY, {"aws_checks": False})
+        gateway = f"{front.url}/v1/chat/completions"
+        direct = f"{stack.upstream_url}/v1/chat/completions"
+        env = {**stack.env, "BENCH_SYSTEM": SYSTEM, "BENCH_UNIQUE": "1", "BENCH_KEY": MASTER_KEY}
+        for model in ("gpt-4o-mini", BEDROCK_MODEL):  # connections, pools, lazy imports
+            wrk(gateway, 4, 2, script, {**env, "BENCH_MODEL": model, "BENCH_PREFIX": "warm" + model})
+        openai, bedrock = [], []
+        for i in range(count):
+            base = wrk(direct, 1, 2, script, {**env, "BENCH_PREFIX": f"d{i}"}).p50_ms
+            openai.append(wrk(gateway, 1, 2, script, {**env, "BENCH_PREFIX": f"o{i}"}).p50_ms - base)
+            run = wrk(gateway, 1, 2, script, {**env, "BENCH_MODEL": BEDROCK_MODEL, "BENCH_PREFIX": f"b{i}"})
+            bedrock.append(run.p50_ms - base)
+        deltas = [b - o for o, b in zip(openai, bedrock, strict=True)]
+        print(f"miss c=1, added p50 ms, {count} pairs; load average {os.getloadavg()[0]:.2f}")
+        print("  openai: ", [round(x, 2) for x in openai], "median", round(statistics.median(openai), 2))
+        print("  bedrock:", [round(x, 2) for x in bedrock], "median", round(statistics.median(bedrock), 2))
+        print(
+            "  bedrock - openai:",
+            [round(x, 2) for x in deltas],
+            "median",
+            round(statistics.median(deltas), 2),
+        )
+    finally:
+        stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pairs", type=int, default=15)
+    parser.add_argument("--sign-only", action="store_true", help="only the in-process signing cost")
+    args = parser.parse_args()
+    signing()
+    if not args.sign_only:
+        pairs(args.pairs)
+
+
+if __name__ == "__main__":
+    main()
