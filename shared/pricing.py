@@ -89,9 +89,14 @@ def _lookup(provider: str, model: str, now: float) -> _Rates | None:
     return found
 
 
+# The gateway's provider names where genai-prices names them otherwise.
+_PRICE_PROVIDERS = {"bedrock": "aws"}
+
+
 def _resolve(provider: str, model: str, now: float) -> _Rates | None:
+    priced_as = _PRICE_PROVIDERS.get(provider, provider)
     try:
-        _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider, None)
+        _, info = data_snapshot.get_snapshot().find_provider_model(model, None, priced_as, None)
     except LookupError:
         return None
     if isinstance(info.prices, ModelPrice):

@@ -133,7 +133,11 @@ class BedrockApi(BaseApi):
         if not isinstance(body.get("messages"), list):
             return self.error(400, "messages: a list is required")
         if not self.settings.aws_checks:
-            return None if body["messages"] else self.error(400, "A conversation must start with a user message.")
+            return (
+                None
+                if body["messages"]
+                else self.error(400, "A conversation must start with a user message.")
+            )
         params = dict(body, modelId="model")
         try:
             report = ParamValidator().validate(_with_blobs(params), _converse_shape())

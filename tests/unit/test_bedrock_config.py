@@ -94,3 +94,11 @@ def test_without_a_file_bedrock_serves_only_when_asked() -> None:
     assert d.base_url == "https://bedrock-runtime.eu-west-3.amazonaws.com"
     assert isinstance(table, ModelTable) and "AWS_ACCESS_KEY_ID" not in table.key_variables()
     assert any(provider == "bedrock" for _, provider in table.public_models())
+
+
+def test_bedrock_answers_are_priced_from_the_aws_table() -> None:
+    from shared.pricing import cost_usd
+    from shared.wire import Usage
+
+    usage = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000, total_tokens=2_000_000)
+    assert cost_usd("bedrock", "us.amazon.nova-lite-v1:0", usage, None) == pytest.approx(0.06 + 0.24)
