@@ -18,6 +18,12 @@ from shared.routing import RouterSettings
 def _key(d: Deployment, env: Mapping[str, str]) -> str:
     if d.api_key:
         return "key written in the file"
+    if d.provider == "bedrock":  # botocore's chain: the workers' environment, files or role
+        aws = d.aws
+        source = f"profile {aws.profile}" if aws and aws.profile else "the default chain"
+        if aws and (aws.access_key_id or aws.access_key_id_env):
+            source = "keys in the file" if aws.access_key_id else f"${aws.access_key_id_env}"
+        return f"region {d.region}, AWS credentials from {source} (resolved by the workers)"
     return f"key ${d.api_key_env} ({'set' if env.get(d.api_key_env) else 'NOT SET'})"
 
 
