@@ -12,11 +12,11 @@ from edge_workers.providers.anthropic_wire import (
     RESPONSE_TOOL_PREFIX,
     is_response_tool,
 )
+from edge_workers.providers.turns import fold_turns
 from shared.errors import EdgeError
 from shared.wire import (
     AssistantMessage,
     ChatCompletionRequest,
-    DeveloperMessage,
     FilePart,
     ImagePart,
     JsonObjectFormat,
@@ -24,7 +24,6 @@ from shared.wire import (
     Message,
     NamedToolChoice,
     ResponseFormat,
-    SystemMessage,
     TextPart,
     ToolMessage,
     UserMessage,
@@ -114,31 +113,7 @@ def _reject_unsupported(req: ChatCompletionRequest, body: dict[str, Any]) -> Non
 
 
 def _convert_messages(messages: list[Message]) -> tuple[str | None, list[aw.MessageParam]]:
-    system: list[str] = []
-    turns: list[aw.MessageParam] = []
-    for i, m in enumerate(messages):
-        if isinstance(m, SystemMessage | DeveloperMessage):
-            system.extend(t for t in _texts(m.content) if t.strip())
-            continue
-        if isinstance(m, UserMessage):
-            turn = aw.MessageParam(role="user", content=_user_blocks(m.content, i))
-        elif isinstance(m, AssistantMessage):
-            turn = aw.MessageParam(role="assistant", content=_assistant_blocks(m, i))
-        elif isinstance(m, ToolMessage):
-            turn = aw.MessageParam(role="user", content=[_tool_result(m)])
-        else:
-            why = "the deprecated 'function' role is not supported; use tool messages"
-            raise _unsupported(f"messages[{i}].role", why)
-        if not turn.content:
-            continue
-        if turns and turns[-1].role == turn.role:
-            turns[-1].content.extend(turn.content)
-        else:
-            turns.append(turn)
-    if not turns:
-        raise EdgeError(
-            400, "Anthropic needs at least one non-empty user or assistant message", param="messages"
-        )
+    system, turns = fold_turns(messages, _turn, "Anthropic")
     for turn in turns:
         if turn.role == "user":
             # Stable sort: tool results first, everything else keeps its order.
@@ -149,8 +124,12 @@ def _convert_messages(messages: list[Message]) -> tuple[str | None, list[aw.Mess
     return ("\n\n".join(system) or None), turns
 
 
-def _texts(content: str | list[TextPart]) -> list[str]:
-    return [content] if isinstance(content, str) else [p.text for p in content]
+def _turn(i: int, m: UserMessage | AssistantMessage | ToolMessage) -> aw.MessageParam:
+    if isinstance(m, UserMessage):
+        return aw.MessageParam(role="user", content=_user_blocks(m.content, i))
+    if isinstance(m, AssistantMessage):
+        return aw.MessageParam(role="assistant", content=_assistant_blocks(m, i))
+    return aw.MessageParam(role="user", content=[_tool_result(m)])
 
 
 def _user_blocks(content: str | list[UserPart], i: int) -> list[aw.ContentBlockParam]:

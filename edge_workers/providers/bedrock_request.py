@@ -13,20 +13,18 @@ from edge_workers.providers.anthropic_request import (
     _arguments,
     _data_url,
     _response_tool,
-    _texts,
     _tool_id,
     _unsupported,
 )
 from edge_workers.providers.anthropic_wire import RESPONSE_TOOL_PREFIX, is_response_tool
+from edge_workers.providers.turns import fold_turns
 from shared.errors import EdgeError
 from shared.wire import (
     AssistantMessage,
     ChatCompletionRequest,
-    DeveloperMessage,
     ImagePart,
     Message,
     NamedToolChoice,
-    SystemMessage,
     TextPart,
     ToolMessage,
     UserMessage,
@@ -81,37 +79,21 @@ def _reject_unsupported(req: ChatCompletionRequest, body: dict[str, Any]) -> Non
 
 
 def _convert_messages(messages: list[Message]) -> tuple[list[str], list[bw.Message]]:
-    system: list[str] = []
-    turns: list[bw.Message] = []
-    for i, m in enumerate(messages):
-        if isinstance(m, SystemMessage | DeveloperMessage):
-            system.extend(t for t in _texts(m.content) if t.strip())
-            continue
-        if isinstance(m, UserMessage):
-            turn = bw.Message(role="user", content=_user_blocks(m.content, i))
-        elif isinstance(m, AssistantMessage):
-            turn = bw.Message(role="assistant", content=_assistant_blocks(m, i))
-        elif isinstance(m, ToolMessage):
-            text = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)
-            result = bw.ToolResult(_tool_id(m.tool_call_id), [bw.ToolResultContent(text or " ")])
-            turn = bw.Message(role="user", content=[bw.ContentBlock(tool_result=result)])
-        else:
-            why = "the deprecated 'function' role is not supported; use tool messages"
-            raise _unsupported(f"messages[{i}].role", why)
-        if not turn.content:
-            continue
-        if turns and turns[-1].role == turn.role:  # Converse wants alternating turns
-            turns[-1].content.extend(turn.content)
-        else:
-            turns.append(turn)
-    if not turns:
-        raise EdgeError(
-            400, "Bedrock needs at least one non-empty user or assistant message", param="messages"
-        )
+    system, turns = fold_turns(messages, _turn, "Bedrock")
     last = turns[-1].content[-1]
     if turns[-1].role == "assistant" and last.text is not None:
         last.text = last.text.rstrip()  # a prefill must not end in whitespace
     return system, turns
+
+
+def _turn(i: int, m: UserMessage | AssistantMessage | ToolMessage) -> bw.Message:
+    if isinstance(m, UserMessage):
+        return bw.Message(role="user", content=_user_blocks(m.content, i))
+    if isinstance(m, AssistantMessage):
+        return bw.Message(role="assistant", content=_assistant_blocks(m, i))
+    text = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)
+    result = bw.ToolResult(_tool_id(m.tool_call_id), [bw.ToolResultContent(text or " ")])
+    return bw.Message(role="user", content=[bw.ContentBlock(tool_result=result)])
 
 
 def _user_blocks(content: str | list[UserPart], i: int) -> list[bw.ContentBlock]:
