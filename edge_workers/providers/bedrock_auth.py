@@ -37,13 +37,13 @@ _signers: dict[tuple[ReadOnlyCredentials, str], SigV4Auth] = {}
 def _resolve(source: AwsCredentials | None, env: Mapping[str, str]) -> Credentials | None:
     """botocore's answer for one credential source (None: nothing found). May do I/O (files,
     the instance metadata service): call it at start, or from a thread."""
-    if source is not None:
-        key_id = source.access_key_id or env.get(source.access_key_id_env or "", "")
-        secret = source.secret_access_key or env.get(source.secret_access_key_env or "", "")
-        token = source.session_token or env.get(source.session_token_env or "", "") or None
-        if key_id or secret:
-            return Credentials(key_id, secret, token) if key_id and secret else None
-    session = botocore.session.Session(profile=source.profile or None if source else None)
+    if source is not None and (source.access_key_id or source.access_key_id_env):
+        # A key pair of its own: those or nothing (never the default chain's, silently).
+        key_id = source.access_key_id or env.get(source.access_key_id_env, "")
+        secret = source.secret_access_key or env.get(source.secret_access_key_env, "")
+        token = source.session_token or env.get(source.session_token_env, "") or None
+        return Credentials(key_id, secret, token) if key_id and secret else None
+    session = botocore.session.Session(profile=(source.profile or None) if source else None)
     try:
         return session.get_credentials()
     except BotoCoreError as e:  # a profile that does not exist, a broken config file...
