@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
-from edge_workers.providers.bedrock_auth import missing_credentials
+from edge_workers.providers.bedrock_auth import keep_fresh, missing_credentials
 from edge_workers.recovery import Recovery
 from edge_workers.upstream import new_session
 from shared import arq_compat, keyspace
@@ -197,6 +197,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         lacking = {v for v in models.key_variables(provider) if not api_keys.get(v)}
         if provider == "bedrock":  # AWS credentials: botocore's chain, resolved once, off the loop
             lacking |= await asyncio.to_thread(missing_credentials, models.deployments() + models.templates())
+            ctx["aws_refresh"] = asyncio.create_task(keep_fresh())
         missing = " ".join(sorted(lacking))
         recovery = Recovery(
             ctx["redis"],
@@ -224,7 +225,9 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         await warn_about_eviction(ctx["redis"], state.cache_redis, log)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        tasks = [ctx[name] for name in ("cancel_listener", "heartbeat") if ctx.get(name) is not None]
+        tasks = [
+            ctx[name] for name in ("cancel_listener", "heartbeat", "aws_refresh") if ctx.get(name) is not None
+        ]
         for task in await stop_tasks(tasks):
             log.error("background task %s did not stop", task.get_name())
         recovery: Recovery | None = ctx.get("recovery")

@@ -4,13 +4,15 @@ Credentials are resolved once per worker process and per credential source (the 
 environment, shared files, SSO, container and instance roles...; or a deployment's own profile
 or key pair), through botocore's session. Refreshable credentials (roles, SSO) are frozen per
 request with `get_frozen_credentials()`, which refreshes them when they near expiry, so a
-long-running worker never signs with expired ones. One `SigV4Auth` is kept per (credentials,
+long-running worker never signs with expired ones; `keep_fresh` does that refresh ahead of
+time, in a thread, so the event loop does not wait on it. One `SigV4Auth` is kept per (credentials,
 region) and replaced when the credentials change. Reusable by any Bedrock call (chat,
 embeddings): `sign(deployment, url, body)` gives the headers to send.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from collections.abc import Mapping
 import botocore.session
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials, ReadOnlyCredentials
+from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError
 
 from shared.aws_config import AwsCredentials
@@ -67,6 +69,23 @@ def missing_credentials(deployments: list[Deployment]) -> set[str]:
             log.warning("deployment %s: no AWS credentials found", d.id)
             missing.add(d.api_key_env)
     return missing
+
+
+REFRESH_EVERY_S = 60.0  # well inside botocore's 15-minute advisory refresh window
+
+
+async def keep_fresh() -> None:
+    """Refresh temporary credentials (roles, SSO) in a thread before they near expiry, so that
+    `get_frozen_credentials()` on the event loop never has to fetch new ones itself (a blocking
+    call to STS or the instance metadata service)."""
+    while True:
+        await asyncio.sleep(REFRESH_EVERY_S)
+        for found in list(_sources.values()):
+            if isinstance(found, RefreshableCredentials):
+                try:
+                    await asyncio.to_thread(found.get_frozen_credentials)
+                except BotoCoreError as e:  # kept: the next round, or a request, tries again
+                    log.warning("AWS credentials refresh failed: %s", type(e).__name__)
 
 
 def signer(source: AwsCredentials | None, region: str) -> SigV4Auth:

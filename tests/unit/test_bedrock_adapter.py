@@ -443,3 +443,35 @@ def test_default_chain_and_explicit_variables(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delitem(bedrock_auth._sources, None, raising=False)
     default = bedrock_auth.credentials(None)
     assert default is not None and default.access_key == "AKIDDEFAULT"
+
+
+async def test_temporary_credentials_are_refreshed_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import threading
+
+    threads: list[str] = []
+    loop, refreshed = asyncio.get_running_loop(), asyncio.Event()
+
+    def refresh() -> dict[str, str]:
+        threads.append(threading.current_thread().name)
+        loop.call_soon_threadsafe(refreshed.set)
+        expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)
+        return {
+            "access_key": f"AKID{len(threads)}",
+            "secret_key": "s",
+            "token": "t",
+            "expiry_time": expiry.isoformat(),
+        }
+
+    creds = RefreshableCredentials.create_from_metadata(refresh(), refresh, "test")
+    await asyncio.sleep(0)
+    threads.clear()
+    refreshed.clear()
+    monkeypatch.setitem(bedrock_auth._sources, AwsCredentials(profile="temporary"), creds)
+    monkeypatch.setattr(bedrock_auth, "REFRESH_EVERY_S", 0.01)
+    task = asyncio.create_task(bedrock_auth.keep_fresh())
+    await asyncio.wait_for(refreshed.wait(), 10)
+    task.cancel()
+    assert threading.main_thread().name not in threads  # a worker thread fetched the new keys
