@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from edge_agent.devstack import DevStack, Front
-from tests.integration.conftest import fake_stats, sdk
+from tests.integration.conftest import fake_stats, sdk, wait_until
 
 CONFIG = """\
 model_list:
@@ -32,6 +32,8 @@ model_list:
     litellm_params: {model: "bedrock/amazon.nova-micro-v1:0", aws_access_key_id: KEYID,
                      aws_secret_access_key: not-the-secret}
   - {model_name: flaky, provider: bedrock, model: "meta.llama3-8b-instruct-v1:0", base_url: "BUSY_URL"}
+  - {model_name: nocreds, provider: bedrock, model: m,
+     aws: {access_key_id_env: EDGE_TEST_UNSET_AWS_ID, secret_access_key_env: EDGE_TEST_UNSET_AWS_SECRET}}
   - {model_name: backup, provider: openai, model: gpt-4o-mini, base_url: "URL/v1"}
 router_settings:
   fallbacks: {flaky: [backup]}
@@ -206,7 +208,14 @@ def test_throttled_deployment_falls_back(client: openai.OpenAI) -> None:
     assert raw.parse().choices[0].message.content
 
 
-def test_health_lists_the_bedrock_pool(front: Front) -> None:
+def test_a_deployment_without_credentials_is_skipped_and_named(front: Front, client: openai.OpenAI) -> None:
+    def named() -> list[str]:
+        providers = httpx.get(f"{front.url}/health", timeout=10).json()["providers"]
+        return providers["bedrock"]["missing_keys"]  # type: ignore[no-any-return]
+
+    assert wait_until(named, "the worker's report of missing AWS credentials") == ["EDGE_TEST_UNSET_AWS_ID"]
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model="nocreds", messages=_user(f"hi {uuid.uuid4()}"))
+    assert refused.value.status_code == 503 and refused.value.body["code"] == "upstream_key_missing"
     health = httpx.get(f"{front.url}/health", timeout=10).json()
     assert health["providers"]["bedrock"]["worker_alive"]
-    assert health["providers"]["bedrock"]["missing_keys"] == []
