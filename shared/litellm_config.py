@@ -52,11 +52,21 @@ BARE_NAMES: dict[str, tuple[str, ...]] = {
 NOT_SERVED_WHY = {
     "text-completion-openai": "the legacy completions API is not served here, only chat completions",
 }
+BEDROCK_ONLY_CONVERSE = "only Bedrock's Converse API is served here (bedrock/<model id>, bedrock/converse/)"
 SERVED = (
     "served here: openai/, anthropic/, bedrock/ and OpenAI-compatible hosted_vllm/, lm_studio/, llamafile/"
 )
 # LiteLLM's bedrock/ route prefixes: the gateway always speaks Converse, which serves them all.
 BEDROCK_ROUTES = ("converse/", "invoke/")
+
+
+def bedrock_route(model: str) -> str | None:
+    """LiteLLM's route prefix of a bedrock/ model (`converse/`, `llama/`...), None for a plain
+    model id or ARN (ids always hold a dot: `amazon.nova-lite-v1:0`; ARNs start `arn:`)."""
+    head, slash, _ = model.partition("/")
+    return f"{head}/" if slash and "." not in head and not head.startswith("arn:") else None
+
+
 AWS_PARAMS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 CALLBACKS = "no callbacks here; see tracing"
 REDIS_SETTING = "the gateway's one Redis is REDIS_URL"
@@ -181,9 +191,14 @@ class _Translator:
         )
         p = entry.litellm_params
         family, model, provider = resolve_model(p.model, p.custom_llm_provider)
+        route = bedrock_route(model) if provider == "bedrock" else None
+        if route is not None and route not in BEDROCK_ROUTES:
+            provider, family = None, f"bedrock/{route}"  # LiteLLM's invoke-only or non-Bedrock routes
         if provider is None:
-            why = NOT_SERVED_WHY.get(family) or (
-                f"provider {family!r} is not served here" if family else "its provider cannot be told"
+            why = (
+                NOT_SERVED_WHY.get(family)
+                or (BEDROCK_ONLY_CONVERSE if family.startswith("bedrock/") else None)
+                or (f"provider {family!r} is not served here" if family else "its provider cannot be told")
             )
             self.warn(
                 (*params_path, "model"), f"model {entry.model_name!r} ({p.model}) skipped: {why}; {SERVED}"

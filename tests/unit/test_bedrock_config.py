@@ -27,6 +27,8 @@ model_list:
     litellm_params: {model: "bedrock/meta.llama3-8b-instruct-v1:0", aws_access_key_id: AKIDINLINE,
                      aws_secret_access_key: inline-secret, aws_profile_name: dev, api_key: nope}
   - {model_name: gpt, litellm_params: {model: openai/gpt-4o, aws_region_name: eu-west-1}}
+  - {model_name: imported, litellm_params: {model: "bedrock/llama/arn:aws:bedrock:r:1:imported-model/x"}}
+  - {model_name: profile-arn, litellm_params: {model: "bedrock/arn:aws:bedrock:r:1:inference-profile/y"}}
 """
 ENV = {"AWS_DEFAULT_REGION": "eu-central-1", "CLAUDE_REGION": "us-east-1"}
 
@@ -67,6 +69,8 @@ def test_both_forms_regions_endpoints_and_credentials(tmp_path: Path) -> None:
     warnings = " ".join(loaded.warnings)
     assert "model_list[4].litellm_params.api_key: ignored (Bedrock requests are signed" in warnings
     assert "model_list[5].litellm_params.aws_region_name: ignored (only bedrock/ models use it)" in warnings
+    assert "model_list[6].litellm_params.model: model 'imported'" in warnings and "Converse" in warnings
+    assert by_name["profile-arn"].model == "arn:aws:bedrock:r:1:inference-profile/y"
 
 
 def test_the_standard_endpoint_variable_and_refusals(tmp_path: Path) -> None:
