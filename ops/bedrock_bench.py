@@ -5,10 +5,10 @@
 - SigV4 signing per request, in-process: µs per `bedrock_auth.sign` (botocore's AWSRequest +
   SigV4Auth.add_auth on a ~1 KB Converse body), per whole `build_request` (mapping, encoding,
   signing), and the OpenAI adapter's `build_request` for comparison;
-- the miss path at 1 connection, pair by pair as ops/keyed_bench.py does: direct to the fake
-  upstream, an OpenAI miss and a Bedrock miss through the gateway, alternating, so the two
-  providers' added latencies are compared under the same machine drift. The fake's own Bedrock
-  signature and body checks are switched off: both providers' upstream work is then alike.
+- the miss path at 1 connection, pair by pair as ops/keyed_bench.py does: each provider's added
+  latency is its gateway miss minus a request sent straight to the same fake API (a Converse
+  body to `/model/<id>/converse` for Bedrock: the fake's signature and body checks are switched
+  off, so it needs no signature), all four alternating, so both see the same machine drift.
 """
 
 from __future__ import annotations
@@ -28,6 +28,22 @@ from edge_agent.devstack import MASTER_KEY, DevStack
 from edge_agent.embedded import fake_upstream_env
 from edge_agent.fake_upstream.aws import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from ops.bench import BEDROCK_MODEL, FIXED_BODY, SYSTEM, WRK_SCRIPT, _post, wrk
+
+# The same request as WRK_SCRIPT's, in Converse's shape, for the direct Bedrock baseline.
+CONVERSE_SCRIPT = r"""
+local counter = 0
+local system = os.getenv("BENCH_SYSTEM") or ""
+local prefix = os.getenv("BENCH_PREFIX") or "p"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  counter = counter + 1
+  local body = '{"messages":[{"role":"user","content":[{"text":"benchmark ' .. prefix .. ' ' ..
+    math.random(1, 1e9) .. '-' .. counter .. '"}]}],"system":[{"text":"' .. system ..
+    '"}],"inferenceConfig":{"temperature":0}}'
+  return wrk.format(nil, nil, nil, body)
+end
+"""
 
 
 def per_call_us(fn: Callable[[], object], n: int = 2000, rounds: int = 7) -> tuple[float, float]:
@@ -81,8 +97,10 @@ def signing() -> None:
 
 
 def pairs(count: int) -> None:
-    script = Path(tempfile.mkdtemp(prefix="edge-bedrock-")) / "chat.lua"
+    folder = Path(tempfile.mkdtemp(prefix="edge-bedrock-"))
+    script, converse = folder / "chat.lua", folder / "converse.lua"
     script.write_text(WRK_SCRIPT)
+    converse.write_text(CONVERSE_SCRIPT)
     stack = DevStack(env_overrides={"LOG_LEVEL": "WARNING"})
     try:
         stack.start_redis()
@@ -94,6 +112,7 @@ def pairs(count: int) -> None:
         _post(f"{stack.upstream_url}/_fake/config", MASTER_KEY, {"aws_checks": False})
         gateway = f"{front.url}/v1/chat/completions"
         direct = f"{stack.upstream_url}/v1/chat/completions"
+        direct_bedrock = f"{stack.upstream_url}/model/{BEDROCK_MODEL.removeprefix('bedrock/')}/converse"
         env = {**stack.env, "BENCH_SYSTEM": SYSTEM, "BENCH_UNIQUE": "1", "BENCH_KEY": MASTER_KEY}
         for model in ("gpt-4o-mini", BEDROCK_MODEL):  # connections, pools, lazy imports
             wrk(gateway, 4, 2, script, {**env, "BENCH_MODEL": model, "BENCH_PREFIX": "warm" + model})
@@ -101,6 +120,9 @@ def pairs(count: int) -> None:
         for i in range(count):
             base = wrk(direct, 1, 2, script, {**env, "BENCH_PREFIX": f"d{i}"}).p50_ms
             openai.append(wrk(gateway, 1, 2, script, {**env, "BENCH_PREFIX": f"o{i}"}).p50_ms - base)
+            straight = wrk(direct_bedrock, 1, 2, converse, {**env, "BENCH_PREFIX": f"db{i}"})
+            assert straight.errors == 0, "the fake refused the direct Converse requests"
+            base = straight.p50_ms
             run = wrk(gateway, 1, 2, script, {**env, "BENCH_MODEL": BEDROCK_MODEL, "BENCH_PREFIX": f"b{i}"})
             bedrock.append(run.p50_ms - base)
         deltas = [b - o for o, b in zip(openai, bedrock, strict=True)]

@@ -377,6 +377,15 @@ def test_requests_are_signed_by_botocore_and_verify() -> None:
         "POST", request.url, _Headers(headers), request.body, now + datetime.timedelta(hours=1)
     )
     assert late is not None and "expired" in late
+    with_token = _deployment(aws=msgspec.structs.replace(SOURCE, session_token="a-token"))
+    signed = ADAPTER.build_request(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "m", with_token, ""
+    )
+    assert signed.headers["X-Amz-Security-Token"] == "a-token"  # signed too: the fake checks it
+    problem = aws.signature_problem(
+        "POST", signed.url, _Headers({**signed.headers, "host": "127.0.0.1:9"}), signed.body, now
+    )
+    assert problem is None
     stream_url = model_url(deployment, "arn:aws:bedrock:us-east-1:1:inference-profile/x", "converse-stream")
     assert stream_url.endswith(
         "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx/converse-stream"
