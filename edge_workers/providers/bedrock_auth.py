@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import botocore.session
 from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest, HeadersDict
+from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError
 
@@ -105,11 +105,6 @@ def signer(source: AwsCredentials | None, region: str) -> SigV4Auth:
 def sign(deployment: Deployment, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
     """`headers` plus the signature's (Authorization, X-Amz-Date, X-Amz-Security-Token) for a
     POST of `body` to `url` (already percent-encoded, sent as is)."""
-    request = AWSRequest(method="POST", url=url, data=body)
-    # botocore's own case-insensitive HeadersDict (what AWSRequest.prepare() turns headers into)
-    # instead of the email.message-based HTTPHeaders: the signer only reads, sets and deletes
-    # headers, and this saves about a third of its time. The fake upstream recomputes every
-    # signature over a plain AWSRequest, so a botocore that needed more would fail the tests.
-    request.headers = HeadersDict(headers)
+    request = AWSRequest(method="POST", url=url, data=body, headers=headers)
     signer(deployment.aws, deployment.region).add_auth(request)
     return dict(request.headers.items())
