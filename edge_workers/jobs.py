@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -20,7 +21,7 @@ from edge_workers.joblog import job_fields, log_failure
 from edge_workers.publishing import Attempt, Publication, ScriptCalls, publish
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
-from shared import keyspace
+from shared import arq_compat, keyspace
 from shared.breaker import outcome_of
 from shared.config import Deployment, ModelTable, Settings
 from shared.errors import error_body
@@ -88,19 +89,22 @@ class WorkerState:
             async with self.redis.pipeline(transaction=False) as pipe:
                 calls = ScriptCalls(pipe)
                 calls.add(lambda p: fan_out(p, job, [reply], last=True))
-                pipe.srem(keyspace.running(self.worker_id), job.job_id)
-                if job.slot is not None and job.key_id is not None:
-                    release_slot(pipe, job.key_id, job.slot)
+                self._finish(pipe, job)
                 results = await pipe.execute(raise_on_error=False)
             await calls.after(self.redis, results)
-        elif job.slot is not None and job.key_id is not None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.srem(keyspace.running(self.worker_id), job.job_id)
-                release_slot(pipe, job.key_id, job.slot)
-                await pipe.execute()
         else:
-            await self.redis.srem(keyspace.running(self.worker_id), job.job_id)  # type: ignore[misc]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._finish(pipe, job)
+                await pipe.execute()
         self.held.discard(job.job_id)
+
+    def _finish(self, pipe: Pipeline, job: Job) -> None:
+        """Queue on `pipe` the end of a job that will not be answered: out of this worker's
+        running set, its arq keys gone (edge_workers/runner.py), its key's slot freed."""
+        pipe.srem(keyspace.running(self.worker_id), job.job_id)
+        arq_compat.finish_job(pipe, keyspace.queue(job.provider), job.job_id)
+        if job.slot is not None and job.key_id is not None:
+            release_slot(pipe, job.key_id, job.slot)
 
 
 # A job runs again only when its worker died holding it; after this many runs it is answered

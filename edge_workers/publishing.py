@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
 
-from shared import keyspace, outcomes
+from shared import arq_compat, keyspace, outcomes
 from shared.admission import window_bounds
 from shared.breaker import RECORD_LUA, Outcome, record_args
 from shared.costs import with_cost
@@ -97,6 +97,7 @@ async def publish(
             pipe.incr(keyspace.served(job.provider))
             _record_outcome(pipe, job, pub, pub.attempt)
             pipe.srem(keyspace.running(worker_id), job.job_id)
+            arq_compat.finish_job(pipe, keyspace.queue(job.provider), job.job_id)  # (edge_workers/runner.py)
             if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
                 release_slot(pipe, job.key_id, job.slot)
         if cache_write is None:
