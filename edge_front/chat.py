@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from redis.exceptions import RedisError
@@ -18,15 +18,16 @@ from starlette.types import Receive, Scope, Send
 
 from edge_front import access_log, metrics
 from edge_front.access_log import RequestFacts
+from edge_front.apis import Api, Parsed
 from edge_front.dispatch import Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.keys import Identity
 from edge_front.reservation import completion_tokens
 from edge_front.state import FrontState
-from edge_front.streams import LiveStream, relay, replay_body, send_sse
+from edge_front.streams import CHAT_SSE, LiveStream, relay, replay_body, send_sse
 from shared import keyspace
 from shared.admission import KeyLimits
-from shared.cache_keys import chat_cache_key
+from shared.cache_keys import cache_key
 from shared.config import MAX_ROUTED_MODELS, Deployment
 from shared.costs import format_usd, split_cost
 from shared.errors import EdgeError
@@ -38,9 +39,10 @@ from shared.wire import ChatCompletionRequest, validation_error_param
 
 log = logging.getLogger("edge.front")
 _decode_json = msgspec.json.decode
+T = TypeVar("T")
 
 
-def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
+def parse_json(body: bytes, shape: type[T]) -> tuple[dict[str, Any], T]:
     """The client's JSON object (forwarded as-is) and its validated view. Raises EdgeError(400)."""
     if too_deep(body):  # msgspec would recurse (RecursionError) and so would workers
         raise EdgeError(400, f"Request body nests deeper than {MAX_JSON_DEPTH} levels.")
@@ -51,11 +53,25 @@ def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionReque
     if not isinstance(raw, dict):
         raise EdgeError(400, "Request body must be a JSON object.")
     try:
-        return raw, msgspec.convert(raw, ChatCompletionRequest)
+        return raw, msgspec.convert(raw, shape)
     except msgspec.ValidationError as e:
         message, param = validation_error_param(e)
         where = f" (at '{param}')" if param else ""
         raise EdgeError(400, f"Invalid request: {message}{where}", param=param) from None
+
+
+def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
+    return parse_json(body, ChatCompletionRequest)
+
+
+def _parse_chat(body: bytes) -> Parsed:
+    raw, chat = parse_chat_request(body)
+    stream = bool(chat.stream)
+    include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
+    return Parsed(chat.model, raw, stream, include_usage, lambda: chat)
+
+
+CHAT = Api("chat", _parse_chat, replay_body, lambda status, body: body, CHAT_SSE)
 
 
 def cache_control(headers: dict[bytes, bytes]) -> tuple[bool, bool]:
@@ -98,10 +114,11 @@ class Replay(msgspec.Struct):
 
 
 async def chat_completions(
-    state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity
+    state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity, api: Api = CHAT
 ) -> None:
     """POST /v1/chat/completions as a plain ASGI handler (see `edge_front.http` for why), for a
-    caller `EdgeApp` already identified."""
+    caller `EdgeApp` already identified; with `api`, another API's requests the same way
+    (edge_front/messages.py: Anthropic's Messages API)."""
     started = time.perf_counter()
     headers = header_map(scope)
     request_id = request_id_of(headers) or "req_" + state.new_id()
@@ -109,7 +126,7 @@ async def chat_completions(
     labels = RequestFacts()
     metrics.ACTIVE.inc()
     try:
-        result = await _handle(state, receive, headers, request_id, labels, identity)
+        result = await _handle(state, receive, headers, request_id, labels, identity, api)
     except EdgeError as e:
         result = _error(e, request_id, labels)
     except ClientDisconnected:
@@ -124,6 +141,7 @@ async def chat_completions(
             status = 200
             result.started = started
             metrics.STREAMS.labels("upstream").inc()
+            result.framing = api.framing
             prompt, completion, labels.cost_usd = await relay(
                 state, result, send, [*base, _MISS, *result.headers]
             )
@@ -134,6 +152,8 @@ async def chat_completions(
             await send_sse(send, [*base, *result.headers], result.body)
         else:
             status, body, extra = result
+            if status >= 400:
+                body = api.error(status, body)
             await send_json(send, status, body, [*base, *extra])
     finally:
         metrics.ACTIVE.dec()
@@ -152,24 +172,30 @@ async def _handle(
     request_id: str,
     labels: RequestFacts,
     identity: Identity,
+    api: Api,
 ) -> Answer | LiveStream | Replay:
     body = await read_body(receive, headers, state.settings.max_body_bytes)
     timeout_s = _timeout_s(headers, state.settings.request_timeout_s)
     deadline = time.time() + timeout_s
-    raw, chat = parse_chat_request(body)
-    if not identity.allows(chat.model):  # before routing: whether the model exists is not its business
+    parsed = api.parse(body)
+    model, stream, include_usage = parsed.model, parsed.stream, parsed.include_usage
+    if not identity.allows(model):  # before routing: whether the model exists is not its business
         raise EdgeError(
-            403, f"This key may not use the model '{chat.model}'.", param="model", code="model_not_allowed"
+            403, f"This key may not use the model '{model}'.", param="model", code="model_not_allowed"
         )
-    group = state.models.group(chat.model)
+    group = state.models.group(model)
     if not group:
-        raise EdgeError(404, f"The model '{chat.model}' does not exist or is not served here.", param="model")
+        raise EdgeError(404, f"The model '{model}' does not exist or is not served here.", param="model")
     # Only routed models become label values (and those bounded: see `metrics.ModelLabels`).
-    labels.provider, labels.model = group[0].provider, chat.model
-    stream = bool(chat.stream)
-    include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
+    labels.provider, labels.model = group[0].provider, model
+    if api.local is not None:
+        answer = await api.local(state, parsed, group[0])
+        if answer is not None:
+            labels.cache, labels.deployment = "none", group[0].id
+            return 200, answer, _deployment_headers(group[0], model, 0)
+    forwarded = {name.decode(): headers[name].decode("latin-1") for name in api.forwarded if name in headers}
     skip_lookup, skip_write = cache_control(headers)
-    key = chat_cache_key(raw, identity.namespace)
+    key = cache_key(parsed.raw, identity.namespace, api.name, forwarded)
     if not skip_lookup:
         hit = await _lookup(state, key)
         if hit is not None:
@@ -177,7 +203,7 @@ async def _handle(
             if not stream:
                 return 200, hit[1], _hit_headers_for(hit[0], group[0])
             try:
-                return Replay(replay_body(hit[1], include_usage), _hit_headers_for(hit[0], group[0]), hit[0])
+                return Replay(api.replay(hit[1], include_usage), _hit_headers_for(hit[0], group[0]), hit[0])
             except (msgspec.DecodeError, ValueError):
                 # Not a chat completion (written by an older, less careful version): a miss,
                 # and gone from both tiers so nobody is served it again.
@@ -188,22 +214,26 @@ async def _handle(
                 )
                 await _evict(state, key)
     labels.cache = "miss"
-    cache_key = None if skip_write else key
+    write_key = None if skip_write else key
     client_deadline = timeout_s < state.settings.request_timeout_s
+    terms = _key_terms(identity, state.settings.key_window_s, time.time()) if api.charged else (None, None)
     miss = Miss(
         request_id,
-        chat.model,
+        model,
         body,
-        cache_key,
+        write_key,
         stream,
         include_usage,
         deadline,
         client_deadline,
         identity.key_id,
-        *_key_terms(identity, state.settings.key_window_s, time.time()),
+        *terms,
+        api=api.name,
+        upstream_headers=forwarded or None,
     )
     if miss.limits is not None and miss.limits.reserves:
         await state.estimator.ready()
+        chat = parsed.chat_view()
         prompt = state.estimator.prompt(chat)
         most = completion_tokens(chat, state.settings.reserve_completion_tokens)
         miss.estimate = (prompt, most)
@@ -214,7 +244,7 @@ async def _handle(
         served.deployment.id,
         served.attempts,
     )
-    served_headers = _served_headers(served, chat.model)
+    served_headers = _served_headers(served, model)
     if miss.limits is not None:
         served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm and tpm window
     if isinstance(served.result, LiveStream):
@@ -222,8 +252,8 @@ async def _handle(
         return served.result
     reply = served.result
     if reply.status == 200:
-        if cache_key is not None:
-            state.l1.set(cache_key, reply.body, reply.cost_usd)
+        if write_key is not None:
+            state.l1.set(write_key, reply.body, reply.cost_usd)
         _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
         labels.cost_usd = reply.cost_usd
     return _answer(reply, served_headers)

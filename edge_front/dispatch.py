@@ -50,6 +50,8 @@ class Miss:
     limits: KeyLimits | None = None  # the key's limits and budget, when it has any
     # The request's estimated prompt and most completion tokens (only when the key reserves).
     estimate: tuple[int, int] = (0, 0)
+    api: str = "chat"  # the shape the answer is delivered in (shared.queue.Job.api)
+    upstream_headers: dict[str, str] | None = None  # the client's anthropic-* headers, allow-listed
 
 
 @dataclass
@@ -194,6 +196,8 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         client_deadline=miss.client_deadline,
         key_id=miss.key_id,
         charge=miss.charge,
+        api=miss.api,
+        upstream_headers=miss.upstream_headers,
     )
 
 
