@@ -15,7 +15,7 @@ backwards, with the same tables (shared/anthropic_api.py):
 - Thinking blocks of earlier assistant turns, `thinking` and `cache_control` are dropped: an
   OpenAI model has nowhere to take them and the answer does not depend on them. What would
   change the answer and cannot be honoured (`top_k`, server tools, images inside tool results,
-  other block types) is a 400 naming it (`strict`; the estimate skips it instead).
+  other block types) is a 400 naming it (`strict`; the estimate counts such a block as its JSON).
 """
 
 from __future__ import annotations
@@ -138,12 +138,15 @@ def _user_messages(content: str | list[dict[str, Any]], i: int, strict: bool) ->
             if part is not None:
                 parts.append(part)
         else:
-            _refuse(
-                strict, where, f"content blocks of type '{kind}' are not supported by this model's provider"
-            )
+            _refuse(strict, where, _unsupported_block(kind))
+            parts.append({"type": "text", "text": _encode(block).decode()})  # counted as its JSON
     if parts:
         results.append({"role": "user", "content": parts})
     return results
+
+
+def _unsupported_block(kind: Any) -> str:
+    return f"content blocks of type '{kind}' are not supported by this model's provider"
 
 
 def _data_url(source: dict[str, Any]) -> str:
@@ -202,10 +205,8 @@ def _assistant_message(content: str | list[dict[str, Any]], i: int, strict: bool
             function = {"name": block.get("name", ""), "arguments": arguments}
             calls.append({"id": block.get("id", ""), "type": "function", "function": function})
         elif kind not in ("thinking", "redacted_thinking"):  # the model's own notes: not needed again
-            where = f"messages[{i}].content[{j}]"
-            _refuse(
-                strict, where, f"content blocks of type '{kind}' are not supported by this model's provider"
-            )
+            _refuse(strict, f"messages[{i}].content[{j}]", _unsupported_block(kind))
+            texts.append(_encode(block).decode())  # counted as its JSON
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
     if calls:
         message["tool_calls"] = calls
