@@ -272,8 +272,10 @@ def messages_bench(runs: int, duration: int) -> None:
         for _, where, path, api, model in scenarios:  # warm up every path
             env = {**base_env, "BENCH_API": api, "BENCH_MODEL": model, "BENCH_PREFIX": "warm"}
             wrk(hosts[where] + path, 4, 1, script, env)
-        for i in range(runs):
-            for name, where, path, api, model in scenarios:
+        for i in range(runs):  # each round starts one scenario later: no scenario always goes first
+            for name, where, path, api, model in (
+                scenarios[i % len(scenarios) :] + scenarios[: i % len(scenarios)]
+            ):
                 env = {**base_env, "BENCH_API": api, "BENCH_MODEL": model, "BENCH_PREFIX": f"r{i}"}
                 results[name].append(wrk(hosts[where] + path, 1, duration, script, env))
     finally:
