@@ -6,12 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
 
 from edge_front.state import FrontState
 from edge_front.streams import Framing
 from shared.config import Deployment
-from shared.wire import ChatCompletionRequest
+from shared.errors import EdgeError
+from shared.json_limits import MAX_JSON_DEPTH, too_deep
+from shared.wire import ChatCompletionRequest, validation_error_param
+
+T = TypeVar("T")
+_decode_json = msgspec.json.decode
 
 
 @dataclass
@@ -39,3 +46,21 @@ class Api:
     charged: bool = True
     # An answer the front gives itself instead of queueing (None: queue it), once routed.
     local: Callable[[FrontState, Parsed, Deployment], Awaitable[bytes | None]] | None = None
+
+
+def parse_json(body: bytes, shape: type[T]) -> tuple[dict[str, Any], T]:
+    """The client's JSON object (forwarded as-is) and its validated view. Raises EdgeError(400)."""
+    if too_deep(body):  # msgspec would recurse (RecursionError) and so would workers
+        raise EdgeError(400, f"Request body nests deeper than {MAX_JSON_DEPTH} levels.")
+    try:
+        raw = _decode_json(body)
+    except msgspec.DecodeError as e:
+        raise EdgeError(400, f"Request body is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise EdgeError(400, "Request body must be a JSON object.")
+    try:
+        return raw, msgspec.convert(raw, shape)
+    except msgspec.ValidationError as e:
+        message, param = validation_error_param(e)
+        where = f" (at '{param}')" if param else ""
+        raise EdgeError(400, f"Invalid request: {message}{where}", param=param) from None

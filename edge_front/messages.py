@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import msgspec
 
-from edge_front.apis import Api, Parsed
-from edge_front.chat import parse_json
+from edge_front.apis import Api, Parsed, parse_json
 from edge_front.state import FrontState
 from edge_front.streams import Framing
 from shared.anthropic_api import FORWARDED_HEADERS, anthropic_error_body, event_frame
