@@ -5,6 +5,7 @@ upstream's Anthropic API) and to an OpenAI-shaped one (translated: the fake's Op
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anthropic
@@ -249,3 +250,21 @@ def test_virtual_key_limits_and_models_apply(front: Front) -> None:
 def test_chat_clients_are_unchanged(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(model=CLAUDE, messages=unique("still OpenAI-shaped"))
     assert answer.object == "chat.completion" and answer.choices[0].message.content
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_identical_concurrent_messages_share_one_upstream_call(
+    claude_sdk: anthropic.Anthropic, stack: DevStack, model: str
+) -> None:
+    messages = unique("[[fake:delay_ms=400]] together")
+    before = upstream_calls(stack, UPSTREAM_PATH[model])
+
+    def ask(_: int) -> tuple[str, str]:
+        raw = claude_sdk.messages.with_raw_response.create(model=model, max_tokens=50, messages=messages)
+        return raw.headers["x-edge-cache"], raw.parse().content[0].text  # type: ignore[union-attr]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(ask, range(4)))
+    assert len({text for _, text in answers}) == 1
+    assert sorted(tier for tier, _ in answers).count("miss") == 1
+    assert upstream_calls(stack, UPSTREAM_PATH[model]) == before + 1
