@@ -57,6 +57,8 @@ class Miss:
     # retry may find what an identical request's retry just stored.
     lookup: bool = False
     flight: bool = False  # joins an identical request in flight, or leads one (shared/flights.py)
+    api: str = "chat"  # the shape the answer is delivered in (shared.queue.Job.api)
+    upstream_headers: dict[str, str] | None = None  # the client's anthropic-* headers, allow-listed
 
 
 @dataclass
@@ -230,6 +232,8 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         key_id=miss.key_id,
         charge=miss.charge,
         flight=miss.flight,
+        api=miss.api,
+        upstream_headers=miss.upstream_headers,
     )
 
 

@@ -1,4 +1,5 @@
-"""The one arq job a provider worker runs: answer a chat completion for a waiting front."""
+"""The one arq job a provider worker runs: answer a chat completion (or an Anthropic Messages
+request, `Job.api`) for a waiting front."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_workers import metrics
 from edge_workers.joblog import job_fields, log_failure
+from edge_workers.messages import shape_of
 from edge_workers.publishing import Attempt, Publication, ScriptCalls, publish
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
@@ -222,6 +224,7 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     api_key = deployment.api_key or state.api_keys.get(deployment.api_key_env, "")  # the file's key wins
     settings = state.settings
     cache = job.cache_key is not None and settings.enable_l2_cache
+    adapter, answer_stream = shape_of(job, deployment)
     if job.stream:
 
         async def send(pub: Publication) -> None:
@@ -236,6 +239,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
             send,
             cache,
             (settings.max_upstream_body_bytes, settings.max_upstream_line_bytes),
+            adapter,
+            answer_stream,
         )
     outcome = await call_upstream(
         state.session,
@@ -245,6 +250,7 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
         body,
         job.deadline,
         settings.max_upstream_body_bytes,
+        adapter,
     )
     # A timeout at a deadline the client chose (x-edge-timeout) is not the upstream's failure.
     judged = outcome.attempted and not (outcome.deadline and job.client_deadline)
