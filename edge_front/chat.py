@@ -125,7 +125,7 @@ async def chat_completions(
             result.started = started
             metrics.STREAMS.labels("upstream").inc()
             prompt, completion, labels.cost_usd = await relay(
-                state, result, send, [*base, _MISS, *result.headers]
+                state, result, send, [*base, _tier_header(result.first.cache), *result.headers]
             )
             _count_tokens(labels, prompt, completion)
         elif isinstance(result, Replay):
@@ -202,6 +202,7 @@ async def _handle(
         identity.key_id,
         *_key_terms(identity, state.settings.key_window_s, time.time()),
     )
+    miss.lookup = not skip_lookup
     if miss.limits is not None and miss.limits.reserves:
         await state.estimator.ready()
         prompt = state.estimator.prompt(chat)
@@ -219,8 +220,10 @@ async def _handle(
         served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm and tpm window
     if isinstance(served.result, LiveStream):
         served.result.headers = served_headers
+        labels.cache = served.result.first.cache
         return served.result
     reply = served.result
+    labels.cache = reply.cache  # "hit-semantic" when a worker's semantic cache answered
     if reply.status == 200:
         if cache_key is not None:
             state.l1.set(cache_key, reply.body, reply.cost_usd)
@@ -280,7 +283,7 @@ def _deployment_headers(deployment: Deployment, model: str, attempts: int) -> li
 
 
 def _answer(reply: Reply, served: list[tuple[bytes, bytes]]) -> Answer:
-    extra = [_MISS, *served]
+    extra = [_tier_header(reply.cache), *served]
     if reply.status == 200:
         extra.append((b"x-edge-cost-usd", format_usd(reply.cost_usd)))
     if reply.retry_after is not None:
@@ -288,6 +291,11 @@ def _answer(reply: Reply, served: list[tuple[bytes, bytes]]) -> Answer:
     if is_retryable(reply.status):
         extra.append((b"x-should-retry", b"false"))  # the gateway already retried what was worth it
     return reply.status, reply.body, extra
+
+
+def _tier_header(tier: str) -> tuple[bytes, bytes]:
+    """x-edge-cache of an answer a worker sent: a miss, or a hit of the worker's semantic cache."""
+    return _MISS if tier == "miss" else (b"x-edge-cache", tier.encode())
 
 
 def _count_tokens(labels: RequestFacts, prompt: int, completion: int) -> None:

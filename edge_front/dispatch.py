@@ -50,6 +50,7 @@ class Miss:
     limits: KeyLimits | None = None  # the key's limits and budget, when it has any
     # The request's estimated prompt and most completion tokens (only when the key reserves).
     estimate: tuple[int, int] = (0, 0)
+    lookup: bool = True  # False: Cache-Control: no-cache (workers skip their semantic cache too)
 
 
 @dataclass
@@ -194,6 +195,7 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         client_deadline=miss.client_deadline,
         key_id=miss.key_id,
         charge=miss.charge,
+        lookup=miss.lookup,
     )
 
 

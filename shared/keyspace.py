@@ -151,3 +151,11 @@ def admin_actions() -> str:
     """Stream (capped): the operator actions taken through /admin/* (who, what, on what), so
     every front's dashboard lists the same ones."""
     return f"{PREFIX}:admin:actions"
+
+
+def semantic_vectors() -> str:
+    """Stream: one entry per answer the semantic cache may serve again (its vector, partition,
+    guard features and L2 cache key; never the prompt's text). Workers append in the round trip
+    that publishes the answer and every semantic-enabled worker tails it. Trimmed by approximate
+    MINID to the L2 TTL on each append."""
+    return f"{PREFIX}:semantic"

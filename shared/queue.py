@@ -62,6 +62,7 @@ class Job(msgspec.Struct, frozen=True):
     # parallel, tpm or budget limit.
     slot: str | None = None
     charge: KeyCharge | None = None  # set for every virtual key's job
+    lookup: bool = True  # False: Cache-Control: no-cache, so the worker's semantic cache is skipped too
 
 
 class Reply(msgspec.Struct, frozen=True):
@@ -78,6 +79,7 @@ class Reply(msgspec.Struct, frozen=True):
     completion_tokens: int = 0
     retry_after: float | None = None
     cost_usd: float = 0.0  # what the answer cost upstream (on `final` 200 and `done` replies)
+    cache: str = "miss"  # x-edge-cache of the answer: "hit-semantic" when a worker's cache served it
 
 
 _job_encoder = msgspec.msgpack.Encoder()
