@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -28,7 +29,7 @@ from redis.exceptions import RedisError
 
 from edge_workers.semantic import metrics, stream
 from edge_workers.semantic.embedder import Embedder
-from edge_workers.semantic.guard import Features, agree, features
+from edge_workers.semantic.guard import Features, agree, decode_features, encode_features, features
 from edge_workers.semantic.index import Entry, Index
 from shared import keyspace
 from shared.cache_keys import answer_fields, digest_of, namespace_of
@@ -122,7 +123,11 @@ class SemanticCache:
         for similarity, entry in self.index.search(probe.partition, vector, probe.settings.threshold):
             if entry.cache_key == job.cache_key:
                 continue  # this very request: its L2 entry is gone or the front skipped it
-            if not agree(entry.features, probe.features):
+            try:
+                cached = decode_features(entry.features)
+            except msgspec.DecodeError:
+                cached = None  # not written by this version: never served
+            if cached is None or not agree(cached, probe.features):
                 refused = True
                 continue
             if probe.settings.mode == "shadow":
@@ -154,7 +159,7 @@ class SemanticCache:
         if probe.vector is None or job.cache_key is None:
             return
         expires_ms = int((time.time() + job.cache_ttl_s) * 1000)
-        entry = Entry(job.cache_key, probe.features, expires_ms, job.request_id)
+        entry = Entry(job.cache_key, encode_features(probe.features), expires_ms, job.request_id)
         stream.append(pipe, probe.partition, probe.vector, entry, job.cache_ttl_s)
 
     async def follow(self, redis: Redis) -> None:

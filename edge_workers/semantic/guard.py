@@ -96,6 +96,20 @@ class Features(msgspec.Struct, array_like=True, frozen=True):
     content: list[int]  # content words in order (stemmed), for the order rule
 
 
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Features).decode
+
+
+def encode_features(f: Features) -> bytes:
+    """As an index entry keeps them: ~100 bytes, decoded only for a candidate above the threshold."""
+    return _encode(f)
+
+
+def decode_features(data: bytes) -> Features:
+    """Raises msgspec.DecodeError for bytes that are not features."""
+    return _decode(data)
+
+
 def features(text: str) -> Features:
     numbers: list[int] = []
     entities: list[int] = []

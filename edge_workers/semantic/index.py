@@ -14,13 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_workers.semantic.embedder import DIMENSIONS
-from edge_workers.semantic.guard import Features
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     cache_key: str  # the L2 entry holding the answer (the index keeps no copy of it)
-    features: Features
+    features: bytes  # the guard's features, encoded (guard.encode_features)
     expires_ms: int  # the L2 entry's expiry: past it, the vector points at nothing
     request_id: str  # the request whose answer it is, for shadow-mode log lines
 

@@ -13,21 +13,17 @@ import logging
 import time
 from collections.abc import Callable
 
-import msgspec
 import numpy as np
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from edge_workers.semantic.embedder import DIMENSIONS
-from edge_workers.semantic.guard import Features
 from edge_workers.semantic.index import Entry, Index
 from shared import keyspace
 
 log = logging.getLogger("edge.semantic")
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode_features = msgspec.msgpack.Decoder(Features).decode
 BATCH = 1000
 BLOCK_MS = 5000
 
@@ -38,7 +34,7 @@ def append(pipe: Pipeline, partition: bytes, vector: np.ndarray, entry: Entry, t
         b"p": partition,
         b"v": vector.astype("<f2").tobytes(),
         b"k": entry.cache_key.encode(),
-        b"f": _encode(entry.features),
+        b"f": entry.features,
         b"e": str(entry.expires_ms).encode(),
         b"r": entry.request_id.encode(),
     }
@@ -52,7 +48,7 @@ def decode(fields: dict[bytes, bytes]) -> tuple[bytes, np.ndarray, Entry]:
         raise ValueError("not a vector of this model")
     entry = Entry(
         fields[b"k"].decode(),
-        _decode_features(fields[b"f"]),
+        fields[b"f"],
         int(fields[b"e"]),
         fields.get(b"r", b"").decode(),
     )
@@ -81,7 +77,7 @@ async def follow(redis: Redis, index: Index, on_batch: Callable[[], None] | None
                 last = entry_id
                 try:
                     partition, vector, entry = decode(fields)
-                except (KeyError, ValueError, msgspec.DecodeError):
+                except (KeyError, ValueError):
                     log.warning("skipped a malformed semantic stream entry %s", entry_id.decode())
                     continue
                 if entry.expires_ms > now_ms:

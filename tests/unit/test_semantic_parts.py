@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_workers.semantic.cache import last_user_text, partition_of
-from edge_workers.semantic.guard import agree, features
+from edge_workers.semantic.guard import agree, encode_features, features
 from edge_workers.semantic.index import Entry, Index
 from shared.config import ConfigError, load_settings
 from shared.semantic_config import SemanticSettings
@@ -69,7 +69,7 @@ def _unit(seed: int) -> np.ndarray:
 
 
 def _entry(key: str, expires_ms: int = 10**15) -> Entry:
-    return Entry(key, features(key), expires_ms, "req")
+    return Entry(key, encode_features(features(key)), expires_ms, "req")
 
 
 def test_index_searches_its_partition_only_and_bounds_itself() -> None:
