@@ -100,7 +100,7 @@ class SemanticCache:
     def probe(self, job: Job, body: Mapping[str, Any]) -> Probe | None:
         group = body.get("model")
         settings = self.groups.get(group) if isinstance(group, str) else None
-        if settings is None or job.cache_key is None or not job.lookup:
+        if settings is None or job.cache_key is None or job.skip_lookup:
             return None
         text = last_user_text(body, settings)
         if text is None:
