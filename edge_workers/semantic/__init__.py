@@ -20,7 +20,7 @@ from shared.semantic_config import SemanticSettings
 if TYPE_CHECKING:
     from edge_workers.semantic.cache import SemanticCache
 
-DEFAULT_MAX_VECTORS = 50_000  # ≈ 2 KB each in memory (vector, entry, bookkeeping)
+DEFAULT_MAX_VECTORS = 50_000  # ≈ 2.5 KB each in memory (vector, entry, bookkeeping)
 
 
 def load(provider: str, groups: dict[str, SemanticSettings], env: Mapping[str, str]) -> SemanticCache:
