@@ -218,7 +218,8 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
         await state.release(job)
     finally:
         state.running.pop(job.job_id, None)
-    metrics.UPSTREAM_DURATION.labels(state.provider).observe((time.time() - started) * 1000)
+    if result != "hit-semantic":  # answered without an upstream call
+        metrics.UPSTREAM_DURATION.labels(state.provider).observe((time.time() - started) * 1000)
     metrics.JOBS.labels(state.provider, result).inc()
 
 

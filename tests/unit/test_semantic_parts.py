@@ -190,3 +190,22 @@ def test_config_off_unless_configured(tmp_path: Path) -> None:
 def test_config_refuses_bad_settings(tmp_path: Path, text: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says.replace("[", r"\[").replace("]", r"\]")):
         load_settings({"EDGE_CONFIG": str(_config(tmp_path, text))})
+
+
+def test_config_check_names_the_semantic_groups(tmp_path: Path) -> None:
+    import io
+
+    from edge_agent.config_check import report
+
+    path = _config(
+        tmp_path,
+        "model_list: [{model_name: a, provider: openai, semantic_cache: {mode: shadow}},"
+        " {model_name: b, provider: openai}]",
+    )
+    out = io.StringIO()
+    assert report(str(path), False, {"EDGE_MASTER_KEY": "k"}, out) == 0
+    lines = [line for line in out.getvalue().splitlines() if "semantic cache" in line]
+    assert lines == [
+        "  semantic cache for a: shadow, threshold 0.9, messages up to 2000 characters"
+        " (workers need `edge-agent semantic fetch`)"
+    ]
