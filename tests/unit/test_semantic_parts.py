@@ -209,3 +209,53 @@ def test_config_check_names_the_semantic_groups(tmp_path: Path) -> None:
         "  semantic cache for a: shadow, threshold 0.9, messages up to 2000 characters"
         " (workers need `edge-agent semantic fetch`)"
     ]
+
+
+async def test_the_stream_feeds_a_reader_and_skips_what_it_cannot_read() -> None:
+    import asyncio
+    import contextlib
+    import time
+
+    import fakeredis
+
+    from edge_workers.semantic import stream
+    from shared import keyspace
+
+    redis = fakeredis.FakeAsyncRedis()
+    entry = Entry("k", encode_features(features("one")), int(time.time() * 1000) + 60_000, "r0")
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xadd(keyspace.semantic_vectors(), {b"x": b"not an entry"})
+        stream.append(pipe, b"p", _unit(1), entry, ttl_s=3600)
+        await pipe.execute()
+    index = Index(max_vectors=10)
+    reader = asyncio.create_task(stream.follow(redis, index))
+    try:
+        for _ in range(200):
+            if index.count:
+                break
+            await asyncio.sleep(0.01)
+        found = index.search(b"p", _unit(1), 0.99)
+        assert [e.cache_key for _, e in found] == ["k"] and found[0][0] > 0.999  # float16 on the wire
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+def test_appends_trim_by_approximate_minid_at_the_ttl() -> None:
+    """Never an exact trim: on a large stream that blocked Redis for 915 ms."""
+    import time
+
+    from edge_workers.semantic import stream
+
+    calls: list[dict[str, object]] = []
+
+    class Pipe:
+        def xadd(self, name: str, fields: dict[bytes, bytes], **kwargs: object) -> None:
+            calls.append(kwargs)
+
+    entry = Entry("k", encode_features(features("one")), 0, "r0")
+    stream.append(Pipe(), b"p", _unit(1), entry, ttl_s=3600)  # type: ignore[arg-type]
+    (kwargs,) = calls
+    assert kwargs["approximate"] is True
+    assert abs(int(kwargs["minid"]) - (time.time() - 3600) * 1000) < 5000  # type: ignore[call-overload]
