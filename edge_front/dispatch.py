@@ -59,6 +59,7 @@ class Miss:
     flight: bool = False  # joins an identical request in flight, or leads one (shared/flights.py)
     api: str = "chat"  # the shape the answer is delivered in (shared.queue.Job.api)
     upstream_headers: dict[str, str] | None = None  # the client's anthropic-* headers, allow-listed
+    skip_lookup: bool = False  # Cache-Control: no-cache (workers skip their semantic cache too)
 
 
 @dataclass
@@ -234,6 +235,7 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         flight=miss.flight,
         api=miss.api,
         upstream_headers=miss.upstream_headers,
+        skip_lookup=miss.skip_lookup,
     )
 
 
