@@ -25,7 +25,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
-from edge_agent.probes import workers_ready
 from shared import keyspace
 from tests.integration.conftest import sample, scrape, wait_until
 
@@ -40,15 +39,11 @@ def stack(tmp_path: Path) -> Iterator[tuple[DevStack, Front, Path]]:
         dev.start_redis()
         dev.start_upstream()
         dev.start_worker("openai")
-        proc, port = dev.spawn_listening(
-            "front",
-            lambda port: ["front", "--host", "127.0.0.1", "--port", str(port), "--processes", str(PROCESSES)],
-            lambda port: workers_ready(f"http://127.0.0.1:{port}", {"openai": 1}),
-            # The group's metrics directory, as an operator may set it (the front's alone).
-            {**dev.env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
-            meanwhile=dev.check_workers,
+        # The group's metrics directory, as an operator may set it (the front's alone).
+        front = dev.start_front(
+            {**dev.env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, processes=PROCESSES
         )
-        yield dev, Front(port, proc), metrics_dir
+        yield dev, front, metrics_dir
     finally:
         dev.stop()
 
