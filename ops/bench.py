@@ -253,7 +253,7 @@ def main() -> None:
         ("stream, c=64: TTFT added p50 ms", added(stream64, stream_direct64, "ttft_p50"), ""),
         ("stream, c=64: TTFT added p99 ms", added(stream64, stream_direct64, "ttft_p99"), ""),
         ("stream, c=64: inter-chunk added p50 ms", added(stream64, stream_direct64, "gap_p50"), ""),
-        ("front RSS MB", front_rss, "<= 120"),
+        ("front RSS MB (every front process)", front_rss, "<= 120 per process"),
         ("worker RSS MB", worker_rss, "<= 120"),
     ]
     mode = f"{args.front_processes} front process(es)" + (
