@@ -249,6 +249,8 @@ class _Translator:
                 out[f"{side}_cost_per_1m"] = per_token * 1_000_000
         if p.max_retries is not None:
             self.max_retries.append(p.max_retries)
+        if entry.semantic_cache is not None:
+            out["semantic_cache"] = entry.semantic_cache
         return out
 
     def bedrock(self, p: LiteLLMParams, out: dict[str, Any], path: Path) -> None:

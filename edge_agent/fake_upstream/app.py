@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from edge_agent.fake_upstream.anthropic_api import AnthropicApi
+from edge_agent.fake_upstream.anthropic_api import AnthropicApi, AnthropicCountTokensApi
 from edge_agent.fake_upstream.bedrock_api import BedrockApi
 from edge_agent.fake_upstream.common import Settings, Stats, json_response
 from edge_agent.fake_upstream.openai_api import OpenAIApi
@@ -80,6 +80,7 @@ def create_app(
 
     app.router.add_post("/v1/chat/completions", OpenAIApi(settings, stats).handle)
     app.router.add_post("/v1/messages", AnthropicApi(settings, stats).handle)
+    app.router.add_post("/v1/messages/count_tokens", AnthropicCountTokensApi(settings, stats).handle)
     bedrock = BedrockApi(settings, stats).handle
     app.router.add_post("/model/{model}/converse", bedrock)
     app.router.add_post("/model/{model}/converse-stream", bedrock)
