@@ -219,3 +219,22 @@ def test_a_deployment_without_credentials_is_skipped_and_named(front: Front, cli
     assert refused.value.status_code == 503 and refused.value.body["code"] == "upstream_key_missing"
     health = httpx.get(f"{front.url}/health", timeout=10).json()
     assert health["providers"]["bedrock"]["worker_alive"]
+
+
+def test_anthropic_messages_clients_reach_bedrock(front: Front) -> None:
+    import anthropic
+
+    from edge_agent.devstack import MASTER_KEY
+
+    client = anthropic.Anthropic(base_url=front.url, api_key=MASTER_KEY, max_retries=0)
+    prompt = f"via messages {uuid.uuid4().hex[:8]}"
+    message = client.messages.create(
+        model="nova", max_tokens=64, messages=[{"role": "user", "content": prompt}]
+    )
+    assert message.content[0].type == "text" and message.content[0].text.startswith(f"Re: {prompt}")
+    assert message.stop_reason == "end_turn"
+    with client.messages.stream(
+        model="nova", max_tokens=64, messages=[{"role": "user", "content": prompt + " streamed"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+    assert text.startswith(f"Re: {prompt} streamed")
