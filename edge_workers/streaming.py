@@ -15,6 +15,7 @@ import aiohttp
 import msgspec
 
 from edge_workers import metrics
+from edge_workers.estimate import estimate_usage
 from edge_workers.joblog import log_failure
 from edge_workers.providers import ADAPTERS
 from edge_workers.providers.base import StreamError, StreamTranslator
@@ -37,6 +38,7 @@ from shared.errors import error_body
 from shared.pricing import cost_usd
 from shared.queue import Job, Reply
 from shared.sse import EventTooLarge, SSEParser
+from shared.wire import ChatCompletionChunk
 
 _encode = msgspec.json.Encoder().encode
 
@@ -144,6 +146,17 @@ async def stream_answer(
         )
     if not translator.finished or not assembler.complete:
         return await out.fail(502, error_body(502, f"upstream {deployment.provider} ended the stream early"))
+    replies: list[Reply] = []
+    if assembler.usage is None:  # the upstream sent none (a server without stream_options)
+        assembler.usage = estimate_usage(body, assembler.completion(), deployment.id)
+        usage_chunk = ChatCompletionChunk(
+            id=assembler.id,
+            created=assembler.created,
+            model=assembler.model,
+            choices=[],
+            usage=assembler.usage,
+        )
+        replies.append(Reply(job.job_id, kind="chunk", body=_encode(usage_chunk), usage_chunk=True))
     completion = _encode(assembler.completion())
     usage = assembler.usage
     cost = cost_usd(deployment.provider, job.upstream_model, usage, deployment)
@@ -155,7 +168,8 @@ async def stream_answer(
         completion_tokens=usage.completion_tokens if usage else 0,
         cost_usd=cost,
     )
-    await publish(Publication([done], completion if cache else None, cost, Attempt("ok", out.first_byte_ms)))
+    replies.append(done)
+    await publish(Publication(replies, completion if cache else None, cost, Attempt("ok", out.first_byte_ms)))
     if cost:
         metrics.COST.labels(deployment.provider, job.upstream_model).inc(cost)
     return "ok"

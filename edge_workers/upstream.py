@@ -15,6 +15,7 @@ import aiohttp
 import msgspec
 
 from edge_workers.providers import ADAPTERS, UpstreamRequest
+from edge_workers.providers.base import upstream_status
 from shared.config import Deployment
 from shared.errors import EdgeError, deadline_body, error_body
 from shared.wire import Usage
@@ -179,6 +180,7 @@ async def call_upstream(
 
 def error_outcome(deployment: Deployment, status: int, raw: bytes, retry_after: float | None) -> Outcome:
     """A non-2xx upstream answer in the gateway's terms."""
+    status, retry_after = upstream_status(ADAPTERS[deployment.provider], status, raw, retry_after)
     gw_status = gateway_status(status)
     if status in CREDENTIALS_REFUSED:
         # The upstream's message may quote the (masked) provider key: it stays in no answer.
