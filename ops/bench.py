@@ -11,6 +11,9 @@ measures, each scenario `--runs` times, reporting medians:
 - streaming: time to first token and gap between chunks, gateway minus direct, at 1 and 64
   concurrent streams (ops/stream_load.py; the upstream sends 20 chunks 10 ms apart);
 - resident memory (RSS) of the front and the worker after the load.
+
+`--providers [openai,anthropic,gemini,azure]` measures instead each provider's miss path, a
+row per provider (ops/provider_bench.py).
 """
 
 from __future__ import annotations
@@ -129,9 +132,20 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument(
+        "--providers",
+        nargs="?",
+        const="openai,anthropic,gemini,azure",
+        help="only each provider's miss path, a row per provider (comma-separated; default all)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk not found; install it (Debian: apt-get install wrk)")
+    if args.providers:
+        from ops.provider_bench import run as provider_run
+
+        provider_run(args.providers.split(","), args.runs, args.duration)
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     script = tmp / "chat.lua"
