@@ -179,3 +179,12 @@ model_list:
         {"AZURE_API_BASE": "https://from-env.openai.azure.com"},
     )
     assert (plain.base_url, plain.api_key_env) == ("https://from-env.openai.azure.com", "AZURE_API_KEY")
+
+
+def test_gemini_and_azure_answers_are_priced() -> None:
+    from shared.pricing import cost_usd
+    from shared.wire import Usage
+
+    usage = Usage(prompt_tokens=1000, completion_tokens=1000, total_tokens=2000)
+    assert cost_usd("gemini", "gemini-2.5-flash", usage, None) > 0
+    assert cost_usd("azure", "gpt-4o-mini", usage, None) == cost_usd("openai", "gpt-4o-mini", usage, None)
