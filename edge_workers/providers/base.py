@@ -32,6 +32,12 @@ class StreamTranslator(Protocol):
         ...
 
 
+def unreadable_error(status: int, body: bytes) -> ErrorDetail:
+    """An error body in no shape the provider documents (a proxy's HTML page, plain text)."""
+    text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
+    return ErrorDetail(message=f"upstream answered {status}: {text}", type="upstream_error")
+
+
 class UpstreamRequest(msgspec.Struct):
     url: str
     headers: dict[str, str]

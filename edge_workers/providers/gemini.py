@@ -45,7 +45,7 @@ from typing import Any
 import msgspec
 
 from edge_workers.providers import gemini_wire as gw
-from edge_workers.providers.base import UpstreamRequest
+from edge_workers.providers.base import UpstreamRequest, unreadable_error
 from edge_workers.providers.gemini_request import to_gemini_request
 from edge_workers.providers.gemini_stream import GeminiChunkStream
 from edge_workers.providers.gemini_wire import (
@@ -145,8 +145,7 @@ class GeminiAdapter:
         try:
             error = gw.decode_error(body).error
         except msgspec.DecodeError:
-            text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
-            return ErrorDetail(message=f"upstream answered {status}: {text}", type="upstream_error")
+            return unreadable_error(status, body)
         return map_error(status, error)
 
     def upstream_status(

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from edge_workers.providers.base import StreamError, UpstreamRequest
+from edge_workers.providers.base import StreamError, UpstreamRequest, unreadable_error
 from shared.config import Deployment
 from shared.errors import EdgeError
 from shared.wire import ChatCompletion, ChatCompletionChunk, ErrorDetail, ErrorEnvelope, Usage
@@ -80,8 +80,7 @@ def lenient_error(status: int, body: bytes) -> ErrorDetail:
         message = error if isinstance(error, str) else envelope.message if envelope else ""
         return ErrorDetail(message=message, type=default_type)
     if error is None or not error.message:
-        text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
-        return ErrorDetail(message=f"upstream answered {status}: {text}", type="upstream_error")
+        return unreadable_error(status, body)
     code = error.code if isinstance(error.code, str) and not error.code.isdigit() else None
     return ErrorDetail(message=error.message, type=error.type or default_type, param=error.param, code=code)
 
