@@ -80,7 +80,7 @@ def to_chat_completion(answer: gw.GenerateContentResponse, model: str, created: 
             if part.text is not None:
                 texts.append(part.text)
             elif part.function_call is not None:
-                calls.append(tool_call_of(part.function_call))
+                calls.append(tool_call_of(part))
         finish = map_finish_reason(candidate.finish_reason, bool(calls)) or "stop"
         message = ResponseMessage(
             content="".join(texts) if texts or not calls else None, tool_calls=calls or None

@@ -169,7 +169,8 @@ def _model_parts(m: AssistantMessage, i: int, call_names: dict[str, str]) -> lis
     for k, call in enumerate(m.tool_calls or []):
         args = tool_arguments(call.function.arguments, f"messages[{i}].tool_calls[{k}].function.arguments")
         call_names[call.id] = call.function.name
-        parts.append(gw.Part(function_call=gw.FunctionCall(name=call.function.name, args=args)))
+        function_call = gw.FunctionCall(name=call.function.name, args=args)
+        parts.append(gw.Part(function_call=function_call, thought_signature=gw.signature_of(call.id)))
     return parts
 
 

@@ -104,7 +104,7 @@ class GeminiChunkStream:
             if part.text:
                 out.append(ChunkChoice(i, Delta(content=part.text)))
             elif part.function_call is not None:
-                call = tool_call_of(part.function_call)
+                call = tool_call_of(part)
                 function = ChunkFunction(name=call.function.name, arguments=call.function.arguments)
                 delta = ChunkToolCall(index=state.calls, id=call.id, type="function", function=function)
                 out.append(ChunkChoice(i, Delta(tool_calls=[delta])))

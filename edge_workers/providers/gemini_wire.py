@@ -206,11 +206,27 @@ def blocked_prompt(feedback: PromptFeedback | None) -> EdgeError | None:
     return EdgeError(400, message, code="content_filter")
 
 
-def tool_call_of(call: FunctionCall) -> ToolCall:
+# Gemini's thinking models sign each function call they make and want the signature back with
+# the call in the next turn (Gemini 3 refuses a call without it). OpenAI's tool call has no field
+# for it, so it rides in the call's id, after this separator (as LiteLLM carries it too).
+SIGNATURE_SEP = "__thought__"
+
+
+def tool_call_of(part: Part) -> ToolCall:
+    """A functionCall part -> an OpenAI tool call (its thought signature kept in the id)."""
+    call = part.function_call
+    assert call is not None
     arguments = _encode(call.args if call.args is not None else {}).decode()
-    return ToolCall(
-        id=call.id or new_call_id(), function=OpenAIFunctionCall(name=call.name, arguments=arguments)
-    )
+    call_id = call.id or new_call_id()
+    if part.thought_signature:
+        call_id += SIGNATURE_SEP + part.thought_signature
+    return ToolCall(id=call_id, function=OpenAIFunctionCall(name=call.name, arguments=arguments))
+
+
+def signature_of(call_id: str) -> str | None:
+    """The thought signature a tool call id carries, if any."""
+    _, sep, signature = call_id.partition(SIGNATURE_SEP)
+    return signature if sep and signature else None
 
 
 def map_error(status: int, error: Status) -> ErrorDetail:

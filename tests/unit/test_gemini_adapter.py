@@ -369,3 +369,25 @@ def test_stream_cut_blocked_and_error_events() -> None:
     with pytest.raises(StreamError) as info:
         translate(events({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}))
     assert info.value.status == 503 and info.value.detail.code == "overloaded"
+
+
+def test_thought_signature_rides_in_the_call_id_and_comes_back() -> None:
+    part = {"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "c2lnbmF0dXJl"}
+    raw, _ = ADAPTER.parse_response(answer([part]))
+    call = _COMPLETION.validate_json(raw).choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert call.id.endswith("__thought__c2lnbmF0dXJl")
+    follow_up = build(
+        messages=[
+            {"role": "user", "content": "go"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": call.id, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": call.id, "content": "done"},
+        ]
+    )
+    sent = follow_up["contents"][1]["parts"][0]
+    assert sent["thoughtSignature"] == "c2lnbmF0dXJl" and sent["functionCall"]["name"] == "f"
+    assert follow_up["contents"][2]["parts"][0]["functionResponse"]["name"] == "f"
