@@ -206,7 +206,7 @@ class DevStack:
         )
         return Front(port, proc)
 
-    def start(self, providers: tuple[str, ...] = ("openai", "anthropic")) -> Front:
+    def start(self, providers: tuple[str, ...] = ("openai", "anthropic", "gemini")) -> Front:
         self.start_redis()
         self.start_upstream()
         for provider in providers:
