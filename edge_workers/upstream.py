@@ -14,13 +14,15 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from edge_workers.estimate import estimate_usage
 from edge_workers.providers import ADAPTERS, UpstreamRequest
 from edge_workers.providers.base import upstream_status
 from shared.config import Deployment
 from shared.errors import EdgeError, deadline_body, error_body
-from shared.wire import Usage
+from shared.wire import ChatCompletion, Usage
 
 log = logging.getLogger("edge.worker")
+_decode_completion = msgspec.json.Decoder(ChatCompletion).decode
 
 
 class Outcome(msgspec.Struct):
@@ -172,6 +174,8 @@ async def call_upstream(
             completion, usage = adapter.parse_response(raw)
         except EdgeError as e:
             return Outcome(e.status, e.body(), attempted=True)
+        if usage is None:  # a compatible server that counts nothing: estimated for limits and costs
+            usage = estimate_usage(body, _decode_completion(completion), deployment.id)
         return Outcome(200, completion, usage, attempted=True, latency_ms=latency_ms)
     failed = error_outcome(deployment, status, raw, retry_after)
     failed.attempted = True

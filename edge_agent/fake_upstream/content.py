@@ -56,6 +56,7 @@ class Markers:
     # Fields this request must not carry (comma-separated), answered 422 as Mistral does: shows
     # that a deployment's compat switches keep them out.
     reject_fields: str | None = None
+    no_usage: bool = False  # OpenAI API: an answer without `usage` (as some compatible servers send)
 
     def without_failures(self) -> Markers:
         """These markers with the failure ones (status, drop, timeout, delay_ms, stream_*) cleared."""
@@ -84,7 +85,7 @@ _INT_MARKERS = frozenset(
 )
 _STR_MARKERS = frozenset({"bad_body", "error_code", "blocked", "reject_fields"})
 _FLOAT_MARKERS = frozenset({"retry_after", "delay_ms", "chunk_delay_ms"})
-_FLAG_MARKERS = frozenset({"timeout", "drop", "echo_error"})
+_FLAG_MARKERS = frozenset({"timeout", "drop", "echo_error", "no_usage"})
 
 
 def parse_markers(text: str) -> Markers:

@@ -193,18 +193,19 @@ class OpenAIApi(BaseApi):
                     "finish_reason": _finish_reason(result),
                 }
             )
-        return json_response(
-            {
-                "id": "chatcmpl-" + random_id(24),
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": choices,
-                "usage": _usage(prompt, completion_tokens),
-                "service_tier": "default",
-                "system_fingerprint": FINGERPRINT,
-            }
-        )
+        answer = {
+            "id": "chatcmpl-" + random_id(24),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": choices,
+            "usage": _usage(prompt, completion_tokens),
+            "service_tier": "default",
+            "system_fingerprint": FINGERPRINT,
+        }
+        if markers.no_usage:
+            del answer["usage"]
+        return json_response(answer)
 
     async def _stream(
         self,

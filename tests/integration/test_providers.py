@@ -23,7 +23,7 @@ model_list:
   - {model_name: az-v1, provider: azure, model: my-gpt4o, api_version: v1, auth: bearer}
   - {model_name: gem-busy, provider: gemini, model: gemini-2.5-pro, base_url: "BUSY_URL/v1beta"}
   - {model_name: quirky, provider: openai, model: small-llm, stream_options: false,
-     max_tokens_field: max_tokens}
+     max_tokens_field: max_tokens, input_cost_per_1m: 1000, output_cost_per_1m: 1000}
   - {model_name: plain-compat, provider: openai, model: small-llm}
 router_settings:
   fallbacks: {gem-busy: [az]}
@@ -202,6 +202,9 @@ def test_compat_switches_keep_refused_fields_out_and_usage_is_estimated(client: 
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens == -(-len(text) // 4)  # estimated: ~4 chars a token
     assert usage.prompt_tokens > 0
+    # A whole answer without usage: the client gets it as sent, costs use the estimate.
+    raw = client.chat.completions.with_raw_response.create(model="quirky", messages=ask("[[fake:no_usage]]"))
+    assert raw.parse().usage is None and float(raw.headers["x-edge-cost-usd"]) > 0
 
 
 def test_health_and_metrics_name_each_provider(front: Front, client: openai.OpenAI) -> None:
