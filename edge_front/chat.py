@@ -1,10 +1,11 @@
-"""POST /v1/chat/completions: validate, look in L1 then L2, else queue for a provider worker.
+"""POST /v1/chat/completions: validate, look in L1, then in one round trip L2 or the queue.
 
-Redis round trips per request: L1 hit 0; L2 hit 1 (GET); miss 2 (GET, then one pipelined
-enqueue, or for a virtual key with rpm/parallel limits one script that also admits and charges
-it: shared/admission.py) plus the shared reply reader's XREAD, amortized over every waiting
-request. A streamed miss is the same, its chunks arriving through the same reader.
-"""
+Redis round trips per request: L1 hit 0; L2 hit 1; miss 1: the miss script
+(shared/miss_script.py) returns the L2 entry, or joins an identical request in flight
+(shared/flights.py), or admits the virtual key and enqueues the job. With the L2 cache in its
+own Redis (CACHE_REDIS_URL), a GET there comes first: 2. The shared reply reader's XREAD is
+amortized over every waiting request. A streamed miss is the same, its chunks arriving through
+the same reader."""
 
 from __future__ import annotations
 
@@ -18,44 +19,39 @@ from starlette.types import Receive, Scope, Send
 
 from edge_front import access_log, metrics
 from edge_front.access_log import RequestFacts
-from edge_front.dispatch import Miss, Served, dispatch
+from edge_front.apis import Api, Parsed, parse_json
+from edge_front.dispatch import L2Hit, Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.keys import Identity
 from edge_front.reservation import completion_tokens
 from edge_front.state import FrontState
-from edge_front.streams import LiveStream, relay, replay_body, send_sse
+from edge_front.streams import CHAT_SSE, LiveStream, relay, replay_body, send_sse
 from shared import keyspace
 from shared.admission import KeyLimits
-from shared.cache_keys import chat_cache_key
+from shared.cache_keys import cache_key
 from shared.config import MAX_ROUTED_MODELS, Deployment
 from shared.costs import format_usd, split_cost
 from shared.errors import EdgeError
-from shared.json_limits import MAX_JSON_DEPTH, too_deep
 from shared.keys import budget_period
 from shared.queue import KeyCharge, Reply
 from shared.routing import is_retryable
-from shared.wire import ChatCompletionRequest, validation_error_param
+from shared.wire import ChatCompletionRequest
 
 log = logging.getLogger("edge.front")
-_decode_json = msgspec.json.decode
 
 
 def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
-    """The client's JSON object (forwarded as-is) and its validated view. Raises EdgeError(400)."""
-    if too_deep(body):  # msgspec would recurse (RecursionError) and so would workers
-        raise EdgeError(400, f"Request body nests deeper than {MAX_JSON_DEPTH} levels.")
-    try:
-        raw = _decode_json(body)
-    except msgspec.DecodeError as e:
-        raise EdgeError(400, f"Request body is not valid JSON: {e}") from None
-    if not isinstance(raw, dict):
-        raise EdgeError(400, "Request body must be a JSON object.")
-    try:
-        return raw, msgspec.convert(raw, ChatCompletionRequest)
-    except msgspec.ValidationError as e:
-        message, param = validation_error_param(e)
-        where = f" (at '{param}')" if param else ""
-        raise EdgeError(400, f"Invalid request: {message}{where}", param=param) from None
+    return parse_json(body, ChatCompletionRequest)
+
+
+def _parse_chat(body: bytes) -> Parsed:
+    raw, chat = parse_chat_request(body)
+    stream = bool(chat.stream)
+    include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
+    return Parsed(chat.model, raw, stream, include_usage, lambda: chat)
+
+
+CHAT = Api("chat", _parse_chat, replay_body, lambda status, body: body, CHAT_SSE)
 
 
 def cache_control(headers: dict[bytes, bytes]) -> tuple[bool, bool]:
@@ -69,6 +65,7 @@ def cache_control(headers: dict[bytes, bytes]) -> tuple[bool, bool]:
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 _MISS = (b"x-edge-cache", b"miss")
+_JOINED = (b"x-edge-cache", b"joined")
 # Hit headers per (tier, deployment): built once, not per hit. Bounded by the deployments served
 # (without a config file, by the models asked for: cleared if it ever grows past that).
 _hit_headers: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}
@@ -98,10 +95,11 @@ class Replay(msgspec.Struct):
 
 
 async def chat_completions(
-    state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity
+    state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity, api: Api = CHAT
 ) -> None:
     """POST /v1/chat/completions as a plain ASGI handler (see `edge_front.http` for why), for a
-    caller `EdgeApp` already identified."""
+    caller `EdgeApp` already identified; with `api`, another API's requests the same way
+    (edge_front/messages.py: Anthropic's Messages API)."""
     started = time.perf_counter()
     headers = header_map(scope)
     request_id = request_id_of(headers) or "req_" + state.new_id()
@@ -109,7 +107,7 @@ async def chat_completions(
     labels = RequestFacts()
     metrics.ACTIVE.inc()
     try:
-        result = await _handle(state, receive, headers, request_id, labels, identity)
+        result = await _handle(state, receive, headers, request_id, labels, identity, api)
     except EdgeError as e:
         result = _error(e, request_id, labels)
     except ClientDisconnected:
@@ -124,16 +122,23 @@ async def chat_completions(
             status = 200
             result.started = started
             metrics.STREAMS.labels("upstream").inc()
+            tier = _JOINED if result.follow is not None else _MISS
+            result.framing = api.framing
             prompt, completion, labels.cost_usd = await relay(
-                state, result, send, [*base, _MISS, *result.headers]
+                state, result, send, [*base, tier, *result.headers]
             )
-            _count_tokens(labels, prompt, completion)
+            if result.follow is None:  # a joined stream's tokens are counted where it was asked
+                _count_tokens(labels, prompt, completion)
+            else:
+                labels.cost_usd = 0.0
         elif isinstance(result, Replay):
             status = 200
             metrics.STREAMS.labels(result.source).inc()
             await send_sse(send, [*base, *result.headers], result.body)
         else:
             status, body, extra = result
+            if status >= 400:
+                body = api.error(status, body)
             await send_json(send, status, body, [*base, *extra])
     finally:
         metrics.ACTIVE.dec()
@@ -152,69 +157,84 @@ async def _handle(
     request_id: str,
     labels: RequestFacts,
     identity: Identity,
+    api: Api,
 ) -> Answer | LiveStream | Replay:
     body = await read_body(receive, headers, state.settings.max_body_bytes)
     timeout_s = _timeout_s(headers, state.settings.request_timeout_s)
     deadline = time.time() + timeout_s
-    raw, chat = parse_chat_request(body)
-    if not identity.allows(chat.model):  # before routing: whether the model exists is not its business
+    parsed = api.parse(body)
+    model, stream, include_usage = parsed.model, parsed.stream, parsed.include_usage
+    if not identity.allows(model):  # before routing: whether the model exists is not its business
         raise EdgeError(
-            403, f"This key may not use the model '{chat.model}'.", param="model", code="model_not_allowed"
+            403, f"This key may not use the model '{model}'.", param="model", code="model_not_allowed"
         )
-    group = state.models.group(chat.model)
+    group = state.models.group(model)
     if not group:
-        raise EdgeError(404, f"The model '{chat.model}' does not exist or is not served here.", param="model")
+        raise EdgeError(404, f"The model '{model}' does not exist or is not served here.", param="model")
     # Only routed models become label values (and those bounded: see `metrics.ModelLabels`).
-    labels.provider, labels.model = group[0].provider, chat.model
-    stream = bool(chat.stream)
-    include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
+    labels.provider, labels.model = group[0].provider, model
+    local = await api.local(state, parsed, group[0]) if api.local is not None else None
+    if local is not None:  # answered by the front itself (a token count)
+        labels.cache, labels.deployment = "none", group[0].id
+        return 200, local, _deployment_headers(group[0], model, 0)
+    forwarded = {name.decode(): headers[name].decode("latin-1") for name in api.forwarded if name in headers}
     skip_lookup, skip_write = cache_control(headers)
-    key = chat_cache_key(raw, identity.namespace)
+    key = cache_key(parsed.raw, identity.namespace, api.name, forwarded)
+    settings = state.settings
+    # With L2 in the queue's Redis, the miss script looks there (one round trip for a miss).
+    script_lookup = not skip_lookup and settings.enable_l2_cache and not settings.cache_redis
     if not skip_lookup:
-        hit = await _lookup(state, key)
+        hit = await _lookup(state, key, l2=not script_lookup)
         if hit is not None:
-            labels.cache, labels.deployment = hit[0], group[0].id
-            if not stream:
-                return 200, hit[1], _hit_headers_for(hit[0], group[0])
-            try:
-                return Replay(replay_body(hit[1], include_usage), _hit_headers_for(hit[0], group[0]), hit[0])
-            except (msgspec.DecodeError, ValueError):
-                # Not a chat completion (written by an older, less careful version): a miss,
-                # and gone from both tiers so nobody is served it again.
-                log.warning(
-                    "request %s: dropped an unreadable cache entry",
-                    request_id,
-                    extra={"request_id": request_id},
-                )
-                await _evict(state, key)
+            answer = await _from_cache(state, key, hit, group[0], parsed, api, labels, request_id)
+            if answer is not None:
+                return answer
     labels.cache = "miss"
-    cache_key = None if skip_write else key
-    client_deadline = timeout_s < state.settings.request_timeout_s
+    write_key = None if skip_write else key
+    client_deadline = timeout_s < settings.request_timeout_s
+    terms = _key_terms(identity, settings.key_window_s, time.time()) if api.charged else (None, None)
     miss = Miss(
         request_id,
-        chat.model,
+        model,
         body,
-        cache_key,
+        write_key,
         stream,
         include_usage,
         deadline,
         client_deadline,
         identity.key_id,
-        *_key_terms(identity, state.settings.key_window_s, time.time()),
+        *terms,
+        lookup=script_lookup,
+        # Only a request that may be served from the cache may be served another's answer.
+        flight=write_key is not None and not skip_lookup and settings.single_flight,
+        api=api.name,
+        upstream_headers=forwarded or None,
     )
     if miss.limits is not None and miss.limits.reserves:
         await state.estimator.ready()
+        chat = parsed.chat_view()
         prompt = state.estimator.prompt(chat)
-        most = completion_tokens(chat, state.settings.reserve_completion_tokens)
+        most = completion_tokens(chat, settings.reserve_completion_tokens)
         miss.estimate = (prompt, most)
         miss.limits.reserve_tokens = prompt + most
     served = await dispatch(state, miss, receive)
+    if isinstance(served.result, L2Hit):
+        hit = _took_l2(state, key, served.result.entry)
+        answer = await _from_cache(state, key, hit, group[0], parsed, api, labels, request_id)
+        if answer is not None:
+            return answer
+        labels.cache, miss.lookup = "miss", False
+        served = await dispatch(state, miss, receive)  # the entry was unreadable: go upstream
+        assert not isinstance(served.result, L2Hit)
     labels.provider, labels.deployment, labels.attempts = (
         served.deployment.provider,
         served.deployment.id,
         served.attempts,
     )
-    served_headers = _served_headers(served, chat.model)
+    if served.joined:
+        labels.cache = "joined"
+        metrics.CACHE_HITS.labels("joined").inc()
+    served_headers = _served_headers(served, model)
     if miss.limits is not None:
         served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm and tpm window
     if isinstance(served.result, LiveStream):
@@ -222,11 +242,42 @@ async def _handle(
         return served.result
     reply = served.result
     if reply.status == 200:
-        if cache_key is not None:
-            state.l1.set(cache_key, reply.body, reply.cost_usd)
+        if write_key is not None:
+            state.l1.set(write_key, reply.body, reply.cost_usd)
+        if served.joined:  # another request's upstream call: its tokens and cost are counted there
+            if stream:
+                return Replay(api.replay(reply.body, include_usage), [_JOINED, *served_headers], "joined")
+            return 200, reply.body, [_JOINED, (b"x-edge-cost-usd", b"0"), *served_headers]
         _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
         labels.cost_usd = reply.cost_usd
     return _answer(reply, served_headers)
+
+
+async def _from_cache(
+    state: FrontState,
+    key: str,
+    hit: tuple[str, bytes],
+    deployment: Deployment,
+    parsed: Parsed,
+    api: Api,
+    labels: RequestFacts,
+    request_id: str,
+) -> Answer | Replay | None:
+    """A cached answer as the response; None (and the entry evicted) if it is unreadable."""
+    labels.cache, labels.deployment = hit[0], deployment.id
+    if not parsed.stream:
+        return 200, hit[1], _hit_headers_for(hit[0], deployment)
+    try:
+        replay = api.replay(hit[1], parsed.include_usage)
+        return Replay(replay, _hit_headers_for(hit[0], deployment), hit[0])
+    except (msgspec.DecodeError, ValueError):
+        # Not a chat completion (written by an older, less careful version): a miss, and gone
+        # from both tiers so nobody is served it again.
+        log.warning(
+            "request %s: dropped an unreadable cache entry", request_id, extra={"request_id": request_id}
+        )
+        await _evict(state, key)
+        return None
 
 
 def _key_terms(identity: Identity, window_s: int, now: float) -> tuple[KeyCharge | None, KeyLimits | None]:
@@ -324,14 +375,14 @@ async def _evict(state: FrontState, key: str) -> None:
             metrics.CACHE_ERRORS.inc()
 
 
-async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:
+async def _lookup(state: FrontState, key: str, l2: bool = True) -> tuple[str, bytes] | None:
     entry = state.l1.get(key)
     if entry is not None:
         metrics.CACHE_HITS.labels("l1").inc()
         metrics.CACHE_SAVINGS.inc(entry[1])
         return "hit-l1", entry[0]
     metrics.CACHE_MISSES.labels("l1").inc()
-    if not state.settings.enable_l2_cache:
+    if not l2 or not state.settings.enable_l2_cache:
         return None
     try:
         value = await state.cache_redis.get(keyspace.cache_entry(key))
@@ -342,6 +393,11 @@ async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:
     if value is None:
         metrics.CACHE_MISSES.labels("l2").inc()
         return None
+    return _took_l2(state, key, value)
+
+
+def _took_l2(state: FrontState, key: str, value: bytes) -> tuple[str, bytes]:
+    """An L2 hit: counted, and kept in L1 for the next one."""
     metrics.CACHE_HITS.labels("l2").inc()
     completion, cost = split_cost(value)
     metrics.CACHE_SAVINGS.inc(cost)

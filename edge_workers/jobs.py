@@ -1,4 +1,5 @@
-"""The one arq job a provider worker runs: answer a chat completion for a waiting front."""
+"""The one arq job a provider worker runs: answer a chat completion (or an Anthropic Messages
+request, `Job.api`) for a waiting front."""
 
 from __future__ import annotations
 
@@ -11,19 +12,22 @@ from typing import Any
 import aiohttp
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_workers import metrics
 from edge_workers.joblog import job_fields, log_failure
-from edge_workers.publishing import Attempt, Publication, publish
+from edge_workers.messages import shape_of
+from edge_workers.publishing import Attempt, Publication, ScriptCalls, publish
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
-from shared import keyspace
+from shared import arq_compat, keyspace
 from shared.breaker import outcome_of
 from shared.config import Deployment, ModelTable, Settings
 from shared.errors import error_body
+from shared.flights import fan_out
 from shared.pricing import cost_usd
 from shared.queue import Job, Reply, decode_job, release_slot
 
@@ -79,15 +83,30 @@ class WorkerState:
 
     async def release(self, job: Job) -> None:
         """The job ends without an answer (expired, cancelled): it is no longer this worker's,
-        nor does it hold its key's slot and reservation."""
-        if job.slot is not None and job.key_id is not None:
+        nor does it hold its key's slot and reservation. A flight's followers are told to try on
+        their own (a retryable 503), and the flight ends."""
+        if job.flight and job.cache_key is not None:
+            body = error_body(503, "The identical request this one joined ended unanswered; retrying.")
+            reply = Reply(job.job_id, status=503, body=body, retry_after=0.0)
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.srem(keyspace.running(self.worker_id), job.job_id)
-                release_slot(pipe, job.key_id, job.slot)
-                await pipe.execute()
+                calls = ScriptCalls(pipe)
+                calls.add(lambda p: fan_out(p, job, [reply], last=True))
+                self._finish(pipe, job)
+                results = await pipe.execute(raise_on_error=False)
+            await calls.after(self.redis, results)
         else:
-            await self.redis.srem(keyspace.running(self.worker_id), job.job_id)  # type: ignore[misc]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._finish(pipe, job)
+                await pipe.execute()
         self.held.discard(job.job_id)
+
+    def _finish(self, pipe: Pipeline, job: Job) -> None:
+        """Queue on `pipe` the end of a job that will not be answered: out of this worker's
+        running set, its arq keys gone (edge_workers/runner.py), its key's slot freed."""
+        pipe.srem(keyspace.running(self.worker_id), job.job_id)
+        arq_compat.finish_job(pipe, keyspace.queue(job.provider), job.job_id)
+        if job.slot is not None and job.key_id is not None:
+            release_slot(pipe, job.key_id, job.slot)
 
 
 # A job runs again only when its worker died holding it; after this many runs it is answered
@@ -205,6 +224,7 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     api_key = deployment.api_key or state.api_keys.get(deployment.api_key_env, "")  # the file's key wins
     settings = state.settings
     cache = job.cache_key is not None and settings.enable_l2_cache
+    adapter, answer_stream = shape_of(job, deployment)
     if job.stream:
 
         async def send(pub: Publication) -> None:
@@ -219,6 +239,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
             send,
             cache,
             (settings.max_upstream_body_bytes, settings.max_upstream_line_bytes),
+            adapter,
+            answer_stream,
         )
     outcome = await call_upstream(
         state.session,
@@ -228,6 +250,7 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
         body,
         job.deadline,
         settings.max_upstream_body_bytes,
+        adapter,
     )
     # A timeout at a deadline the client chose (x-edge-timeout) is not the upstream's failure.
     judged = outcome.attempted and not (outcome.deadline and job.client_deadline)

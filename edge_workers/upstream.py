@@ -15,7 +15,7 @@ import aiohttp
 import msgspec
 
 from edge_workers.estimate import estimate_usage
-from edge_workers.providers import ADAPTERS, UpstreamRequest
+from edge_workers.providers import ADAPTERS, Adapter, UpstreamRequest
 from edge_workers.providers.base import upstream_status
 from shared.config import Deployment
 from shared.errors import EdgeError, deadline_body, error_body
@@ -116,10 +116,11 @@ def prepare_call(
     body: dict[str, Any],
     deadline: float,
     stream: bool,
+    adapter: Adapter | None = None,
 ) -> tuple[UpstreamRequest, float] | Outcome:
     """The upstream request and the seconds left for it, or why no call will be made."""
     try:
-        request = ADAPTERS[deployment.provider].build_request(
+        request = (adapter or ADAPTERS[deployment.provider]).build_request(
             body, upstream_model, deployment, api_key, stream
         )
     except EdgeError as e:
@@ -141,9 +142,11 @@ async def call_upstream(
     body: dict[str, Any],
     deadline: float,
     max_body_bytes: int,
+    adapter: Adapter | None = None,
 ) -> Outcome:
-    adapter = ADAPTERS[deployment.provider]
-    prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, stream=False)
+    """One non-streamed call. `adapter` is the request's shape (default: the provider's, chat)."""
+    adapter = adapter or ADAPTERS[deployment.provider]
+    prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, False, adapter)
     if isinstance(prepared, Outcome):
         return prepared
     request, remaining = prepared
@@ -175,16 +178,28 @@ async def call_upstream(
         except EdgeError as e:
             return Outcome(e.status, e.body(), attempted=True)
         if usage is None:  # a compatible server that counts nothing: estimated for limits and costs
-            usage = estimate_usage(body, _decode_completion(completion), deployment.id)
+            usage = _estimated(body, completion, deployment)
         return Outcome(200, completion, usage, attempted=True, latency_ms=latency_ms)
-    failed = error_outcome(deployment, status, raw, retry_after)
+    failed = error_outcome(deployment, status, raw, retry_after, adapter)
     failed.attempted = True
     return failed
 
 
-def error_outcome(deployment: Deployment, status: int, raw: bytes, retry_after: float | None) -> Outcome:
+def _estimated(body: dict[str, Any], completion: bytes, deployment: Deployment) -> Usage | None:
+    try:  # a chat completion (an answer in another API's shape always carries usage)
+        decoded = _decode_completion(completion)
+    except msgspec.DecodeError:
+        return None
+    return estimate_usage(body, decoded, deployment.id)
+
+
+def error_outcome(
+    deployment: Deployment, status: int, raw: bytes, retry_after: float | None, adapter: Adapter | None = None
+) -> Outcome:
     """A non-2xx upstream answer in the gateway's terms."""
-    status, retry_after = upstream_status(ADAPTERS[deployment.provider], status, raw, retry_after)
+    provider = ADAPTERS[deployment.provider]  # what a status means is the provider's, whatever the API
+    status, retry_after = upstream_status(provider, status, raw, retry_after)
+    adapter = adapter or provider
     gw_status = gateway_status(status)
     if status in CREDENTIALS_REFUSED:
         # The upstream's message may quote the (masked) provider key: it stays in no answer.
@@ -204,7 +219,7 @@ def error_outcome(deployment: Deployment, status: int, raw: bytes, retry_after: 
             error_body(gw_status, message, code="upstream_credentials_refused"),
             retry_after=retry_after,
         )
-    detail = ADAPTERS[deployment.provider].parse_error(status, raw)
+    detail = adapter.parse_error(status, raw)
     message = (
         detail.message
         if gw_status == status

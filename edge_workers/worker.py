@@ -4,8 +4,10 @@
 - it blocks on the provider's wake stream (XREAD) instead of sleeping `poll_delay` between
   polls, so a job is picked up as soon as the front enqueues it; the timed poll stays as a
   fallback;
-- it claims a batch of job ids with one Lua script instead of arq's four round trips per job.
-Everything else (job keys, retries, health-check key, shutdown) is arq's own.
+- it claims a batch of job ids with one Lua script instead of arq's four round trips per job, and
+  runs each without arq's two more (edge_workers/runner.py): the claim returns the job and its
+  try, the final publication deletes its keys.
+Everything else (job keys, tries, health-check key, shutdown) is arq's own.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from prometheus_client import start_http_server
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from edge_workers import runner
 from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
+from edge_workers.publishing import load_scripts
 from edge_workers.recovery import Recovery
+from edge_workers.runner import Claimed
 from edge_workers.upstream import new_session
 from shared import arq_compat, keyspace
 from shared.arq_compat import CLAIM_LUA
@@ -119,12 +124,14 @@ class EdgeWorker(Worker):
         if free <= 0 or not job_ids:
             return
         held: set[str] = self.ctx["held"]
-        claimed = await self._claim(
+        reply = await self._claim(
             keys=[
                 self.queue_name,
                 arq_compat.IN_PROGRESS_KEY_PREFIX,
                 keyspace.running(self.ctx["worker_id"]),
                 self.ctx["wake_stream"],
+                arq_compat.JOB_KEY_PREFIX,
+                arq_compat.RETRY_KEY_PREFIX,
             ],
             args=[
                 timestamp_ms(),
@@ -136,24 +143,12 @@ class EdgeWorker(Worker):
                 *wake_entries,
             ],
         )
-        for i in range(0, len(claimed), 2):
-            job_id = claimed[i].decode()
-            held.add(job_id)
+        for job in Claimed.from_claim(reply):
+            held.add(job.job_id)
             await arq_compat.take_slot(self)
-            task = self.loop.create_task(self._run(job_id, int(float(claimed[i + 1]))))
+            task = self.loop.create_task(runner.run(self, job))
             task.add_done_callback(self._job_done)
-            self.tasks[job_id] = task
-
-    async def _run(self, job_id: str, score: int) -> None:
-        try:
-            await self.run_job(job_id, score)
-        finally:
-            # A job that ended without its final publication (arq found it expired or over its
-            # tries, or it raised) is still in this worker's running set: take it out.
-            if job_id in self.ctx["held"]:
-                self.ctx["held"].discard(job_id)
-                with contextlib.suppress(RedisError, OSError):
-                    await self.pool.srem(keyspace.running(self.ctx["worker_id"]), job_id)  # type: ignore[misc]
+            self.tasks[job.job_id] = task
 
     def _job_done(self, _: asyncio.Task[None]) -> None:
         arq_compat.release_slot(self)
@@ -203,6 +198,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             in_progress_ms=int((job_timeout_s + 10) * 1000),  # arq's own lease: the job timeout + 10 s
         )
         await recovery.join()
+        await load_scripts(ctx["redis"])  # what its pipelines call by hash
         ctx["recovery"] = recovery
         ctx["heartbeat"] = asyncio.create_task(recovery.run())
         ctx["edge"] = state = WorkerState(

@@ -14,6 +14,9 @@ measures, each scenario `--runs` times, reporting medians:
 
 `--providers [openai,anthropic,gemini,azure]` measures instead each provider's miss path, a
 row per provider (ops/provider_bench.py).
+
+`--messages` measures instead Anthropic's Messages API's miss at c=1 (to an Anthropic upstream,
+passed through, and to an OpenAI one, translated) next to chat completions'.
 """
 
 from __future__ import annotations
@@ -46,11 +49,19 @@ local counter = 0
 local unique = os.getenv("BENCH_UNIQUE") == "1"
 local prefix = os.getenv("BENCH_PREFIX") or "p"
 local system = os.getenv("BENCH_SYSTEM") or ""
+local model = os.getenv("BENCH_MODEL") or "gpt-4o-mini"
+local messages_api = os.getenv("BENCH_API") == "messages"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "x")
+if messages_api then wrk.headers["anthropic-version"] = "2023-06-01" end
 local function body(n)
-  return '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"' .. system ..
+  if messages_api then
+    return '{"model":"' .. model .. '","max_tokens":256,"system":"' .. system ..
+           '","messages":[{"role":"user","content":"benchmark ' .. prefix .. ' ' .. n ..
+           '"}],"temperature":0}'
+  end
+  return '{"model":"' .. model .. '","messages":[{"role":"system","content":"' .. system ..
          '"},{"role":"user","content":"benchmark ' .. prefix .. ' ' .. n .. '"}],"temperature":0}'
 end
 wrk.body = body("fixed")
@@ -133,6 +144,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument(
+        "--messages",
+        action="store_true",
+        help="only the miss at c=1 of /v1/messages (to an Anthropic and an OpenAI upstream) next to "
+        "chat completions', runs alternating",
+    )
+    parser.add_argument(
         "--providers",
         nargs="?",
         const="openai,anthropic,gemini,azure",
@@ -145,6 +162,9 @@ def main() -> None:
         from ops.provider_bench import run as provider_run
 
         provider_run(args.providers.split(","), args.runs, args.duration)
+        return
+    if args.messages:
+        messages_bench(args.runs, args.duration)
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
@@ -235,6 +255,69 @@ def main() -> None:
     print("| measure | value | target |\n|---|---:|---|")
     for name, value, target in rows:
         print(f"| {name} | {value:,.2f} | {target} |")
+
+
+def messages_bench(runs: int, duration: int) -> None:
+    """Anthropic's Messages API against chat completions: the miss at c=1, added over the
+    upstream's own endpoint, each run of each scenario in turn (the machine drifts more between
+    scenarios run apart than these differ)."""
+    tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    script = tmp / "bench.lua"
+    script.write_text(WRK_SCRIPT)
+    stack = DevStack(env_overrides={"LOG_LEVEL": "WARNING"})
+    claude = "claude-3-5-haiku-latest"
+    # (name, URL path, which upstream, BENCH_API, BENCH_MODEL)
+    scenarios = [
+        ("chat completions -> OpenAI", "gw", "/v1/chat/completions", "chat", "gpt-4o-mini"),
+        ("direct OpenAI chat completions", "up", "/v1/chat/completions", "chat", "gpt-4o-mini"),
+        ("messages -> Anthropic (passthrough)", "gw", "/v1/messages", "messages", claude),
+        ("direct Anthropic messages", "up", "/v1/messages", "messages", claude),
+        ("messages -> OpenAI (translated)", "gw", "/v1/messages", "messages", "gpt-4o-mini"),
+    ]
+    results: dict[str, list[Run]] = {name: [] for name, *_ in scenarios}
+    try:
+        stack.start_redis()
+        stack.start_upstream()
+        stack.start_worker("openai")
+        stack.start_worker("anthropic")
+        front = stack.start_front(wait_path="/health/ready")
+        hosts = {"gw": front.url, "up": stack.upstream_url}
+        base_env = {**stack.env, "BENCH_KEY": MASTER_KEY, "BENCH_SYSTEM": SYSTEM, "BENCH_UNIQUE": "1"}
+        for _, where, path, api, model in scenarios:  # warm up every path
+            env = {**base_env, "BENCH_API": api, "BENCH_MODEL": model, "BENCH_PREFIX": "warm"}
+            wrk(hosts[where] + path, 4, 1, script, env)
+        for i in range(runs):  # each round starts one scenario later: no scenario always goes first
+            for name, where, path, api, model in (
+                scenarios[i % len(scenarios) :] + scenarios[: i % len(scenarios)]
+            ):
+                env = {**base_env, "BENCH_API": api, "BENCH_MODEL": model, "BENCH_PREFIX": f"r{i}"}
+                results[name].append(wrk(hosts[where] + path, 1, duration, script, env))
+    finally:
+        stack.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def p50(name: str) -> float:
+        return median(results[name], "p50_ms")
+
+    errors = sum(r.errors for rs in results.values() for r in rs)
+    chat_direct, messages_direct = p50("direct OpenAI chat completions"), p50("direct Anthropic messages")
+    rows = [
+        ("chat completions miss, c=1: added p50 ms", p50("chat completions -> OpenAI") - chat_direct),
+        (
+            "/v1/messages miss to Anthropic, c=1: added p50 ms",
+            p50("messages -> Anthropic (passthrough)") - messages_direct,
+        ),
+        (
+            "/v1/messages miss to OpenAI (translated), c=1: added p50 ms",
+            p50("messages -> OpenAI (translated)") - chat_direct,
+        ),
+        ("direct chat completions, c=1: p50 ms", chat_direct),
+        ("direct messages, c=1: p50 ms", messages_direct),
+    ]
+    print(f"\n{runs} alternating runs of {duration} s each, medians; non-2xx or socket errors: {errors}\n")
+    print("| measure | value |\n|---|---:|")
+    for name, value in rows:
+        print(f"| {name} | {value:,.2f} |")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from edge_agent.fake_upstream.anthropic_api import AnthropicApi
+from edge_agent.fake_upstream.anthropic_api import AnthropicApi, AnthropicCountTokensApi
 from edge_agent.fake_upstream.azure_api import AzureApi
 from edge_agent.fake_upstream.common import Settings, Stats, json_response
 from edge_agent.fake_upstream.gemini_api import GeminiApi
@@ -87,6 +87,7 @@ def create_app(
 
     app.router.add_post("/v1/chat/completions", OpenAIApi(settings, stats).handle)
     app.router.add_post("/v1/messages", AnthropicApi(settings, stats).handle)
+    app.router.add_post("/v1/messages/count_tokens", AnthropicCountTokensApi(settings, stats).handle)
     gemini = GeminiApi(settings, stats).handle
     app.router.add_post("/v1beta/models/{target}", gemini)
     app.router.add_post("/v1/models/{target}", gemini)
