@@ -122,7 +122,7 @@ async def chat_completions(
             status = 200
             result.started = started
             metrics.STREAMS.labels("upstream").inc()
-            tier = _JOINED if result.follow is not None else _MISS
+            tier = _JOINED if result.follow is not None else _tier_header(result.first.cache)
             result.framing = api.framing
             prompt, completion, labels.cost_usd = await relay(
                 state, result, send, [*base, tier, *result.headers]
@@ -209,6 +209,7 @@ async def _handle(
         flight=write_key is not None and not skip_lookup and settings.single_flight,
         api=api.name,
         upstream_headers=forwarded or None,
+        skip_lookup=skip_lookup,
     )
     if miss.limits is not None and miss.limits.reserves:
         await state.estimator.ready()
@@ -239,8 +240,12 @@ async def _handle(
         served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm and tpm window
     if isinstance(served.result, LiveStream):
         served.result.headers = served_headers
+        if not served.joined:
+            labels.cache = served.result.first.cache
         return served.result
     reply = served.result
+    if not served.joined:
+        labels.cache = reply.cache  # "hit-semantic" when a worker's semantic cache answered
     if reply.status == 200:
         if write_key is not None:
             state.l1.set(write_key, reply.body, reply.cost_usd)
@@ -331,7 +336,7 @@ def _deployment_headers(deployment: Deployment, model: str, attempts: int) -> li
 
 
 def _answer(reply: Reply, served: list[tuple[bytes, bytes]]) -> Answer:
-    extra = [_MISS, *served]
+    extra = [_tier_header(reply.cache), *served]
     if reply.status == 200:
         extra.append((b"x-edge-cost-usd", format_usd(reply.cost_usd)))
     if reply.retry_after is not None:
@@ -339,6 +344,11 @@ def _answer(reply: Reply, served: list[tuple[bytes, bytes]]) -> Answer:
     if is_retryable(reply.status):
         extra.append((b"x-should-retry", b"false"))  # the gateway already retried what was worth it
     return reply.status, reply.body, extra
+
+
+def _tier_header(tier: str) -> tuple[bytes, bytes]:
+    """x-edge-cache of an answer a worker sent: a miss, or a hit of the worker's semantic cache."""
+    return _MISS if tier == "miss" else (b"x-edge-cache", tier.encode())
 
 
 def _count_tokens(labels: RequestFacts, prompt: int, completion: int) -> None:

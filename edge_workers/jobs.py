@@ -4,10 +4,12 @@ request, `Job.api`) for a waiting front."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
@@ -21,6 +23,7 @@ from edge_workers import metrics
 from edge_workers.joblog import job_fields, log_failure
 from edge_workers.messages import shape_of
 from edge_workers.publishing import Attempt, Publication, ScriptCalls, publish
+from edge_workers.semantic.replies import hit_replies
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
 from shared import arq_compat, keyspace
@@ -30,6 +33,11 @@ from shared.errors import error_body
 from shared.flights import fan_out
 from shared.pricing import cost_usd
 from shared.queue import Job, Reply, decode_job, release_slot
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
+
+    from edge_workers.semantic.cache import SemanticCache
 
 log = logging.getLogger("edge.worker")
 _decode_json = msgspec.json.decode
@@ -50,6 +58,7 @@ class WorkerState:
     # Upstream calls in flight by job id, so a front's cancel can stop one (see `cancel_listener`).
     running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
     cache_redis: Redis | None = None  # CACHE_REDIS_URL: the L2 cache's own Redis
+    semantic: SemanticCache | None = None  # set only where a model group has semantic_cache on
 
     async def publish(self, job: Job, pub: Publication) -> None:
         """Send `pub`. A job's last publication (its answer or its failure: the front waits for
@@ -215,19 +224,33 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
         await state.release(job)
     finally:
         state.running.pop(job.job_id, None)
-    metrics.UPSTREAM_DURATION.labels(state.provider).observe((time.time() - started) * 1000)
+    if result != "hit-semantic":  # answered without an upstream call
+        metrics.UPSTREAM_DURATION.labels(state.provider).observe((time.time() - started) * 1000)
     metrics.JOBS.labels(state.provider, result).inc()
 
 
 async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     body = _decode_json(job.body)
-    api_key = deployment.api_key or state.api_keys.get(deployment.api_key_env, "")  # the file's key wins
     settings = state.settings
     cache = job.cache_key is not None and settings.enable_l2_cache
     adapter, answer_stream = shape_of(job, deployment)
+    index_entry: Callable[[Pipeline], None] | None = None
+    if state.semantic is not None and cache and job.api == "chat":  # chat completions only
+        probe = state.semantic.probe(job, body)
+        if probe is not None:
+            completion = await state.semantic.lookup(job, probe, state.cache_redis or state.redis)
+            replies = hit_replies(job, completion) if completion is not None else None
+            if replies is not None:
+                await state.publish(job, Publication(replies, attempt=Attempt("neutral")))
+                return "hit-semantic"
+            semantic = state.semantic
+            index_entry = functools.partial(semantic.append, job=job, probe=probe)
+    api_key = deployment.api_key or state.api_keys.get(deployment.api_key_env, "")  # the file's key wins
     if job.stream:
 
         async def send(pub: Publication) -> None:
+            if pub.cache_body is not None:  # the completed stream: its index entry goes with it
+                pub.also = index_entry
             await state.publish(job, pub)
 
         return await stream_answer(
@@ -261,7 +284,9 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
         else 0.0
     )
     cache_body = outcome.body if outcome.status == 200 and cache else None
-    await state.publish(job, Publication([_final_reply(job, outcome, cost)], cache_body, cost, attempt))
+    also = index_entry if cache_body is not None else None
+    reply = _final_reply(job, outcome, cost)
+    await state.publish(job, Publication([reply], cache_body, cost, attempt, also=also))
     if outcome.status >= 400:  # after the answer: the log is not in its way
         log_failure(
             job, outcome.status, outcome.body, outcome.latency_ms if outcome.latency_ms >= 0 else None

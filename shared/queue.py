@@ -69,6 +69,7 @@ class Job(msgspec.Struct, frozen=True):
     # Headers of the client's to pass to the upstream: only anthropic-version and anthropic-beta,
     # for a Messages request to an Anthropic upstream (shared/anthropic_api.FORWARDED_HEADERS).
     upstream_headers: dict[str, str] | None = None
+    skip_lookup: bool = False  # Cache-Control: no-cache: the worker's semantic cache is skipped too
 
 
 class Reply(msgspec.Struct, frozen=True):
@@ -85,6 +86,7 @@ class Reply(msgspec.Struct, frozen=True):
     completion_tokens: int = 0
     retry_after: float | None = None
     cost_usd: float = 0.0  # what the answer cost upstream (on `final` 200 and `done` replies)
+    cache: str = "miss"  # x-edge-cache of the answer: "hit-semantic" when a worker's cache served it
 
 
 _job_encoder = msgspec.msgpack.Encoder()
