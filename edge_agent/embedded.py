@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from edge_agent.children import spawn, stop_processes
+from edge_agent.fake_upstream.app import base_urls
 from edge_agent.fake_upstream.aws import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from edge_agent.listen import bind_listener
 from edge_agent.probes import PortTaken, answers_200, wait_listening, workers_ready
@@ -61,18 +62,13 @@ def _start_fake_upstream(env: dict[str, str], attempts: int = 5) -> tuple[subpro
     raise AssertionError("unreachable")
 
 
-def fake_upstream_env(url: str) -> dict[str, str]:
-    """Every provider pointed at the fake upstream at `url`, with credentials it accepts."""
-    return {
-        "OPENAI_BASE_URL": f"{url}/v1",
-        "ANTHROPIC_BASE_URL": url,
-        "OPENAI_API_KEY": "fake-upstream-key",
-        "ANTHROPIC_API_KEY": "fake-upstream-key",
-        BEDROCK_OPT_IN: "us-east-1",
-        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": url,
-        "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
-    }
+# What `up` adds for the fake upstream's Bedrock: a region to route `bedrock/<model id>` from,
+# and the test credentials the fake verifies signatures with (its endpoint is in base_urls).
+FAKE_BEDROCK = {
+    BEDROCK_OPT_IN: "us-east-1",
+    "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
+    "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
+}
 
 
 def _providers(env: dict[str, str], models: ModelTable) -> list[str]:
@@ -80,15 +76,15 @@ def _providers(env: dict[str, str], models: ModelTable) -> list[str]:
     deployments name their own key variables); without, those whose key is set."""
     if env.get("EDGE_CONFIG"):
         return sorted(models.providers())
-    return [p for p in PROVIDERS if env.get(BEDROCK_OPT_IN if p == "bedrock" else API_KEY_ENV[p])]
+    return [
+        p for p in sorted(models.providers()) if env.get(BEDROCK_OPT_IN if p == "bedrock" else API_KEY_ENV[p])
+    ]
 
 
 def _example_model(env: dict[str, str], models: ModelTable, providers: list[str]) -> str:
     """A model the curl can ask for: the config's first, else the default catalogue's."""
     if not env.get("EDGE_CONFIG"):
-        if "openai" in providers:
-            return "gpt-4o-mini"
-        return "claude-sonnet-4-5" if "anthropic" in providers else DEFAULT_CATALOG["bedrock"][0]
+        return "gpt-4o-mini" if "openai" in providers else DEFAULT_CATALOG[providers[0]][0]
     return next(name for name, provider in models.public_models() if provider in providers)
 
 
@@ -129,8 +125,12 @@ def run_stack(host: str, port: int, workers: int, front_processes: int = 1) -> N
         if not providers:
             fake, fake_port = _start_fake_upstream(env)
             upstream.append(fake)
-            env.update(fake_upstream_env(f"http://127.0.0.1:{fake_port}"))
-            providers = list(PROVIDERS)
+            env.update(base_urls(fake_port))
+            for p in PROVIDERS:
+                env[API_KEY_ENV[p]] = "fake-upstream-key"
+            env.update(FAKE_BEDROCK)  # after the keys: its AWS_ACCESS_KEY_ID is the fake's own
+            _, models = load_settings(env)  # Bedrock is routed now
+            providers = sorted(models.providers())  # those a model name routes to (not Azure)
             print(
                 f"edge-agent: no provider key set; answering from a fake upstream on port {fake_port}",
                 flush=True,

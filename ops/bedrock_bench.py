@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_agent.devstack import MASTER_KEY, DevStack
-from edge_agent.embedded import fake_upstream_env
+from edge_agent.embedded import FAKE_BEDROCK
 from edge_agent.fake_upstream.aws import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from ops.bench import BEDROCK_MODEL, FIXED_BODY, SYSTEM, WRK_SCRIPT, _post, wrk
 
@@ -106,7 +106,7 @@ def pairs(count: int) -> None:
     try:
         stack.start_redis()
         stack.start_upstream()
-        stack.env_overrides.update({**stack.bedrock_env, **fake_upstream_env(stack.upstream_url)})
+        stack.env_overrides.update({**stack.bedrock_env, **FAKE_BEDROCK})
         stack.start_worker("openai")
         stack.start_worker("bedrock")
         front = stack.start_front()

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, get_args
 
 import msgspec
 
+from shared.compat import SERVICES
 from shared.config_source import Path, PathError, dotted, parse_dotted
 from shared.litellm_schema import (
     NATIVE_ROUTER_SECTIONS,
@@ -48,13 +49,17 @@ NEEDS_API_BASE = OPENAI_COMPATIBLE - {"openai"}
 BARE_NAMES: dict[str, tuple[str, ...]] = {
     "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-", "ft:gpt-"),
     "anthropic": ("claude-",),
+    "gemini": ("gemini-",),
 }
+# LiteLLM provider prefixes served by an adapter of their own.
+NATIVE = frozenset({"anthropic", "gemini", "azure", "bedrock"})
 NOT_SERVED_WHY = {
     "text-completion-openai": "the legacy completions API is not served here, only chat completions",
 }
 BEDROCK_ONLY_CONVERSE = "only Bedrock's Converse API is served here (bedrock/<model id>, bedrock/converse/)"
 SERVED = (
-    "served here: openai/, anthropic/, bedrock/ and OpenAI-compatible hosted_vllm/, lm_studio/, llamafile/"
+    "served here: openai/, anthropic/, gemini/, azure/, bedrock/ and OpenAI-compatible hosted_vllm/, "
+    "lm_studio/, llamafile/, groq/, mistral/, together_ai/, deepseek/, openrouter/"
 )
 # LiteLLM's bedrock/ route prefixes: the gateway always speaks Converse, which serves them all.
 BEDROCK_ROUTES = ("converse/", "invoke/")
@@ -134,9 +139,9 @@ def resolve_model(model: str, custom_provider: str | None) -> tuple[str, str, st
 
 
 def _served(litellm_provider: str) -> str | None:
-    if litellm_provider in OPENAI_COMPATIBLE:
+    if litellm_provider in OPENAI_COMPATIBLE or litellm_provider in SERVICES:
         return "openai"
-    return litellm_provider if litellm_provider in ("anthropic", "bedrock") else None
+    return litellm_provider if litellm_provider in NATIVE else None
 
 
 def strategy(value: str, path: Path) -> Strategy:
@@ -211,13 +216,21 @@ class _Translator:
             for name in (*AWS_PARAMS, "aws_region_name", "aws_profile_name", "aws_bedrock_runtime_endpoint"):
                 if getattr(p, name) is not None:
                     self.warn((*params_path, name), "ignored (only bedrock/ models use it)")
-        base_name = next(
-            (n for n in ("api_base", "base_url", "aws_bedrock_runtime_endpoint") if getattr(p, n)), None
+        service = SERVICES.get(family)
+        if service is not None:  # a hosted OpenAI-compatible service: its URL, key and quirks
+            out.update(base_url=service.base_url, api_key_env=service.key_env, **service.switches)
+        bases = (
+            "api_base",
+            "base_url",
+            *(("aws_bedrock_runtime_endpoint",) if provider == "bedrock" else ()),
         )
-        if base_name is not None and not (
-            base_name == "aws_bedrock_runtime_endpoint" and provider != "bedrock"
-        ):
-            base = self.from_env(getattr(p, base_name), (*params_path, base_name))
+        base_name = next((name for name in bases if getattr(p, name)), None)
+        base_raw = getattr(p, base_name) if base_name else None
+        if provider == "azure":  # LiteLLM's own variables for Azure, where the entry names none
+            base_raw = base_raw or self.env.get("AZURE_API_BASE")
+            out["api_key_env"] = "AZURE_API_KEY"
+        if base_raw:
+            base = self.from_env(base_raw, (*params_path, base_name or "api_base"))
             if provider == "anthropic":  # LiteLLM's Anthropic api_base may name the endpoint
                 base = base.rstrip("/").removesuffix("/messages").removesuffix("/v1")
             out["base_url"] = base
@@ -231,7 +244,23 @@ class _Translator:
             else:
                 out["api_key"] = p.api_key
         if p.api_version is not None:
-            self.warn((*params_path, "api_version"), "ignored (only Azure uses it; azure/ is not served yet)")
+            if provider == "azure":
+                out["api_version"] = p.api_version
+            else:
+                self.warn((*params_path, "api_version"), "ignored (only azure/ uses it)")
+        if p.azure_ad_token is not None:
+            if provider != "azure":
+                raise PathError((*params_path, "azure_ad_token"), "only azure/ models take an azure_ad_token")
+            if p.api_key is not None:
+                raise PathError(
+                    (*params_path, "azure_ad_token"), "give an api_key or an azure_ad_token, not both"
+                )
+            token = p.azure_ad_token
+            out["auth"] = "bearer"
+            if token.startswith(ENV_PREFIX):
+                out["api_key_env"] = token.removeprefix(ENV_PREFIX)
+            else:
+                out["api_key"] = token
         for name, value in (
             ("rpm", p.rpm or entry.rpm),
             ("tpm", p.tpm or entry.tpm),

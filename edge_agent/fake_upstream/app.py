@@ -15,8 +15,10 @@ import msgspec
 from aiohttp import web
 
 from edge_agent.fake_upstream.anthropic_api import AnthropicApi, AnthropicCountTokensApi
+from edge_agent.fake_upstream.azure_api import AzureApi
 from edge_agent.fake_upstream.bedrock_api import BedrockApi
 from edge_agent.fake_upstream.common import Settings, Stats, json_response
+from edge_agent.fake_upstream.gemini_api import GeminiApi
 from edge_agent.fake_upstream.openai_api import OpenAIApi
 
 SETTINGS_KEY = web.AppKey("fake_upstream_settings", Settings)
@@ -28,6 +30,19 @@ _CONFIG_FIELDS = {
     "error_status": int,
     "aws_checks": bool,
 }
+
+
+def base_urls(port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """Each provider's base URL variable, pointed at a fake upstream on `port` (for `up`, the
+    dev stack and the benchmark: one place says where each API lives in the fake)."""
+    root = f"http://{host}:{port}"
+    return {
+        "OPENAI_BASE_URL": f"{root}/v1",
+        "ANTHROPIC_BASE_URL": root,
+        "GEMINI_BASE_URL": f"{root}/v1beta",
+        "AZURE_OPENAI_ENDPOINT": root,
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": root,
+    }
 
 
 def create_app(
@@ -81,6 +96,12 @@ def create_app(
     app.router.add_post("/v1/chat/completions", OpenAIApi(settings, stats).handle)
     app.router.add_post("/v1/messages", AnthropicApi(settings, stats).handle)
     app.router.add_post("/v1/messages/count_tokens", AnthropicCountTokensApi(settings, stats).handle)
+    gemini = GeminiApi(settings, stats).handle
+    app.router.add_post("/v1beta/models/{target}", gemini)
+    app.router.add_post("/v1/models/{target}", gemini)
+    azure = AzureApi(settings, stats).handle
+    app.router.add_post("/openai/deployments/{deployment}/chat/completions", azure)
+    app.router.add_post("/openai/v1/chat/completions", azure)
     bedrock = BedrockApi(settings, stats).handle
     app.router.add_post("/model/{model}/converse", bedrock)
     app.router.add_post("/model/{model}/converse-stream", bedrock)

@@ -175,15 +175,15 @@ class BaseApi:
     ) -> web.Response:
         raise NotImplementedError
 
+    def model_of(self, request: web.Request, body: dict[str, Any]) -> str:
+        return str(body["model"])
+
     def marker_text(self, body: dict[str, Any]) -> str:
         return last_user_text(body["messages"])
 
     def check_signed(self, request: web.Request, raw: bytes) -> web.Response | None:
         """A request signature over the body (Bedrock's SigV4); None: nothing to check."""
         return None
-
-    def model_of(self, request: web.Request, body: dict[str, Any]) -> str:
-        return str(body["model"])
 
     async def respond(
         self, request: web.Request, body: dict[str, Any], text: str, markers: Markers
@@ -249,6 +249,10 @@ class BaseApi:
             self.stats.failures_injected += 1
             drop_connection(request)
             return web.Response()
+        if markers.reject_fields:
+            sent = sorted(set(markers.reject_fields.split(",")) & body.keys())
+            if sent:
+                return self.error(422, f"Extra inputs are not permitted: {', '.join(sent)}")
         if markers.status is not None:
             self.stats.failures_injected += 1
             echoed = f"Refused prompt: {strip_markers(text).strip()}" if markers.echo_error else None

@@ -10,11 +10,11 @@ import msgspec
 
 from edge_workers.providers import bedrock_wire as bw
 from edge_workers.providers.anthropic_request import (
-    _arguments,
-    _data_url,
     _response_tool,
     _tool_id,
     _unsupported,
+    parse_data_url,
+    tool_arguments,
 )
 from edge_workers.providers.anthropic_wire import RESPONSE_TOOL_PREFIX, is_response_tool
 from edge_workers.providers.turns import fold_turns
@@ -118,7 +118,7 @@ def _image(url: str, where: str) -> bw.Image:
     if not url.startswith("data:"):
         why = "Bedrock takes images as base64 data: URLs ('data:image/png;base64,...'), not links"
         raise EdgeError(400, why, param=where)
-    media, data = _data_url(url, where)
+    media, data = parse_data_url(url, where)
     image_format = _IMAGE_FORMATS.get(media)
     if image_format is None:
         raise _unsupported(where, f"Bedrock accepts images as png, jpeg, gif or webp; got {media}")
@@ -141,7 +141,9 @@ def _assistant_blocks(m: AssistantMessage, i: int) -> list[bw.ContentBlock]:
     )
     blocks = [bw.ContentBlock(text=t) for t in texts if t.strip()]
     for k, call in enumerate(m.tool_calls or []):
-        arguments = _arguments(call.function.arguments, f"messages[{i}].tool_calls[{k}].function.arguments")
+        arguments = tool_arguments(
+            call.function.arguments, f"messages[{i}].tool_calls[{k}].function.arguments"
+        )
         use = bw.ToolUse(tool_use_id=_tool_id(call.id), name=call.function.name, input=arguments)
         blocks.append(bw.ContentBlock(tool_use=use))
     return blocks
