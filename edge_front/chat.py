@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from edge_front import access_log, metrics
+from edge_front import tracing as front_tracing
 from edge_front.access_log import RequestFacts
 from edge_front.dispatch import Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
@@ -24,7 +25,7 @@ from edge_front.keys import Identity
 from edge_front.reservation import completion_tokens
 from edge_front.state import FrontState
 from edge_front.streams import LiveStream, relay, replay_body, send_sse
-from shared import keyspace
+from shared import keyspace, tracing
 from shared.admission import KeyLimits
 from shared.cache_keys import chat_cache_key
 from shared.config import MAX_ROUTED_MODELS, Deployment
@@ -119,6 +120,7 @@ async def chat_completions(
         # The client gets an envelope, never a traceback; the log gets the traceback.
         log.exception("request %s: unexpected error", request_id, extra={"request_id": request_id})
         result = _error(EdgeError(500, "The gateway failed to handle this request."), request_id, labels)
+    building = front_tracing.response_build() if tracing.ON else None
     try:
         if isinstance(result, LiveStream):
             status = 200
@@ -137,12 +139,16 @@ async def chat_completions(
             await send_json(send, status, body, [*base, *extra])
     finally:
         metrics.ACTIVE.dec()
+        if building is not None:
+            building.end()
     elapsed_ms = (time.perf_counter() - started) * 1000
     model = metrics.model_label(labels.model)
     metrics.REQUESTS.labels(labels.provider, model, str(status)).inc()
     metrics.DURATION.labels(labels.provider, model, labels.cache).observe(elapsed_ms)
     if state.settings.access_log:  # off, this check is all the access log costs
         access_log.write(state.settings, request_id, identity.key_id, labels, status, elapsed_ms)
+    if tracing.ON:
+        front_tracing.request_facts(request_id, identity.key_id, labels)
 
 
 async def _handle(
@@ -171,7 +177,10 @@ async def _handle(
     skip_lookup, skip_write = cache_control(headers)
     key = chat_cache_key(raw, identity.namespace)
     if not skip_lookup:
-        hit = await _lookup(state, key)
+        if tracing.ON:
+            hit = await front_tracing.cache_lookup(state, key, _l1_get, _l2_get)
+        else:
+            hit = await _lookup(state, key)
         if hit is not None:
             labels.cache, labels.deployment = hit[0], group[0].id
             if not stream:
@@ -223,7 +232,10 @@ async def _handle(
     reply = served.result
     if reply.status == 200:
         if cache_key is not None:
-            state.l1.set(cache_key, reply.body, reply.cost_usd)
+            if tracing.ON:
+                front_tracing.cache_write(state.l1, cache_key, reply.body, reply.cost_usd)
+            else:
+                state.l1.set(cache_key, reply.body, reply.cost_usd)
         _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
         labels.cost_usd = reply.cost_usd
     return _answer(reply, served_headers)
@@ -325,14 +337,24 @@ async def _evict(state: FrontState, key: str) -> None:
 
 
 async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:
+    """L1, then L2 when it is on (`edge_front.tracing.cache_lookup` does the same in spans)."""
+    hit = _l1_get(state, key)
+    if hit is None and state.settings.enable_l2_cache:
+        hit = await _l2_get(state, key)
+    return hit
+
+
+def _l1_get(state: FrontState, key: str) -> tuple[str, bytes] | None:
     entry = state.l1.get(key)
     if entry is not None:
         metrics.CACHE_HITS.labels("l1").inc()
         metrics.CACHE_SAVINGS.inc(entry[1])
         return "hit-l1", entry[0]
     metrics.CACHE_MISSES.labels("l1").inc()
-    if not state.settings.enable_l2_cache:
-        return None
+    return None
+
+
+async def _l2_get(state: FrontState, key: str) -> tuple[str, bytes] | None:
     try:
         value = await state.cache_redis.get(keyspace.cache_entry(key))
     except (TimeoutError, RedisError, OSError):

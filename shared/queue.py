@@ -62,6 +62,10 @@ class Job(msgspec.Struct, frozen=True):
     # parallel, tpm or budget limit.
     slot: str | None = None
     charge: KeyCharge | None = None  # set for every virtual key's job
+    # The W3C trace context (`traceparent`, `tracestate`) of the attempt's PRODUCER span when
+    # tracing is on: the worker's spans continue the request's trace. Optional, so fronts and
+    # workers of either version read each other's jobs (msgspec ignores unknown fields).
+    trace: dict[str, str] | None = None
 
 
 class Reply(msgspec.Struct, frozen=True):
