@@ -88,19 +88,17 @@ class TracedApp:
 
 def request_facts(request_id: str, key_id: str | None, facts: RequestFacts) -> None:
     """What the request turned out to be, on its SERVER span (the current one)."""
-    span = t.current()
-    span.set_attribute("edge.request_id", request_id)
-    span.set_attribute("edge.cache", facts.cache)
+    attributes: dict[str, Any] = {"edge.request_id": request_id, "edge.cache": facts.cache}
     if key_id is not None:
-        span.set_attribute("edge.key_id", key_id)  # the public id, never the key
+        attributes["edge.key_id"] = key_id  # the public id, never the key
     if facts.model:
-        span.set_attribute("gen_ai.request.model", facts.model)
+        attributes["gen_ai.request.model"] = facts.model
     if facts.deployment:
-        span.set_attribute("edge.deployment", facts.deployment)
-        span.set_attribute("edge.provider", facts.provider)
-        span.set_attribute("edge.attempts", facts.attempts)
+        attributes["edge.deployment"] = facts.deployment
+        attributes["edge.attempts"] = facts.attempts
     if facts.tokens:
-        span.set_attribute("edge.tokens", facts.tokens)
+        attributes["edge.tokens"] = facts.tokens
+    t.current().set_attributes(attributes)
 
 
 def first_token(started: float) -> None:
@@ -155,7 +153,6 @@ async def routing_decision(choice: Awaitable[tuple[Deployment, int]], attempt: i
         span.end()
         raise
     span.set_attribute("edge.deployment", deployment.id)
-    span.set_attribute("edge.provider", deployment.provider)
     span.end()
     return deployment, index
 
@@ -172,11 +169,9 @@ async def attempt(
         {
             "messaging.system": "arq",
             "messaging.operation.type": "send",
-            "messaging.operation.name": "send",
             "messaging.destination.name": queue,
             "edge.attempt": number,
             "edge.deployment": deployment.id,
-            "edge.provider": deployment.provider,
         },
     )
     token = t.enter(span)

@@ -59,12 +59,10 @@ async def consume(ctx: dict[str, Any], job: Job, run: Awaitable[None]) -> None:
     attributes: dict[str, Any] = {
         "messaging.system": "arq",
         "messaging.operation.type": "process",
-        "messaging.operation.name": "process",
         "messaging.destination.name": queue,
         "messaging.message.id": job.job_id,
         "edge.request_id": job.request_id,
         "edge.deployment": job.deployment_id,
-        "edge.provider": job.provider,
         "edge.job_try": ctx.get("job_try", 1),
     }
     if "attempt" in carrier and carrier["attempt"].isdigit():
