@@ -73,15 +73,7 @@ async def consume(ctx: dict[str, Any], job: Job, run: Awaitable[None]) -> None:
     if enqueued is not None:
         attributes["edge.queue_wait_ms"] = max(0.0, (time.time() - enqueued.timestamp()) * 1000)
     span = t.start(f"process {queue}", t.CONSUMER, attributes, t.extract(carrier) if carrier else None)
-    token = t.enter(span)
-    try:
-        await run
-    except BaseException as e:
-        t.failed(span, type(e).__qualname__)
-        raise
-    finally:
-        t.leave(token)
-        span.end()
+    await t.inside(span, run)
 
 
 def _client_span(job: Job, deployment: Deployment) -> Any:
@@ -149,16 +141,7 @@ async def chat_call(job: Job, deployment: Deployment, call: Awaitable[Any]) -> A
 
 async def stream_call(job: Job, deployment: Deployment, call: Awaitable[str]) -> str:
     """The CLIENT span of a streamed call, current while it runs: `published` sees its chunks."""
-    span = _client_span(job, deployment)
-    token = t.enter(span)
-    try:
-        return await call
-    except BaseException as e:
-        t.failed(span, type(e).__qualname__)
-        raise
-    finally:
-        t.leave(token)
-        span.end()
+    return await t.inside(_client_span(job, deployment), call)
 
 
 def published(pub: Publication) -> None:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 from shared.config import _env_bool
 from shared.config_error import ConfigError
 
+T = TypeVar("T")
 ON = False  # ENABLE_TRACING: the one check every hook in a hot module makes
 CONTENT = False  # EDGE_TRACE_CONTENT: record prompts and answers on spans (off: never)
 tracer: Any = None  # opentelemetry.trace.Tracer once `setup` turned tracing on
@@ -132,6 +133,19 @@ def leave(token: object) -> None:
 
 def current() -> Any:
     return _trace_api.get_current_span()
+
+
+async def inside(span: Any, work: Awaitable[T]) -> T:
+    """Await `work` with `span` current, then end it (an exception marks it failed)."""
+    token = enter(span)
+    try:
+        return await work
+    except BaseException as e:
+        failed(span, type(e).__qualname__)
+        raise
+    finally:
+        leave(token)
+        span.end()
 
 
 def failed(span: Any, error_type: str) -> None:
