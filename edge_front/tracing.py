@@ -114,19 +114,16 @@ async def cache_lookup(
 ) -> Hit:
     """`edge_front.chat`'s lookup (L1, then L2 when it is on), one span per stage."""
     lookup = t.start("cache_lookup")
-    token = t.enter(lookup)
-    try:
-        span = t.start("l1_get")
-        hit = l1_get(state, key)
-        span.set_attribute("edge.cache.hit", hit is not None)
-        span.end()
-        if hit is None and state.settings.enable_l2_cache:
-            span = t.start("l2_get")
+    inside = t.context_of(lookup)  # its children's parent, without making it current
+    span = t.start("l1_get", parent=inside)
+    hit = l1_get(state, key)
+    span.end()
+    if hit is None and state.settings.enable_l2_cache:
+        span = t.start("l2_get", parent=inside)
+        try:
             hit = await l2_get(state, key)
-            span.set_attribute("edge.cache.hit", hit is not None)
+        finally:
             span.end()
-    finally:
-        t.leave(token)
     lookup.set_attribute("edge.cache", hit[0] if hit is not None else "miss")
     lookup.end()
     return hit

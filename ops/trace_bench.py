@@ -1,7 +1,7 @@
 """What tracing costs a miss, pair by pair: a stack with tracing off and one with it on
 (exporting OTLP/HTTP to a receiver in this process), the same upstream, c=1 misses alternating.
 
-    .venv/bin/python ops/trace_bench.py [--pairs 15] [--duration 2] [--base DIR]
+    .venv/bin/python ops/trace_bench.py [--pairs 15] [--duration 2] [--base DIR] [--on-env NAME=VALUE]
 
 Each stack has its own Redis, worker and front (a worker must not take the other stack's jobs).
 `--base DIR` adds a third stack running the code in DIR (say `git archive main | tar -x -C DIR`)
@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=15)
     parser.add_argument("--duration", type=int, default=2)
     parser.add_argument("--base", type=Path, help="a checkout without tracing, to compare 'off' against")
+    parser.add_argument(
+        "--on-env", action="append", default=[], metavar="NAME=VALUE", help="more environment for 'on'"
+    )
     args = parser.parse_args()
     script = Path(tempfile.mkdtemp(prefix="edge-trace-bench-")) / "chat.lua"
     script.write_text(WRK_SCRIPT)
@@ -54,7 +57,10 @@ def main() -> None:
     try:
         off, off_url = _stack(None, {})
         stacks.append(off)
-        on, on_url = _stack(off, {"ENABLE_TRACING": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint})
+        more = dict(item.split("=", 1) for item in args.on_env)
+        on, on_url = _stack(
+            off, {"ENABLE_TRACING": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, **more}
+        )
         stacks.append(on)
         urls = {"off": off_url, "on": on_url}
         if args.base is not None:

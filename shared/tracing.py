@@ -127,6 +127,11 @@ def enter(span: Any) -> object:
     return _context_api.attach(_trace_api.set_span_in_context(span))
 
 
+def context_of(span: Any) -> Any:
+    """A Context whose current span is `span`: the parent to give its children."""
+    return _trace_api.set_span_in_context(span)
+
+
 def leave(token: object) -> None:
     _context_api.detach(token)
 

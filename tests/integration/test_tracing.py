@@ -26,6 +26,7 @@ class Stacks(msgspec.Struct):
     dev: DevStack
     traced: Front
     untraced: Front
+    no_collector: Front  # traced, exporting to a port nobody listens on
     sink: OtlpSink
     logs: Path
 
@@ -53,7 +54,10 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
         dev.start_worker("anthropic", env=untraced_env)
         traced = dev.start_front()
         untraced = dev.start_front(env=untraced_env)
-        yield Stacks(dev, traced, untraced, sink, logs)
+        closed = OtlpSink().start()  # a port that was just free: nothing answers there
+        closed.stop()
+        no_collector = dev.start_front(env={**dev.env, "OTEL_EXPORTER_OTLP_ENDPOINT": closed.endpoint})
+        yield Stacks(dev, traced, untraced, no_collector, sink, logs)
     finally:
         dev.stop()
         sink.stop()
@@ -241,3 +245,15 @@ def test_nothing_is_exported_when_tracing_is_off(stacks: Stacks) -> None:
     request_id = raw.headers["x-request-id"]
     assert not [s for s in stacks.sink.spans if s.attributes.get("edge.request_id") == request_id]
     assert {s.service for s in stacks.sink.spans} == {"edge-front", "edge-worker-openai"}
+
+
+def test_an_unreachable_collector_costs_the_requests_nothing(stacks: Stacks) -> None:
+    """Spans are exported from a background thread: a dead collector loses them, not requests."""
+    client = sdk(stacks.no_collector)
+    started = time.monotonic()
+    for i in range(20):
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": unique(f"no collector {i}")}]
+        )
+        assert raw.http_response.status_code == 200 and raw.headers["x-trace-id"]
+    assert time.monotonic() - started < 10  # ~20 ms each; an export blocking requests would take seconds
