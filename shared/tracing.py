@@ -46,12 +46,13 @@ def setup(default_service: str, env: Mapping[str, str] | None = None) -> bool:
     env = os.environ if env is None else env
     if not _env_bool(env, "ENABLE_TRACING", False) or _env_bool(env, "OTEL_SDK_DISABLED", False):
         return False
-    protocol = (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
-    ).strip() or "http/protobuf"
-    if protocol not in PROTOCOLS:
+    for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = env.get(variable, "").strip()
+        if protocol:
+            break
+    if protocol and protocol not in PROTOCOLS:
         raise ConfigError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported; the gateway exports "
+            f"{variable}: {protocol!r} is not supported; the gateway exports "
             f"traces over {' or '.join(PROTOCOLS)} (point it at the collector's OTLP/HTTP port, 4318)"
         )
     CONTENT = _env_bool(env, "EDGE_TRACE_CONTENT", False)
@@ -109,12 +110,6 @@ def turn_off() -> None:
     """Back to no tracing (tests)."""
     global ON, CONTENT
     ON = CONTENT = False
-
-
-def shutdown() -> None:
-    """Export what is left (the SDK also does this at interpreter exit)."""
-    if _provider is not None:
-        _provider.shutdown()
 
 
 def start(name: str, kind: Any = None, attributes: dict[str, Any] | None = None, parent: Any = None) -> Any:

@@ -294,6 +294,10 @@ def test_setup_reads_the_environment() -> None:
     assert tracing.setup("edge-front", {"ENABLE_TRACING": "true", "OTEL_SDK_DISABLED": "true"}) is False
     with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc'"):
         tracing.setup("edge-front", {"ENABLE_TRACING": "true", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json'"):
+        tracing.setup(
+            "edge-front", {"ENABLE_TRACING": "true", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}
+        )
     with pytest.raises(ConfigError, match="ENABLE_TRACING"):
         tracing.setup("edge-front", {"ENABLE_TRACING": "maybe"})
     assert tracing.ON is False
