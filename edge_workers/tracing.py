@@ -98,24 +98,26 @@ def _answered(span: Any, status: int, body: bytes, input_tokens: int, output_tok
     """The answer's attributes (a whole chat.completion), or its failure."""
     if status >= 400:
         t.failed(span, str(status))
-        span.set_attribute("edge.status", status)
         return
-    span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
-    span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+    attributes: dict[str, Any] = {
+        "gen_ai.usage.input_tokens": input_tokens,
+        "gen_ai.usage.output_tokens": output_tokens,
+    }
     try:
         completion = _decode_completion(body)
     except msgspec.DecodeError:
-        return
+        completion = _Completion()
     if completion.model:
-        span.set_attribute("gen_ai.response.model", completion.model)
+        attributes["gen_ai.response.model"] = completion.model
     if completion.id:
-        span.set_attribute("gen_ai.response.id", completion.id)
+        attributes["gen_ai.response.id"] = completion.id
     reasons = [c.finish_reason for c in completion.choices if c.finish_reason]
     if reasons:
-        span.set_attribute("gen_ai.response.finish_reasons", reasons)
+        attributes["gen_ai.response.finish_reasons"] = reasons
     if t.CONTENT:
         output = [bytes(c.message).decode() for c in completion.choices if c.message]
-        span.set_attribute("gen_ai.output.messages", "[" + ",".join(output) + "]")
+        attributes["gen_ai.output.messages"] = "[" + ",".join(output) + "]"
+    span.set_attributes(attributes)
 
 
 async def chat_call(job: Job, deployment: Deployment, call: Awaitable[Any]) -> Any:
