@@ -1,10 +1,11 @@
-"""POST /v1/chat/completions: validate, look in L1 then L2, else queue for a provider worker.
+"""POST /v1/chat/completions: validate, look in L1, then in one round trip L2 or the queue.
 
-Redis round trips per request: L1 hit 0; L2 hit 1 (GET); miss 2 (GET, then one pipelined
-enqueue, or for a virtual key with rpm/parallel limits one script that also admits and charges
-it: shared/admission.py) plus the shared reply reader's XREAD, amortized over every waiting
-request. A streamed miss is the same, its chunks arriving through the same reader.
-"""
+Redis round trips per request: L1 hit 0; L2 hit 1; miss 1: the miss script
+(shared/miss_script.py) returns the L2 entry, or joins an identical request in flight
+(shared/flights.py), or admits the virtual key and enqueues the job. With the L2 cache in its
+own Redis (CACHE_REDIS_URL), a GET there comes first: 2. The shared reply reader's XREAD is
+amortized over every waiting request. A streamed miss is the same, its chunks arriving through
+the same reader."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from edge_front import access_log, metrics
 from edge_front import tracing as front_tracing
 from edge_front.access_log import RequestFacts
-from edge_front.dispatch import Miss, Served, dispatch
+from edge_front.dispatch import L2Hit, Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.keys import Identity
 from edge_front.reservation import completion_tokens
@@ -70,6 +71,7 @@ def cache_control(headers: dict[bytes, bytes]) -> tuple[bool, bool]:
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 _MISS = (b"x-edge-cache", b"miss")
+_JOINED = (b"x-edge-cache", b"joined")
 # Hit headers per (tier, deployment): built once, not per hit. Bounded by the deployments served
 # (without a config file, by the models asked for: cleared if it ever grows past that).
 _hit_headers: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}
@@ -126,10 +128,14 @@ async def chat_completions(
             status = 200
             result.started = started
             metrics.STREAMS.labels("upstream").inc()
+            tier = _JOINED if result.follow is not None else _MISS
             prompt, completion, labels.cost_usd = await relay(
-                state, result, send, [*base, _MISS, *result.headers]
+                state, result, send, [*base, tier, *result.headers]
             )
-            _count_tokens(labels, prompt, completion)
+            if result.follow is None:  # a joined stream's tokens are counted where it was asked
+                _count_tokens(labels, prompt, completion)
+            else:
+                labels.cost_usd = 0.0
         elif isinstance(result, Replay):
             status = 200
             metrics.STREAMS.labels(result.source).inc()
@@ -176,29 +182,21 @@ async def _handle(
     include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
     skip_lookup, skip_write = cache_control(headers)
     key = chat_cache_key(raw, identity.namespace)
+    settings = state.settings
+    # With L2 in the queue's Redis, the miss script looks there (one round trip for a miss).
+    script_lookup = not skip_lookup and settings.enable_l2_cache and not settings.cache_redis
     if not skip_lookup:
         if tracing.ON:
-            hit = await front_tracing.cache_lookup(state, key, _l1_get, _l2_get)
+            hit = await front_tracing.cache_lookup(state, key, _l1_get, _l2_get, l2=not script_lookup)
         else:
-            hit = await _lookup(state, key)
+            hit = await _lookup(state, key, l2=not script_lookup)
         if hit is not None:
-            labels.cache, labels.deployment = hit[0], group[0].id
-            if not stream:
-                return 200, hit[1], _hit_headers_for(hit[0], group[0])
-            try:
-                return Replay(replay_body(hit[1], include_usage), _hit_headers_for(hit[0], group[0]), hit[0])
-            except (msgspec.DecodeError, ValueError):
-                # Not a chat completion (written by an older, less careful version): a miss,
-                # and gone from both tiers so nobody is served it again.
-                log.warning(
-                    "request %s: dropped an unreadable cache entry",
-                    request_id,
-                    extra={"request_id": request_id},
-                )
-                await _evict(state, key)
+            answer = await _from_cache(state, key, hit, group[0], stream, include_usage, labels, request_id)
+            if answer is not None:
+                return answer
     labels.cache = "miss"
     cache_key = None if skip_write else key
-    client_deadline = timeout_s < state.settings.request_timeout_s
+    client_deadline = timeout_s < settings.request_timeout_s
     miss = Miss(
         request_id,
         chat.model,
@@ -209,20 +207,34 @@ async def _handle(
         deadline,
         client_deadline,
         identity.key_id,
-        *_key_terms(identity, state.settings.key_window_s, time.time()),
+        *_key_terms(identity, settings.key_window_s, time.time()),
+        lookup=script_lookup,
+        # Only a request that may be served from the cache may be served another's answer.
+        flight=cache_key is not None and not skip_lookup and settings.single_flight,
     )
     if miss.limits is not None and miss.limits.reserves:
         await state.estimator.ready()
         prompt = state.estimator.prompt(chat)
-        most = completion_tokens(chat, state.settings.reserve_completion_tokens)
+        most = completion_tokens(chat, settings.reserve_completion_tokens)
         miss.estimate = (prompt, most)
         miss.limits.reserve_tokens = prompt + most
     served = await dispatch(state, miss, receive)
+    if isinstance(served.result, L2Hit):
+        hit = _took_l2(state, key, served.result.entry)
+        answer = await _from_cache(state, key, hit, group[0], stream, include_usage, labels, request_id)
+        if answer is not None:
+            return answer
+        labels.cache, miss.lookup = "miss", False
+        served = await dispatch(state, miss, receive)  # the entry was unreadable: go upstream
+        assert not isinstance(served.result, L2Hit)
     labels.provider, labels.deployment, labels.attempts = (
         served.deployment.provider,
         served.deployment.id,
         served.attempts,
     )
+    if served.joined:
+        labels.cache = "joined"
+        metrics.CACHE_HITS.labels("joined").inc()
     served_headers = _served_headers(served, chat.model)
     if miss.limits is not None:
         served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm and tpm window
@@ -236,9 +248,39 @@ async def _handle(
                 front_tracing.cache_write(state.l1, cache_key, reply.body, reply.cost_usd)
             else:
                 state.l1.set(cache_key, reply.body, reply.cost_usd)
+        if served.joined:  # another request's upstream call: its tokens and cost are counted there
+            if stream:
+                return Replay(replay_body(reply.body, include_usage), [_JOINED, *served_headers], "joined")
+            return 200, reply.body, [_JOINED, (b"x-edge-cost-usd", b"0"), *served_headers]
         _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
         labels.cost_usd = reply.cost_usd
     return _answer(reply, served_headers)
+
+
+async def _from_cache(
+    state: FrontState,
+    key: str,
+    hit: tuple[str, bytes],
+    deployment: Deployment,
+    stream: bool,
+    include_usage: bool,
+    labels: RequestFacts,
+    request_id: str,
+) -> Answer | Replay | None:
+    """A cached answer as the response; None (and the entry evicted) if it is unreadable."""
+    labels.cache, labels.deployment = hit[0], deployment.id
+    if not stream:
+        return 200, hit[1], _hit_headers_for(hit[0], deployment)
+    try:
+        return Replay(replay_body(hit[1], include_usage), _hit_headers_for(hit[0], deployment), hit[0])
+    except (msgspec.DecodeError, ValueError):
+        # Not a chat completion (written by an older, less careful version): a miss, and gone
+        # from both tiers so nobody is served it again.
+        log.warning(
+            "request %s: dropped an unreadable cache entry", request_id, extra={"request_id": request_id}
+        )
+        await _evict(state, key)
+        return None
 
 
 def _key_terms(identity: Identity, window_s: int, now: float) -> tuple[KeyCharge | None, KeyLimits | None]:
@@ -336,10 +378,11 @@ async def _evict(state: FrontState, key: str) -> None:
             metrics.CACHE_ERRORS.inc()
 
 
-async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:
-    """L1, then L2 when it is on (`edge_front.tracing.cache_lookup` does the same in spans)."""
+async def _lookup(state: FrontState, key: str, l2: bool = True) -> tuple[str, bytes] | None:
+    """L1, then L2 when it is on and `l2` (`edge_front.tracing.cache_lookup` does the same in
+    spans)."""
     hit = _l1_get(state, key)
-    if hit is None and state.settings.enable_l2_cache:
+    if hit is None and l2 and state.settings.enable_l2_cache:
         hit = await _l2_get(state, key)
     return hit
 
@@ -364,6 +407,11 @@ async def _l2_get(state: FrontState, key: str) -> tuple[str, bytes] | None:
     if value is None:
         metrics.CACHE_MISSES.labels("l2").inc()
         return None
+    return _took_l2(state, key, value)
+
+
+def _took_l2(state: FrontState, key: str, value: bytes) -> tuple[str, bytes]:
+    """An L2 hit: counted, and kept in L1 for the next one."""
     metrics.CACHE_HITS.labels("l2").inc()
     completion, cost = split_cost(value)
     metrics.CACHE_SAVINGS.inc(cost)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,15 +19,15 @@ from shared import keyspace
 from shared import tracing as t
 from shared.config import Deployment
 from shared.errors import EdgeError
-from shared.queue import Reply
+from shared.queue import Job, Reply
 
 if TYPE_CHECKING:  # both import this module
     from edge_front.access_log import RequestFacts
-    from edge_front.streams import LiveStream
 
 # The API: every path a client sends model requests to (not health probes, metrics, dashboard).
 API_PREFIXES = (b"/v1/", b"/chat/")
 Hit = tuple[str, bytes] | None
+R = TypeVar("R")
 
 
 class TracedApp:
@@ -110,15 +110,20 @@ def first_token(started: float) -> None:
 
 
 async def cache_lookup(
-    state: Any, key: str, l1_get: Callable[[Any, str], Hit], l2_get: Callable[[Any, str], Awaitable[Hit]]
+    state: Any,
+    key: str,
+    l1_get: Callable[[Any, str], Hit],
+    l2_get: Callable[[Any, str], Awaitable[Hit]],
+    l2: bool,
 ) -> Hit:
-    """`edge_front.chat`'s lookup (L1, then L2 when it is on), one span per stage."""
+    """`edge_front.chat`'s lookup (L1, then L2 when it is on and `l2`), one span per stage. With
+    L2 in the queue's Redis, the miss script looks there instead: in the PRODUCER span."""
     lookup = t.start("cache_lookup")
     inside = t.context_of(lookup)  # its children's parent, without making it current
     span = t.start("l1_get", parent=inside)
     hit = l1_get(state, key)
     span.end()
-    if hit is None and state.settings.enable_l2_cache:
+    if hit is None and l2 and state.settings.enable_l2_cache:
         span = t.start("l2_get", parent=inside)
         try:
             hit = await l2_get(state, key)
@@ -154,11 +159,10 @@ async def routing_decision(choice: Awaitable[tuple[Deployment, int]], attempt: i
     return deployment, index
 
 
-async def attempt(
-    run: Awaitable[Reply | LiveStream], deployment: Deployment, number: int
-) -> Reply | LiveStream:
+async def attempt(run: Awaitable[tuple[R, bool]], deployment: Deployment, number: int) -> tuple[R, bool]:
     """One attempt's PRODUCER span, current while it runs so that the job built inside carries
-    its context (`job_context`); it ends with the attempt's answer (a stream: its first chunk)."""
+    its context (`job_context`); it ends with the attempt's answer (a stream: its first chunk).
+    `run` gives (a Reply, a LiveStream or dispatch's L2Hit; whether it joined a flight)."""
     queue = keyspace.queue(deployment.provider)
     span = t.start(
         f"send {queue}",
@@ -173,23 +177,28 @@ async def attempt(
     )
     token = t.enter(span)
     try:
-        result = await run
+        outcome = await run
     except BaseException as e:
         t.leave(token)
         t.failed(span, (e.code or str(e.status)) if isinstance(e, EdgeError) else type(e).__qualname__)
         span.end()
         raise
     t.leave(token)
+    result, joined = outcome
+    if joined:  # single flight: the answer comes from an identical request's job (its trace)
+        span.set_attribute("edge.joined", True)
     if isinstance(result, Reply):
         span.set_attribute("messaging.message.id", result.job_id)
         span.set_attribute("edge.reply.status", result.status)
         if result.status >= 400:
             t.failed(span, str(result.status))
-    else:  # a stream under way
-        span.set_attribute("messaging.message.id", result.job.job_id)
+    elif isinstance(getattr(result, "job", None), Job):  # a stream under way
+        span.set_attribute("messaging.message.id", result.job.job_id)  # type: ignore[attr-defined]
         span.set_attribute("edge.reply.status", 200)
+    else:  # the miss script found the answer in L2: nothing was enqueued
+        span.set_attribute("edge.cache", "hit-l2")
     span.end()
-    return result
+    return outcome
 
 
 def job_context() -> dict[str, str]:

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
+from edge_workers.publishing import load_scripts
 from edge_workers.recovery import Recovery
 from edge_workers.upstream import new_session
 from shared import arq_compat, keyspace, tracing
@@ -203,6 +204,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             in_progress_ms=int((job_timeout_s + 10) * 1000),  # arq's own lease: the job timeout + 10 s
         )
         await recovery.join()
+        await load_scripts(ctx["redis"])  # what its pipelines call by hash
         ctx["recovery"] = recovery
         ctx["heartbeat"] = asyncio.create_task(recovery.run())
         ctx["edge"] = state = WorkerState(

@@ -132,7 +132,7 @@ async def test_stage_spans_are_children_of_the_request(spans) -> None:
 
     state = SimpleNamespace(settings=SimpleNamespace(enable_l2_cache=True))
     with tracing.tracer.start_as_current_span("request"):
-        hit = await front_tracing.cache_lookup(state, "k", l1_get, l2_get)
+        hit = await front_tracing.cache_lookup(state, "k", l1_get, l2_get, l2=True)
 
         async def choose() -> tuple[Deployment, int]:
             return DEPLOYMENT, 0
@@ -156,7 +156,7 @@ async def test_an_l1_hit_makes_no_l2_span(spans) -> None:
         raise AssertionError("L2 asked after an L1 hit")
 
     state = SimpleNamespace(settings=SimpleNamespace(enable_l2_cache=True))
-    hit = await front_tracing.cache_lookup(state, "k", lambda s, k: ("hit-l1", b"{}"), never)
+    hit = await front_tracing.cache_lookup(state, "k", lambda s, k: ("hit-l1", b"{}"), never, l2=True)
     assert hit == ("hit-l1", b"{}") and "l2_get" not in by_name(spans)
 
 
@@ -164,9 +164,9 @@ async def test_producer_consumer_client_chain_across_the_job(spans) -> None:
     """SERVER → PRODUCER (attempt 2) → [job bytes] → CONSUMER → CLIENT, with GenAI attributes."""
     carried: dict[str, dict[str, str]] = {}
 
-    async def attempt() -> Reply:
+    async def attempt() -> tuple[Reply, bool]:
         carried["trace"] = front_tracing.job_context()
-        return Reply("j1", status=200, body=COMPLETION)
+        return Reply("j1", status=200, body=COMPLETION), False
 
     with tracing.tracer.start_as_current_span("POST /v1/chat/completions", kind=SpanKind.SERVER):
         await front_tracing.attempt(attempt(), DEPLOYMENT, 2)
@@ -212,8 +212,8 @@ async def test_producer_consumer_client_chain_across_the_job(spans) -> None:
 
 
 async def test_failures_mark_spans_with_error_type(spans) -> None:
-    async def attempt() -> Reply:
-        return Reply("j1", status=502, body=error_body(502, "upstream down"))
+    async def attempt() -> tuple[Reply, bool]:
+        return Reply("j1", status=502, body=error_body(502, "upstream down")), False
 
     await front_tracing.attempt(attempt(), DEPLOYMENT, 1)
 
