@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +259,29 @@ def test_an_unreachable_collector_costs_the_requests_nothing(stacks: Stacks) -> 
         )
         assert raw.http_response.status_code == 200 and raw.headers["x-trace-id"]
     assert time.monotonic() - started < 10  # ~20 ms each; an export blocking requests would take seconds
+
+
+def test_a_request_that_joins_an_identical_one_in_flight_says_so(stacks: Stacks) -> None:
+    """Single flight: the follower's trace shows it joined; the upstream call is in the leader's."""
+    messages = [{"role": "user", "content": unique("[[fake:delay_ms=1500]] together")}]
+
+    def ask(wait_s: float) -> Any:
+        time.sleep(wait_s)
+        return sdk(stacks.traced).chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=messages
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(ask, (0.0, 0.3))  # the second starts while the first waits upstream
+    by_tier = {raw.headers["x-edge-cache"]: raw for raw in (first, second)}
+    assert set(by_tier) == {"miss", "joined"}
+    leader = whole_trace(stacks.sink, by_tier["miss"].headers["x-trace-id"], MISS_SPANS)
+    follower = whole_trace(
+        stacks.sink,
+        by_tier["joined"].headers["x-trace-id"],
+        ("POST /v1/chat/completions", "send edge:queue:openai"),
+    )
+    assert one(follower, "POST /v1/chat/completions").attributes["edge.cache"] == "joined"
+    assert one(follower, "send edge:queue:openai").attributes["edge.joined"] is True
+    assert "process edge:queue:openai" not in follower  # the one upstream call is the leader's
+    assert "edge.joined" not in one(leader, "send edge:queue:openai").attributes
