@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_agent.devstack import MASTER_KEY, DevStack
@@ -26,8 +28,9 @@ from edge_agent.otlp_sink import OtlpSink
 from ops.bench import FIXED_BODY, SYSTEM, WRK_SCRIPT, _post, wrk
 
 
-def _stack(upstream: DevStack | None, overrides: dict[str, str]) -> tuple[DevStack, str]:
-    """A Redis, an openai worker and a front; the upstream of `upstream` (or its own)."""
+def _stack(upstream: DevStack | None, overrides: dict[str, str]) -> tuple[DevStack, str, list[int]]:
+    """A Redis, an openai worker and a front (the url, the front's and worker's pids); the
+    upstream of `upstream` (or its own)."""
     stack = DevStack(env_overrides={"LOG_LEVEL": "WARNING", **overrides})
     stack.start_redis()
     if upstream is None:
@@ -36,7 +39,12 @@ def _stack(upstream: DevStack | None, overrides: dict[str, str]) -> tuple[DevSta
         stack.upstream_port = upstream.upstream_port
     stack.start_worker("openai")
     front = stack.start_front(wait_path="/health/ready")
-    return stack, f"{front.url}/v1/chat/completions"
+    return stack, f"{front.url}/v1/chat/completions", [front.process.pid, stack.workers[0].pid]
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """CPU seconds the processes used so far (user + system, every thread: export included)."""
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
 
 
 def main() -> None:
@@ -52,19 +60,20 @@ def main() -> None:
     args = parser.parse_args()
     script = Path(tempfile.mkdtemp(prefix="edge-trace-bench-")) / "chat.lua"
     script.write_text(WRK_SCRIPT)
-    sink = OtlpSink().start()
+    sink = OtlpSink(keep=False).start()  # counts spans only: its CPU is the machine's too
     stacks: list[DevStack] = []
     try:
-        off, off_url = _stack(None, {})
+        off, off_url, off_pids = _stack(None, {})
         stacks.append(off)
         more = dict(item.split("=", 1) for item in args.on_env)
-        on, on_url = _stack(
+        on, on_url, on_pids = _stack(
             off, {"ENABLE_TRACING": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, **more}
         )
         stacks.append(on)
         urls = {"off": off_url, "on": on_url}
+        pids = {"off": off_pids, "on": on_pids}
         if args.base is not None:
-            base, urls["base"] = _stack(off, {"PYTHONPATH": str(args.base.resolve())})
+            base, urls["base"], pids["base"] = _stack(off, {"PYTHONPATH": str(args.base.resolve())})
             stacks.append(base)
         direct = f"{off.upstream_url}/v1/chat/completions"
         env = {**os.environ, "BENCH_SYSTEM": SYSTEM, "BENCH_UNIQUE": "1", "BENCH_KEY": MASTER_KEY}
@@ -72,11 +81,14 @@ def main() -> None:
             _post(url, MASTER_KEY, FIXED_BODY)
             wrk(url, 4, 2, script, {**env, "BENCH_PREFIX": f"warm-{name}"})
         added: dict[str, list[float]] = {name: [] for name in urls}
+        cpu_us: dict[str, list[float]] = {name: [] for name in urls}  # front + worker CPU per miss
         for i in range(args.pairs):
             floor = wrk(direct, 1, args.duration, script, {**env, "BENCH_PREFIX": f"d{i}"}).p50_ms
             order = list(urls) if i % 2 == 0 else list(reversed(urls))  # neither always goes first
             for name in order:
+                used = _cpu_s(pids[name])
                 run = wrk(urls[name], 1, args.duration, script, {**env, "BENCH_PREFIX": f"{name}{i}"})
+                cpu_us[name].append((_cpu_s(pids[name]) - used) / (run.rps * args.duration) * 1e6)
                 added[name].append(run.p50_ms - floor)
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"tracing, {args.pairs} pairs of {args.duration} s, miss c=1, added p50 ms; load {load}")
@@ -84,6 +96,8 @@ def main() -> None:
             print(
                 f"  {name:>4}:", [round(x, 2) for x in values], "median", round(statistics.median(values), 2)
             )
+        for name, values in cpu_us.items():
+            print(f"  {name:>4} CPU us per miss (front + worker):", round(statistics.median(values)))
         for a, b in (("on", "off"), ("off", "base")):
             if a in added and b in added:
                 deltas = [x - y for x, y in zip(added[a], added[b], strict=True)]
@@ -93,7 +107,7 @@ def main() -> None:
                     "median",
                     round(statistics.median(deltas), 3),
                 )
-        print(f"  spans received: {len(sink.spans)} in {sink.requests} exports")
+        print(f"  spans received: {sink.counted} in {sink.requests} exports")
     finally:
         for stack in stacks:
             stack.stop()
