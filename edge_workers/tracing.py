@@ -36,11 +36,14 @@ class _Choice(msgspec.Struct):
 
 
 class _Completion(msgspec.Struct):
-    """What a span says of an answer (a chat.completion, whichever provider it came from)."""
+    """What a span says of an answer: a chat.completion (whichever provider it came from), or an
+    Anthropic message (a /v1/messages job: `stop_reason`, its `content` the output)."""
 
     id: str | None = None
     model: str | None = None
     choices: list[_Choice] = []
+    stop_reason: str | None = None
+    content: msgspec.Raw = msgspec.Raw()
 
 
 class _Prompt(msgspec.Struct):
@@ -112,10 +115,14 @@ def _answered(span: Any, status: int, body: bytes, input_tokens: int, output_tok
     if completion.id:
         attributes["gen_ai.response.id"] = completion.id
     reasons = [c.finish_reason for c in completion.choices if c.finish_reason]
+    if completion.stop_reason:
+        reasons.append(completion.stop_reason)
     if reasons:
         attributes["gen_ai.response.finish_reasons"] = reasons
     if t.CONTENT:
         output = [bytes(c.message).decode() for c in completion.choices if c.message]
+        if completion.content:
+            output.append(bytes(completion.content).decode())
         attributes["gen_ai.output.messages"] = "[" + ",".join(output) + "]"
     span.set_attributes(attributes)
 
