@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import msgspec
 import openai
@@ -285,3 +286,18 @@ def test_a_request_that_joins_an_identical_one_in_flight_says_so(stacks: Stacks)
     assert one(follower, "send edge:queue:openai").attributes["edge.joined"] is True
     assert "process edge:queue:openai" not in follower  # the one upstream call is the leader's
     assert "edge.joined" not in one(leader, "send edge:queue:openai").attributes
+
+
+def test_a_messages_request_is_traced_the_same_way(stacks: Stacks) -> None:
+    """/v1/messages (the Anthropic SDK) to an OpenAI model: its CLIENT span reads the message."""
+    client = anthropic.Anthropic(base_url=stacks.traced.url, api_key=MASTER_KEY, max_retries=0)
+    raw = client.messages.with_raw_response.create(
+        model="gpt-4o-mini", max_tokens=50, messages=[{"role": "user", "content": unique("hello")}]
+    )
+    message = raw.parse()
+    names = ("POST /v1/messages", "send edge:queue:openai", "process edge:queue:openai", "chat gpt-4o-mini")
+    found = whole_trace(stacks.sink, raw.headers["x-trace-id"], names)
+    assert one(found, "POST /v1/messages").attributes["edge.cache"] == "miss"
+    attributes = one(found, "chat gpt-4o-mini").attributes
+    assert attributes["gen_ai.response.finish_reasons"] == (message.stop_reason,)
+    assert attributes["gen_ai.usage.output_tokens"] == message.usage.output_tokens
