@@ -13,6 +13,9 @@ measures, each scenario `--runs` times, reporting medians:
   concurrent streams (ops/stream_load.py; the upstream sends 20 chunks 10 ms apart);
 - resident memory (RSS) of the front and the worker after the load.
 
+`--providers [openai,anthropic,gemini,azure]` measures instead each provider's miss path, a
+row per provider (ops/provider_bench.py).
+
 `--messages` measures instead Anthropic's Messages API's miss at c=1 (to an Anthropic upstream,
 passed through, and to an OpenAI one, translated) next to chat completions'.
 `--front-processes N` runs the front as a group of N processes on the one port (`edge-agent front
@@ -140,6 +143,18 @@ def _post(url: str, key: str, body: dict[str, object]) -> dict[str, object]:
         return answer
 
 
+def miss_stack(stack: DevStack) -> tuple[str, str, Path]:
+    """Start in `stack` redis-server, the fake upstream, one worker and one ready front; return
+    (gateway URL, direct upstream URL, wrk script): what the miss-path scripts in ops/ share."""
+    script = Path(tempfile.mkdtemp(prefix="edge-bench-")) / "chat.lua"
+    script.write_text(WRK_SCRIPT)
+    stack.start_redis()
+    stack.start_upstream()
+    stack.start_worker("openai")
+    front = stack.start_front(wait_path="/health/ready")
+    return f"{front.url}/v1/chat/completions", f"{stack.upstream_url}/v1/chat/completions", script
+
+
 def median(runs: list[Run], attr: str) -> float:
     """The median of the runs; NaN for a scenario left out (--only), shown as such."""
     return statistics.median(getattr(r, attr) for r in runs) if runs else float("nan")
@@ -169,12 +184,23 @@ def main() -> None:
     parser.add_argument(
         "--only", default=",".join(SCENARIOS), help="scenarios to run: " + ",".join(SCENARIOS)
     )
+    parser.add_argument(
+        "--providers",
+        nargs="?",
+        const="openai,anthropic,gemini,azure",
+        help="only each provider's miss path, a row per provider (comma-separated; default all)",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     if only - set(SCENARIOS):
         parser.error(f"--only: unknown {sorted(only - set(SCENARIOS))}")
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk not found; install it (Debian: apt-get install wrk)")
+    if args.providers:
+        from ops.provider_bench import run as provider_run
+
+        provider_run(args.providers.split(","), args.runs, args.duration)
+        return
     if args.messages:
         messages_bench(args.runs, args.duration)
         return
