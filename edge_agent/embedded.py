@@ -24,7 +24,7 @@ from edge_agent.children import spawn, stop_processes
 from edge_agent.listen import bind_listener
 from edge_agent.probes import PortTaken, answers_200, wait_listening, workers_ready
 from edge_agent.redis_server import RedisServer, free_port
-from shared.config import API_KEY_ENV, PROVIDERS, ModelTable, load_settings
+from shared.config import API_KEY_ENV, DEFAULT_PROVIDERS, ModelTable, load_settings
 
 READY_TIMEOUT_S = 60.0  # a bound on a hang: two cores starting Redis, workers and a front take seconds
 
@@ -65,7 +65,7 @@ def _providers(env: dict[str, str], models: ModelTable) -> list[str]:
     deployments name their own key variables); without, those whose key is set."""
     if env.get("EDGE_CONFIG"):
         return sorted(models.providers())
-    return [p for p in PROVIDERS if env.get(API_KEY_ENV[p])]
+    return [p for p in DEFAULT_PROVIDERS if env.get(API_KEY_ENV[p])]
 
 
 def _example_model(env: dict[str, str], models: ModelTable, providers: list[str]) -> str:
@@ -114,9 +114,9 @@ def run_stack(host: str, port: int, workers: int) -> None:
             upstream.append(fake)
             env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{fake_port}/v1"
             env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{fake_port}"
-            for p in PROVIDERS:
+            for p in DEFAULT_PROVIDERS:
                 env[API_KEY_ENV[p]] = "fake-upstream-key"
-            providers = list(PROVIDERS)
+            providers = list(DEFAULT_PROVIDERS)
             print(
                 f"edge-agent: no provider key set; answering from a fake upstream on port {fake_port}",
                 flush=True,

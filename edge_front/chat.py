@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 from redis.exceptions import RedisError
@@ -21,7 +23,7 @@ from edge_front.access_log import RequestFacts
 from edge_front.dispatch import Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.keys import Identity
-from edge_front.reservation import completion_tokens
+from edge_front.reservation import TokenEstimator, completion_tokens
 from edge_front.state import FrontState
 from edge_front.streams import LiveStream, relay, replay_body, send_sse
 from shared import keyspace
@@ -32,16 +34,23 @@ from shared.costs import format_usd, split_cost
 from shared.errors import EdgeError
 from shared.json_limits import MAX_JSON_DEPTH, too_deep
 from shared.keys import budget_period
-from shared.queue import KeyCharge, Reply
+from shared.queue import JobKind, KeyCharge, Reply
 from shared.routing import is_retryable
 from shared.wire import ChatCompletionRequest, validation_error_param
 
 log = logging.getLogger("edge.front")
 _decode_json = msgspec.json.decode
+T = TypeVar("T")
 
 
 def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
     """The client's JSON object (forwarded as-is) and its validated view. Raises EdgeError(400)."""
+    return parse_request(body, ChatCompletionRequest)
+
+
+def parse_request(body: bytes, shape: type[T]) -> tuple[dict[str, Any], T]:
+    """The client's JSON object and its view as `shape` (an endpoint's request Struct).
+    Raises EdgeError(400)."""
     if too_deep(body):  # msgspec would recurse (RecursionError) and so would workers
         raise EdgeError(400, f"Request body nests deeper than {MAX_JSON_DEPTH} levels.")
     try:
@@ -51,7 +60,7 @@ def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionReque
     if not isinstance(raw, dict):
         raise EdgeError(400, "Request body must be a JSON object.")
     try:
-        return raw, msgspec.convert(raw, ChatCompletionRequest)
+        return raw, msgspec.convert(raw, shape)
     except msgspec.ValidationError as e:
         message, param = validation_error_param(e)
         where = f" (at '{param}')" if param else ""
@@ -97,11 +106,51 @@ class Replay(msgspec.Struct):
     source: str
 
 
+@dataclass
+class Inbound:
+    """What an endpoint makes of its request body, for the path every endpoint shares (cache,
+    routing, admission, dispatch, answer): chat completions here, embeddings in
+    `edge_front.embeddings`."""
+
+    kind: JobKind
+    model: str
+    cache_key: str  # already scoped to the caller's cache namespace
+    stream: bool = False
+    include_usage: bool = False
+    # (prompt tokens, the most the answer may hold), for a key that reserves; given the loaded
+    # estimator and the configured completion reserve.
+    estimate: Callable[[TokenEstimator, int], tuple[int, int]] | None = None
+
+
+Parse = Callable[[bytes, Identity], Inbound]
+
+
+def parse_chat(body: bytes, identity: Identity) -> Inbound:
+    raw, chat = parse_chat_request(body)
+    stream = bool(chat.stream)
+    return Inbound(
+        "chat",
+        chat.model,
+        chat_cache_key(raw, identity.namespace),
+        stream,
+        bool(stream and chat.stream_options and chat.stream_options.include_usage),
+        lambda estimator, reserve: (estimator.prompt(chat), completion_tokens(chat, reserve)),
+    )
+
+
 async def chat_completions(
     state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity
 ) -> None:
     """POST /v1/chat/completions as a plain ASGI handler (see `edge_front.http` for why), for a
     caller `EdgeApp` already identified."""
+    await serve(state, scope, receive, send, identity, parse_chat)
+
+
+async def serve(
+    state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity, parse: Parse
+) -> None:
+    """One inbound request, its body made sense of by `parse`: answered from the cache or by a
+    worker, metered and logged the same way whatever the endpoint."""
     started = time.perf_counter()
     headers = header_map(scope)
     request_id = request_id_of(headers) or "req_" + state.new_id()
@@ -109,7 +158,7 @@ async def chat_completions(
     labels = RequestFacts()
     metrics.ACTIVE.inc()
     try:
-        result = await _handle(state, receive, headers, request_id, labels, identity)
+        result = await _handle(state, receive, headers, request_id, labels, identity, parse)
     except EdgeError as e:
         result = _error(e, request_id, labels)
     except ClientDisconnected:
@@ -152,24 +201,25 @@ async def _handle(
     request_id: str,
     labels: RequestFacts,
     identity: Identity,
+    parse: Parse,
 ) -> Answer | LiveStream | Replay:
     body = await read_body(receive, headers, state.settings.max_body_bytes)
     timeout_s = _timeout_s(headers, state.settings.request_timeout_s)
     deadline = time.time() + timeout_s
-    raw, chat = parse_chat_request(body)
-    if not identity.allows(chat.model):  # before routing: whether the model exists is not its business
+    inbound = parse(body, identity)
+    model = inbound.model
+    if not identity.allows(model):  # before routing: whether the model exists is not its business
         raise EdgeError(
-            403, f"This key may not use the model '{chat.model}'.", param="model", code="model_not_allowed"
+            403, f"This key may not use the model '{model}'.", param="model", code="model_not_allowed"
         )
-    group = state.models.group(chat.model)
+    group = state.models.group(model)
     if not group:
-        raise EdgeError(404, f"The model '{chat.model}' does not exist or is not served here.", param="model")
+        raise EdgeError(404, f"The model '{model}' does not exist or is not served here.", param="model")
     # Only routed models become label values (and those bounded: see `metrics.ModelLabels`).
-    labels.provider, labels.model = group[0].provider, chat.model
-    stream = bool(chat.stream)
-    include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
+    labels.provider, labels.model = group[0].provider, model
+    stream = inbound.stream
     skip_lookup, skip_write = cache_control(headers)
-    key = chat_cache_key(raw, identity.namespace)
+    key = inbound.cache_key
     if not skip_lookup:
         hit = await _lookup(state, key)
         if hit is not None:
@@ -177,7 +227,8 @@ async def _handle(
             if not stream:
                 return 200, hit[1], _hit_headers_for(hit[0], group[0])
             try:
-                return Replay(replay_body(hit[1], include_usage), _hit_headers_for(hit[0], group[0]), hit[0])
+                body = replay_body(hit[1], inbound.include_usage)
+                return Replay(body, _hit_headers_for(hit[0], group[0]), hit[0])
             except (msgspec.DecodeError, ValueError):
                 # Not a chat completion (written by an older, less careful version): a miss,
                 # and gone from both tiers so nobody is served it again.
@@ -192,29 +243,28 @@ async def _handle(
     client_deadline = timeout_s < state.settings.request_timeout_s
     miss = Miss(
         request_id,
-        chat.model,
+        model,
         body,
         cache_key,
         stream,
-        include_usage,
+        inbound.include_usage,
         deadline,
         client_deadline,
         identity.key_id,
         *_key_terms(identity, state.settings.key_window_s, time.time()),
+        kind=inbound.kind,
     )
-    if miss.limits is not None and miss.limits.reserves:
+    if miss.limits is not None and miss.limits.reserves and inbound.estimate is not None:
         await state.estimator.ready()
-        prompt = state.estimator.prompt(chat)
-        most = completion_tokens(chat, state.settings.reserve_completion_tokens)
-        miss.estimate = (prompt, most)
-        miss.limits.reserve_tokens = prompt + most
+        miss.estimate = inbound.estimate(state.estimator, state.settings.reserve_completion_tokens)
+        miss.limits.reserve_tokens = sum(miss.estimate)
     served = await dispatch(state, miss, receive)
     labels.provider, labels.deployment, labels.attempts = (
         served.deployment.provider,
         served.deployment.id,
         served.attempts,
     )
-    served_headers = _served_headers(served, chat.model)
+    served_headers = _served_headers(served, model)
     if miss.limits is not None:
         served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm and tpm window
     if isinstance(served.result, LiveStream):

@@ -25,7 +25,7 @@ from edge_front.streams import LiveStream, watch_disconnect
 from shared.admission import KeyLimits
 from shared.config import Deployment
 from shared.errors import EdgeError, deadline_error
-from shared.queue import Job, KeyCharge, Reply, enqueue
+from shared.queue import Job, JobKind, KeyCharge, Reply, enqueue
 from shared.routing import backoff_s, is_retryable
 from shared.wire import ErrorEnvelope
 
@@ -50,6 +50,7 @@ class Miss:
     limits: KeyLimits | None = None  # the key's limits and budget, when it has any
     # The request's estimated prompt and most completion tokens (only when the key reserves).
     estimate: tuple[int, int] = (0, 0)
+    kind: JobKind = "chat"  # what the workers ask the upstream for
 
 
 @dataclass
@@ -194,6 +195,7 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         client_deadline=miss.client_deadline,
         key_id=miss.key_id,
         charge=miss.charge,
+        kind=miss.kind,
     )
 
 

@@ -1,4 +1,5 @@
-"""The one arq job a provider worker runs: answer a chat completion for a waiting front."""
+"""The one arq job a provider worker runs: answer a chat completion (or embeddings) for a
+waiting front."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_workers import metrics
+from edge_workers.embeddings import call_embeddings
 from edge_workers.joblog import job_fields, log_failure
 from edge_workers.publishing import Attempt, Publication, publish
 from edge_workers.streaming import stream_answer
@@ -220,7 +222,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
             cache,
             (settings.max_upstream_body_bytes, settings.max_upstream_line_bytes),
         )
-    outcome = await call_upstream(
+    call = call_embeddings if job.kind == "embeddings" else call_upstream
+    outcome = await call(
         state.session,
         deployment,
         api_key,

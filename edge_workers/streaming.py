@@ -95,11 +95,11 @@ async def stream_answer(
 ) -> str:
     """Run one streamed answer to its end; returns the outcome for metrics (status or "ok").
     `limits`: the most bytes the whole stream, and one line of it, may have."""
-    adapter = ADAPTERS[deployment.provider]
     out = _Stream(job, publish)
     prepared = prepare_call(deployment, api_key, job.upstream_model, body, job.deadline, stream=True)
     if isinstance(prepared, Outcome):
         return await out.fail(prepared.status, prepared.body, deadline=prepared.deadline)
+    adapter = ADAPTERS[deployment.provider]
     request, remaining = prepared
     max_body, max_line = limits
     out.attempted, out.called_at = True, time.perf_counter()

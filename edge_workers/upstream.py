@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -17,7 +18,7 @@ import msgspec
 from edge_workers.providers import ADAPTERS, UpstreamRequest
 from shared.config import Deployment
 from shared.errors import EdgeError, deadline_body, error_body
-from shared.wire import Usage
+from shared.wire import ErrorDetail, Usage
 
 log = logging.getLogger("edge.worker")
 
@@ -115,19 +116,74 @@ def prepare_call(
     stream: bool,
 ) -> tuple[UpstreamRequest, float] | Outcome:
     """The upstream request and the seconds left for it, or why no call will be made."""
+    adapter = ADAPTERS.get(deployment.provider)
+    if adapter is None:
+        return no_adapter(deployment, "chat completions")
     try:
-        request = ADAPTERS[deployment.provider].build_request(
-            body, upstream_model, deployment, api_key, stream
-        )
+        request = adapter.build_request(body, upstream_model, deployment, api_key, stream)
     except EdgeError as e:
         return Outcome(e.status, e.body())
+    remaining = time_left(deployment, deadline, stream)
+    return remaining if isinstance(remaining, Outcome) else (request, remaining)
+
+
+def no_adapter(deployment: Deployment, what: str) -> Outcome:
+    message = f"model '{deployment.model_name}' (provider {deployment.provider}) does not serve {what}"
+    return Outcome(400, error_body(400, message, param="model", code="unsupported_endpoint"))
+
+
+def time_left(deployment: Deployment, deadline: float, stream: bool = False) -> float | Outcome:
+    """The seconds one upstream call may take, or the deadline's 504 when none are left."""
     remaining = deadline - time.time()
     if remaining <= 0:
         return Outcome(504, deadline_body(), deadline=True)
     # The deployment's own timeout (LiteLLM's timeout / stream_timeout) bounds one call; the
     # request's deadline still bounds them all.
     limit = (deployment.stream_timeout_s if stream else None) or deployment.timeout_s
-    return request, min(remaining, limit) if limit else remaining
+    return min(remaining, limit) if limit else remaining
+
+
+class Answered(msgspec.Struct):
+    """An upstream's HTTP answer, whatever its status."""
+
+    status: int
+    body: bytes
+    headers: Any  # aiohttp's CIMultiDictProxy
+    latency_ms: float
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    deployment: Deployment,
+    request: UpstreamRequest,
+    remaining: float,
+    deadline: float,
+    max_body_bytes: int,
+) -> Answered | Outcome:
+    """POST `request`; its answer, or an Outcome for a call that got none (timeout, connection
+    failure, a body over the limit)."""
+    started = time.perf_counter()
+    try:
+        async with session.post(
+            request.url,
+            data=request.body,
+            headers=request.headers,
+            timeout=call_timeout(session, remaining),
+        ) as response:
+            raw = await read_body(response, max_body_bytes)
+            status = response.status
+            headers = response.headers
+    except BodyTooLarge:
+        return too_large(deployment, max_body_bytes)
+    except aiohttp.ConnectionTimeoutError:  # the upstream's own failure, whatever the deadline
+        message = f"upstream {deployment.provider} did not accept a connection in time"
+        return Outcome(504, error_body(504, message), attempted=True)
+    except TimeoutError:
+        return timed_out(deployment, deadline)
+    except aiohttp.ClientError as e:
+        message = f"upstream {deployment.provider} connection failed: {type(e).__name__}"
+        return Outcome(502, error_body(502, message), attempted=True)
+    return Answered(status, raw, headers, (time.perf_counter() - started) * 1000)
 
 
 async def call_upstream(
@@ -139,46 +195,35 @@ async def call_upstream(
     deadline: float,
     max_body_bytes: int,
 ) -> Outcome:
-    adapter = ADAPTERS[deployment.provider]
     prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, stream=False)
     if isinstance(prepared, Outcome):
         return prepared
     request, remaining = prepared
-    started = time.perf_counter()
-    try:
-        async with session.post(
-            request.url,
-            data=request.body,
-            headers=request.headers,
-            timeout=call_timeout(session, remaining),
-        ) as response:
-            raw = await read_body(response, max_body_bytes)
-            status = response.status
-            retry_after = retry_after_of(response.headers)
-    except BodyTooLarge:
-        return too_large(deployment, max_body_bytes)
-    except aiohttp.ConnectionTimeoutError:  # the upstream's own failure, whatever the deadline
-        message = f"upstream {deployment.provider} did not accept a connection in time"
-        return Outcome(504, error_body(504, message), attempted=True)
-    except TimeoutError:
-        return timed_out(deployment, deadline)
-    except aiohttp.ClientError as e:
-        message = f"upstream {deployment.provider} connection failed: {type(e).__name__}"
-        return Outcome(502, error_body(502, message), attempted=True)
-    latency_ms = (time.perf_counter() - started) * 1000
-    if 200 <= status < 300:
+    adapter = ADAPTERS[deployment.provider]
+    answered = await send(session, deployment, request, remaining, deadline, max_body_bytes)
+    if isinstance(answered, Outcome):
+        return answered
+    if 200 <= answered.status < 300:
         try:
-            completion, usage = adapter.parse_response(raw)
+            completion, usage = adapter.parse_response(answered.body)
         except EdgeError as e:
             return Outcome(e.status, e.body(), attempted=True)
-        return Outcome(200, completion, usage, attempted=True, latency_ms=latency_ms)
-    failed = error_outcome(deployment, status, raw, retry_after)
+        return Outcome(200, completion, usage, attempted=True, latency_ms=answered.latency_ms)
+    retry_after = retry_after_of(answered.headers)
+    failed = error_outcome(deployment, answered.status, answered.body, retry_after)
     failed.attempted = True
     return failed
 
 
-def error_outcome(deployment: Deployment, status: int, raw: bytes, retry_after: float | None) -> Outcome:
-    """A non-2xx upstream answer in the gateway's terms."""
+def error_outcome(
+    deployment: Deployment,
+    status: int,
+    raw: bytes,
+    retry_after: float | None,
+    parse_error: Callable[[int, bytes], ErrorDetail] | None = None,
+) -> Outcome:
+    """A non-2xx upstream answer in the gateway's terms (`parse_error`: the provider's error
+    shape; by default its chat adapter's)."""
     gw_status = gateway_status(status)
     if status in CREDENTIALS_REFUSED:
         # The upstream's message may quote the (masked) provider key: it stays in no answer.
@@ -198,7 +243,7 @@ def error_outcome(deployment: Deployment, status: int, raw: bytes, retry_after: 
             error_body(gw_status, message, code="upstream_credentials_refused"),
             retry_after=retry_after,
         )
-    detail = ADAPTERS[deployment.provider].parse_error(status, raw)
+    detail = (parse_error or ADAPTERS[deployment.provider].parse_error)(status, raw)
     message = (
         detail.message
         if gw_status == status

@@ -20,20 +20,36 @@ from shared.redis_settings import RedisTarget, cache_redis_from_env, redis_from_
 from shared.routing import BreakerSettings, RetrySettings, RouterSettings
 from shared.wire import validation_error_param
 
-Provider = Literal["openai", "anthropic"]
-PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic")
+Provider = Literal["openai", "anthropic", "gemini", "azure"]
+PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic", "gemini", "azure")
+# The providers served without a config file (by model-name prefix, below), which `up` and
+# compose start a worker for; the others serve the deployments a config file names.
+DEFAULT_PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic")
 
 DEFAULT_BASE_URLS: dict[str, str] = {
-    # As the official SDKs read them: OpenAI's with /v1, Anthropic's without.
+    # As the official SDKs read them: OpenAI's with /v1, Anthropic's without, Gemini's with its
+    # API version. Azure has none: each resource has its own (https://<resource>.openai.azure.com).
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+    "azure": "",
 }
-BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
-API_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+BASE_URL_ENV = {
+    "openai": "OPENAI_BASE_URL",
+    "anthropic": "ANTHROPIC_BASE_URL",
+    "gemini": "GEMINI_BASE_URL",
+    "azure": "AZURE_OPENAI_ENDPOINT",
+}
+API_KEY_ENV = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "azure": "AZURE_OPENAI_API_KEY",
+}
 
 # Without a config file, models are routed by name prefix.
 DEFAULT_PREFIXES: dict[str, tuple[str, ...]] = {
-    "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-"),
+    "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-"),
     "anthropic": ("claude-",),
 }
 # What GET /v1/models lists when no config file names the models.
@@ -69,6 +85,8 @@ class Deployment(msgspec.Struct, frozen=True):
     timeout_s: float | None = None  # bounds one upstream call (the request's deadline too)
     stream_timeout_s: float | None = None  # ... of a streamed call, instead of timeout_s
     api_key: str = ""  # written in the file itself (LiteLLM allows it); wins over api_key_env
+    api_version: str | None = None  # Azure: the api-version query, or "v1" for /openai/v1
+    auth: Literal["api-key", "bearer"] | None = None  # Azure: its api-key header or a bearer token
 
     def __repr__(self) -> str:  # never a key in a log line
         return f"Deployment({self.id!r}, {self.provider}, {self.model!r}, {self.base_url!r})"
@@ -95,6 +113,8 @@ class _DeploymentIn(msgspec.Struct, forbid_unknown_fields=True):
     timeout_s: Seconds | None = None
     stream_timeout_s: Seconds | None = None
     api_key: str | None = None
+    api_version: str | None = None
+    auth: Literal["api-key", "bearer"] | None = None
 
 
 class LoadedConfig(msgspec.Struct, frozen=True):
@@ -132,7 +152,13 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
     for i, d in entries:
         base_url = d.base_url or lookup.get(BASE_URL_ENV[d.provider]) or DEFAULT_BASE_URLS[d.provider]
         if not base_url.startswith(("http://", "https://")):
-            raise _refusal(source, ("model_list", i), "base_url must start with http:// or https://")
+            why = "base_url must start with http:// or https://"
+            if d.provider == "azure" and not base_url:
+                why = (
+                    "azure deployments need a base_url (https://<resource>.openai.azure.com) "
+                    "or AZURE_OPENAI_ENDPOINT"
+                )
+            raise _refusal(source, ("model_list", i), why)
         deployments.append(
             Deployment(
                 model_name=d.model_name,
@@ -150,6 +176,8 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
                 timeout_s=d.timeout_s,
                 stream_timeout_s=d.stream_timeout_s,
                 api_key=d.api_key or "",
+                api_version=d.api_version,
+                auth=d.auth,
             )
         )
     unknown = router.unknown_groups({d.model_name for d in deployments})
@@ -186,7 +214,7 @@ class ModelTable:
         self._templates: dict[str, Deployment] = {}
         self._routed: OrderedDict[str, Deployment] = OrderedDict()
         if by_prefix:
-            for provider in PROVIDERS:
+            for provider in DEFAULT_PROVIDERS:
                 base_url = (env.get(BASE_URL_ENV[provider]) or DEFAULT_BASE_URLS[provider]).rstrip("/")
                 d = Deployment(
                     model_name="*",
@@ -250,7 +278,7 @@ class ModelTable:
     def providers(self) -> set[str]:
         if self._exact:
             return {ds[0].provider for ds in self._exact.values()}
-        return set(PROVIDERS)
+        return set(DEFAULT_PROVIDERS)
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:

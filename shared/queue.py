@@ -33,6 +33,10 @@ WORKER_DEAD_AFTER_S = 2.0
 # A deployment's per-minute usage hash outlives its minute just long enough to be read.
 USAGE_TTL_S = 120
 
+# What a job asks its upstream for: a chat completion, or embeddings (/v1/embeddings). Both go
+# through the same queue, worker pool, reply stream and cache; only the upstream call differs.
+JobKind = Literal["chat", "embeddings"]
+
 
 class KeyCharge(msgspec.Struct, frozen=True):
     """Where a virtual key's usage of this job is booked when the worker publishes its answer
@@ -62,6 +66,7 @@ class Job(msgspec.Struct, frozen=True):
     # parallel, tpm or budget limit.
     slot: str | None = None
     charge: KeyCharge | None = None  # set for every virtual key's job
+    kind: JobKind = "chat"
 
 
 class Reply(msgspec.Struct, frozen=True):

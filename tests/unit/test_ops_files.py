@@ -22,7 +22,7 @@ import yaml
 
 from edge_agent.cli import build_parser
 from shared import keyspace
-from shared.config import PROVIDERS, load_config_file
+from shared.config import DEFAULT_PROVIDERS, load_config_file
 from shared.redis_settings import parse_sentinels
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ DOCKERFILE = OPS / "Dockerfile"
 DASHBOARD = OPS / "grafana" / "dashboards" / "edge.json"
 
 EDGE_IMAGE = "llm-edge-agent"
-WORKER_SERVICES = {f"worker-{p}": p for p in PROVIDERS}
+WORKER_SERVICES = {f"worker-{p}": p for p in DEFAULT_PROVIDERS}
 DEFAULT_SERVICES = {"redis", "front", *WORKER_SERVICES}
 # Metrics the deployment files may reference before the code defines them. Empty on purpose:
 # worker autoscaling reads the Redis queue directly (ops/k8s/keda-scaledobjects.yaml), so no
@@ -548,7 +548,7 @@ def test_k8s_model_list_is_a_valid_edge_config(tmp_path: Path) -> None:
     copy = tmp_path / path.name
     copy.write_text(models["data"][path.name])
     deployments, _ = load_config_file(str(copy), {})
-    assert {d.provider for d in deployments} == set(PROVIDERS)
+    assert {d.provider for d in deployments} == set(DEFAULT_PROVIDERS)
 
 
 def test_keda_scales_each_worker_pool_on_its_own_queue() -> None:

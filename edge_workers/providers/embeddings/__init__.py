@@ -1,0 +1,16 @@
+"""Embeddings adapters, one module per provider wire format. `EMBEDDERS` maps a provider name
+to its adapter; a provider missing here answers embeddings requests with a 400."""
+
+from __future__ import annotations
+
+from edge_workers.providers.embeddings.base import Answer, Embedder, EmbeddingsCall
+from edge_workers.providers.embeddings.gemini import GeminiEmbedder
+from edge_workers.providers.embeddings.openai import AzureEmbedder, OpenAIEmbedder
+
+EMBEDDERS: dict[str, Embedder] = {
+    "openai": OpenAIEmbedder(),
+    "azure": AzureEmbedder(),
+    "gemini": GeminiEmbedder(),
+}
+
+__all__ = ["EMBEDDERS", "Answer", "Embedder", "EmbeddingsCall"]
