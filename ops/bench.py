@@ -11,6 +11,12 @@ measures, each scenario `--runs` times, reporting medians:
 - streaming: time to first token and gap between chunks, gateway minus direct, at 1 and 64
   concurrent streams (ops/stream_load.py; the upstream sends 20 chunks 10 ms apart);
 - resident memory (RSS) of the front and the worker after the load.
+
+    ./edge bench --embeddings [--runs 5] [--duration 5]
+
+measures only the c=1 miss of POST /v1/embeddings next to the chat miss (each against the
+upstream direct, alternating runs): one short text, base64 (the openai SDK's default) of
+text-embedding-3-small's 1536 dimensions, every request a unique text.
 """
 
 from __future__ import annotations
@@ -46,7 +52,12 @@ local system = os.getenv("BENCH_SYSTEM") or ""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "x")
+local embeddings = os.getenv("BENCH_KIND") == "embeddings"
 local function body(n)
+  if embeddings then
+    return '{"model":"text-embedding-3-small","input":"benchmark ' .. prefix .. ' ' .. n ..
+           '","encoding_format":"base64"}'
+  end
   return '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"' .. system ..
          '"},{"role":"user","content":"benchmark ' .. prefix .. ' ' .. n .. '"}],"temperature":0}'
 end
@@ -129,9 +140,15 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument(
+        "--embeddings", action="store_true", help="only the c=1 miss of embeddings next to chat's"
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk not found; install it (Debian: apt-get install wrk)")
+    if args.embeddings:
+        embeddings_bench(args.runs, args.duration)
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     script = tmp / "chat.lua"
@@ -221,6 +238,44 @@ def main() -> None:
     print("| measure | value | target |\n|---|---:|---|")
     for name, value, target in rows:
         print(f"| {name} | {value:,.2f} | {target} |")
+
+
+def embeddings_bench(runs: int, duration: int) -> None:
+    """Chat's and embeddings' c=1 miss, added over the upstream direct, in alternating runs (the
+    machine drifts more between minutes than the two differ)."""
+    tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    script = tmp / "bench.lua"
+    script.write_text(WRK_SCRIPT)
+    stack = DevStack(env_overrides={"LOG_LEVEL": "WARNING"})
+    results: dict[str, list[Run]] = {}
+    try:
+        stack.start_redis()
+        stack.start_upstream()
+        stack.start_worker("openai")
+        front = stack.start_front(wait_path="/health/ready")
+        urls = {
+            "chat": (f"{front.url}/v1/chat/completions", f"{stack.upstream_url}/v1/chat/completions"),
+            "embeddings": (f"{front.url}/v1/embeddings", f"{stack.upstream_url}/v1/embeddings"),
+        }
+        base_env = {**stack.env, "BENCH_KEY": MASTER_KEY, "BENCH_SYSTEM": SYSTEM, "BENCH_UNIQUE": "1"}
+        for kind in urls:  # warm up both paths
+            wrk(urls[kind][0], 4, 2, script, {**base_env, "BENCH_KIND": kind, "BENCH_PREFIX": "warm"})
+        for i in range(runs):
+            for kind, (gateway, direct) in urls.items():
+                for where, url in (("gateway", gateway), ("direct", direct)):
+                    env = {**base_env, "BENCH_KIND": kind, "BENCH_PREFIX": f"{kind}{where}{i}"}
+                    results.setdefault(f"{kind} {where}", []).append(wrk(url, 1, duration, script, env))
+    finally:
+        stack.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    errors = sum(r.errors for rs in results.values() for r in rs)
+    print(f"\n{runs} alternating runs of {duration} s each, medians; non-2xx or socket errors: {errors}\n")
+    print("| measure | chat | embeddings |\n|---|---:|---:|")
+    for label, attr in (("miss, c=1: added p50 ms", "p50_ms"), ("miss, c=1: added p99 ms", "p99_ms")):
+        added = [median(results[f"{k} gateway"], attr) - median(results[f"{k} direct"], attr) for k in urls]
+        print(f"| {label} | {added[0]:.2f} | {added[1]:.2f} |")
+    direct = [median(results[f"{k} direct"], "p50_ms") for k in urls]
+    print(f"| direct to upstream, c=1: p50 ms | {direct[0]:.2f} | {direct[1]:.2f} |")
 
 
 if __name__ == "__main__":
