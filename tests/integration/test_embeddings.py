@@ -16,7 +16,7 @@ import pytest
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
 from edge_agent.fake_upstream.embeddings import dimensions_of, tokens_for, vector_for
-from tests.integration.conftest import fake_stats, sdk, wait_until
+from tests.integration.conftest import fake_stats, sample, scrape, sdk, wait_until
 
 AZURE_KEY = "azure-secret-key"
 GEMINI_KEY = "gemini-secret-key"
@@ -29,6 +29,11 @@ model_list:
   - {model_name: azure-v1-embed, provider: azure, model: text-embedding-3-small, base_url: AZURE,
      api_version: v1}
   - {model_name: gemini-embed, provider: gemini, model: gemini-embedding-001, base_url: GEMINI}
+  # One group over two providers: the first deployment's upstream always fails.
+  - {model_name: failover-embed, provider: openai, model: text-embedding-3-small, base_url: BROKEN,
+     priority: 0}
+  - {model_name: failover-embed, provider: gemini, model: gemini-embedding-001, base_url: GEMINI,
+     priority: 1}
 """
 UPSTREAM_MODELS = {
     "azure-embed": "my-embed-deployment",
@@ -56,8 +61,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
         # provider's own header.
         azure = dev.spawn_upstream("--require-key", AZURE_KEY)
         gemini = dev.spawn_upstream("--require-key", GEMINI_KEY)
+        broken = dev.spawn_upstream("--error-rate", "1", "--error-status", "503")
         config = logs / "config.yaml"
-        config.write_text(CONFIG.replace("AZURE", azure).replace("GEMINI", f"{gemini}/v1beta"))
+        config.write_text(
+            CONFIG.replace("AZURE", azure)
+            .replace("GEMINI", f"{gemini}/v1beta")
+            .replace("BROKEN", f"{broken}/v1")
+        )
         dev.env_overrides["EDGE_CONFIG"] = str(config)
         dev.upstreams = {"azure": azure, "gemini": gemini}  # type: ignore[attr-defined]
         for provider in ("openai", "azure", "gemini"):
@@ -254,3 +264,30 @@ def test_a_virtual_key_is_limited_to_its_models_and_booked(front: Front) -> None
     assert info["prompt_tokens"] == tokens_for("key probe") + tokens_for("booked text here")
     assert info["completion_tokens"] == 0
     assert info["spend"] > 0  # text-embedding-3-small's price, from genai-prices
+
+
+def test_a_failing_deployment_falls_over_to_another_provider(client: openai.OpenAI, front: Front) -> None:
+    answer = client.embeddings.with_raw_response.create(
+        model="failover-embed", input="fail over", dimensions=32
+    )
+    assert answer.headers["x-edge-provider"] == "gemini"
+    assert answer.headers["x-edge-attempts"] == "2"
+    assert answer.parse().data[0].embedding == vector_for("fail over", 32)
+
+
+def test_embeddings_are_metered_as_chat_is(client: openai.OpenAI, front: Front) -> None:
+    def prompt_tokens() -> float:
+        return sample(
+            scrape(f"{front.url}/metrics"),
+            "llm_edge_tokens_total",
+            provider="openai",
+            model="text-embedding-3-small",
+            type="prompt",
+        )
+
+    before = prompt_tokens()
+    answer = client.embeddings.with_raw_response.create(
+        model="text-embedding-3-small", input="metered words here"
+    )
+    assert float(answer.headers["x-edge-cost-usd"]) > 0
+    assert prompt_tokens() == before + tokens_for("metered words here")
