@@ -12,6 +12,7 @@ import msgspec
 
 from edge_workers.providers.base import UpstreamRequest
 from edge_workers.providers.embeddings.base import Answer, EmbeddingsCall, batches, estimated_tokens
+from edge_workers.providers.embeddings.openai import OPENAI_ERRORS
 from shared.config import Deployment
 from shared.errors import EdgeError
 from shared.wire import ErrorDetail
@@ -126,9 +127,8 @@ class GeminiEmbedder:
     def parse_error(self, status: int, body: bytes) -> ErrorDetail:
         try:
             error = _decode_error(body).error
-        except msgspec.DecodeError:
-            text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
-            return ErrorDetail(message=f"upstream answered {status}: {text}", type="upstream_error")
+        except msgspec.DecodeError:  # not Google's envelope (a proxy's page...): OpenAI's reading
+            return OPENAI_ERRORS.parse_error(status, body)
         kind = _TYPES.get(error.status, "invalid_request_error" if status < 500 else "upstream_error")
         return ErrorDetail(
             message=error.message or f"HTTP {status}", type=kind, code=error.status.lower() or None

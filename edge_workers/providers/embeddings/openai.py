@@ -11,6 +11,7 @@ import msgspec
 
 from edge_workers.providers.base import UpstreamRequest
 from edge_workers.providers.embeddings.base import Answer, EmbeddingsCall
+from edge_workers.providers.openai import OpenAIAdapter
 from shared.config import Deployment
 from shared.embeddings_wire import EmbeddingsResponse, from_base64
 from shared.errors import EdgeError
@@ -19,6 +20,7 @@ from shared.wire import ErrorDetail, ErrorEnvelope
 _encode = msgspec.json.Encoder().encode
 _decode_answer = msgspec.json.Decoder(EmbeddingsResponse).decode
 _decode_error = msgspec.json.Decoder(ErrorEnvelope).decode
+OPENAI_ERRORS = OpenAIAdapter()
 
 # The newest GA api-version when none is configured (dimensions and base64 need 2023-05-15+).
 AZURE_API_VERSION = "2024-10-21"
@@ -63,11 +65,7 @@ class OpenAIEmbedder:
         return call.answer(vectors, tokens), tokens
 
     def parse_error(self, status: int, body: bytes) -> ErrorDetail:
-        try:
-            return _decode_error(body).error
-        except msgspec.DecodeError:
-            text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
-            return ErrorDetail(message=f"upstream answered {status}: {text}", type="upstream_error")
+        return OPENAI_ERRORS.parse_error(status, body)  # the chat adapter's: the same envelope
 
 
 class AzureEmbedder(OpenAIEmbedder):
