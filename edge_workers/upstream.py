@@ -165,7 +165,7 @@ async def send(
     started = time.perf_counter()
     try:
         async with session.post(
-            request.url,
+            request.target,
             data=request.body,
             headers=request.headers,
             timeout=call_timeout(session, remaining),

@@ -14,8 +14,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from edge_agent.fake_upstream import embeddings, gemini_embeddings
+from edge_agent.fake_upstream import bedrock_embeddings, embeddings, gemini_embeddings
 from edge_agent.fake_upstream.anthropic_api import AnthropicApi
+from edge_agent.fake_upstream.bedrock_embeddings import BedrockEmbeddingsApi
 from edge_agent.fake_upstream.common import Settings, Stats, json_response
 from edge_agent.fake_upstream.embeddings import AzureEmbeddingsApi, OpenAIEmbeddingsApi
 from edge_agent.fake_upstream.gemini_embeddings import GeminiEmbeddingsApi
@@ -78,6 +79,7 @@ def create_app(
     app.router.add_post("/v1/messages", AnthropicApi(settings, stats).handle)
     embeddings.add_routes(app, OpenAIEmbeddingsApi(settings, stats), AzureEmbeddingsApi(settings, stats))
     gemini_embeddings.add_routes(app, GeminiEmbeddingsApi(settings, stats))
+    bedrock_embeddings.add_routes(app, BedrockEmbeddingsApi(settings, stats))
     app.router.add_get("/_fake/stats", get_stats)
     app.router.add_post("/_fake/reset", reset)
     app.router.add_get("/_fake/config", get_config)

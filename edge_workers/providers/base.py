@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import msgspec
+from yarl import URL
 
 from shared.config import Deployment
 from shared.wire import ChatCompletionChunk, ErrorDetail, Usage
@@ -36,6 +37,13 @@ class UpstreamRequest(msgspec.Struct):
     url: str
     headers: dict[str, str]
     body: bytes
+    # The URL is already percent-encoded and must go out byte for byte (a signed path: aiohttp
+    # would otherwise turn Bedrock's `%3A` back into `:`, and the signature would not match).
+    encoded: bool = False
+
+    @property
+    def target(self) -> str | URL:
+        return URL(self.url, encoded=True) if self.encoded else self.url
 
 
 class Adapter(Protocol):

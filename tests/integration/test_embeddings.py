@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
+from edge_agent.fake_upstream.bedrock_embeddings import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from edge_agent.fake_upstream.embeddings import dimensions_of, tokens_for, vector_for
 from tests.integration.conftest import fake_stats, sample, scrape, sdk, wait_until
 
@@ -29,6 +30,8 @@ model_list:
   - {model_name: azure-v1-embed, provider: azure, model: text-embedding-3-small, base_url: AZURE,
      api_version: v1}
   - {model_name: gemini-embed, provider: gemini, model: gemini-embedding-001, base_url: GEMINI}
+  - {model_name: titan-embed, provider: bedrock, model: "amazon.titan-embed-text-v2:0", base_url: UPSTREAM}
+  - {model_name: cohere-embed, provider: bedrock, model: cohere.embed-english-v3, base_url: UPSTREAM}
   # One group over two providers: the first deployment's upstream always fails.
   - {model_name: failover-embed, provider: openai, model: text-embedding-3-small, base_url: BROKEN,
      priority: 0}
@@ -39,7 +42,17 @@ UPSTREAM_MODELS = {
     "azure-embed": "my-embed-deployment",
     "azure-v1-embed": "text-embedding-3-small",
     "gemini-embed": "gemini-embedding-001",
+    "titan-embed": "amazon.titan-embed-text-v2:0",
+    "cohere-embed": "cohere.embed-english-v3",
 }
+ALL = [
+    "text-embedding-3-small",
+    "azure-embed",
+    "azure-v1-embed",
+    "gemini-embed",
+    "titan-embed",
+    "cohere-embed",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +64,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
             "EDGE_BREAKER_FAILURES": "1000000",
             "AZURE_OPENAI_API_KEY": AZURE_KEY,
             "GEMINI_API_KEY": GEMINI_KEY,
+            # What the fake Bedrock checks the SigV4 signature against.
+            "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
+            "AWS_REGION": "us-west-2",
         },
         log_dir=logs,
     )
@@ -67,10 +84,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
             CONFIG.replace("AZURE", azure)
             .replace("GEMINI", f"{gemini}/v1beta")
             .replace("BROKEN", f"{broken}/v1")
+            .replace("UPSTREAM", dev.upstream_url)
         )
         dev.env_overrides["EDGE_CONFIG"] = str(config)
         dev.upstreams = {"azure": azure, "gemini": gemini}  # type: ignore[attr-defined]
-        for provider in ("openai", "azure", "gemini"):
+        for provider in ("openai", "azure", "gemini", "bedrock"):
             dev.start_worker(provider)
         dev.front = dev.start_front()  # type: ignore[attr-defined]
         yield dev
@@ -92,7 +110,7 @@ def floats32(vector: list[float]) -> list[float]:
     return list(struct.unpack(f"<{len(vector)}f", struct.pack(f"<{len(vector)}f", *vector)))
 
 
-@pytest.mark.parametrize("model", ["text-embedding-3-small", "azure-embed", "azure-v1-embed", "gemini-embed"])
+@pytest.mark.parametrize("model", ALL)
 def test_one_string_as_float_and_as_the_sdks_default_base64(client: openai.OpenAI, model: str) -> None:
     text = f"the quick brown fox ({model})"
     dims = dimensions_of(UPSTREAM_MODELS.get(model, model))
@@ -104,35 +122,51 @@ def test_one_string_as_float_and_as_the_sdks_default_base64(client: openai.OpenA
     # components are exact in float32).
     as_b64 = client.embeddings.create(model=model, input=text)
     assert as_b64.data[0].embedding == as_float.data[0].embedding
-    if model != "gemini-embed":
+    if model not in ("gemini-embed",):
         assert as_float.usage.prompt_tokens == tokens_for(text) == as_float.usage.total_tokens
     else:  # Gemini reports no token count: estimated from the text, 4 bytes a token
         assert as_float.usage.prompt_tokens == -(-len(text.encode()) // 4)
 
 
 def test_base64_on_the_wire_is_little_endian_float32(front: Front) -> None:
-    for model in ("text-embedding-3-small", "gemini-embed"):  # passed through / made by the worker
+    # passed through from OpenAI; made by the worker for Gemini and Bedrock
+    for model, dims in (("text-embedding-3-small", 8), ("gemini-embed", 8), ("titan-embed", 256)):
         answer = httpx.post(
             f"{front.url}/v1/embeddings",
-            json={"model": model, "input": "wire check", "encoding_format": "base64", "dimensions": 8},
+            json={"model": model, "input": "wire check", "encoding_format": "base64", "dimensions": dims},
             headers={"Authorization": f"Bearer {MASTER_KEY}"},
             timeout=30,
         )
         assert answer.status_code == 200, answer.text
         raw = base64.b64decode(answer.json()["data"][0]["embedding"])
-        assert list(struct.unpack("<8f", raw)) == floats32(vector_for("wire check", 8))
+        assert list(struct.unpack(f"<{dims}f", raw)) == floats32(vector_for("wire check", dims))
 
 
-@pytest.mark.parametrize("model", ["text-embedding-3-small", "azure-embed", "gemini-embed"])
+@pytest.mark.parametrize("model", ["text-embedding-3-small", "azure-embed", "gemini-embed", "titan-embed"])
 def test_a_list_keeps_its_order_and_dimensions_apply(client: openai.OpenAI, model: str) -> None:
-    texts = [f"item {i} of a batch for {model}" for i in range(150)]  # Gemini: two batch calls
-    answer = client.embeddings.create(model=model, input=texts, dimensions=64)
+    # Gemini: two batch calls; Titan: 150 calls (one text each)
+    texts = [f"item {i} of a batch for {model}" for i in range(150)]
+    dims = 256 if model == "titan-embed" else 64  # Titan v2 takes 256, 512 or 1024
+    answer = client.embeddings.create(model=model, input=texts, dimensions=dims)
     assert [e.index for e in answer.data] == list(range(150))
-    assert [e.embedding for e in answer.data] == [vector_for(t, 64) for t in texts]
+    assert [e.embedding for e in answer.data] == [vector_for(t, dims) for t in texts]
+
+
+def test_cohere_batches_of_96_with_its_token_counts(client: openai.OpenAI) -> None:
+    texts = [f"cohere text {i}" for i in range(200)]  # three calls
+    answer = client.embeddings.create(model="cohere-embed", input=texts, encoding_format="float")
+    assert [e.embedding for e in answer.data] == [vector_for(t, 1024) for t in texts]
+    assert answer.usage.prompt_tokens == sum(tokens_for(t) for t in texts)  # Bedrock's header, summed
+    with pytest.raises(openai.BadRequestError) as refused:  # v3 has no output_dimension
+        client.embeddings.create(model="cohere-embed", input="x", dimensions=256)
+    assert refused.value.body["param"] == "dimensions"  # type: ignore[index]
     assert answer.model  # the upstream's model name
 
 
-def test_token_arrays_go_to_openai_and_are_refused_for_gemini(client: openai.OpenAI) -> None:
+@pytest.mark.parametrize(("refusing", "provider"), [("gemini-embed", "gemini"), ("titan-embed", "bedrock")])
+def test_token_arrays_go_to_openai_and_are_refused_elsewhere(
+    client: openai.OpenAI, refusing: str, provider: str
+) -> None:
     one = client.embeddings.create(model="text-embedding-3-small", input=[101, 202, 303], dimensions=16)
     assert one.data[0].embedding == vector_for([101, 202, 303], 16)
     assert one.usage.prompt_tokens == 3
@@ -140,9 +174,9 @@ def test_token_arrays_go_to_openai_and_are_refused_for_gemini(client: openai.Ope
     assert [e.embedding for e in many.data] == [vector_for([1, 2], 16), vector_for([3, 4, 5], 16)]
     assert many.usage.prompt_tokens == 5
     with pytest.raises(openai.BadRequestError) as refused:
-        client.embeddings.create(model="gemini-embed", input=[1, 2, 3])
+        client.embeddings.create(model=refusing, input=[1, 2, 3])
     assert refused.value.status_code == 400
-    assert "Token arrays cannot be sent to provider gemini" in refused.value.message
+    assert f"Token arrays cannot be sent to provider {provider}" in refused.value.message
     assert refused.value.body["param"] == "input"  # type: ignore[index]
 
 
@@ -197,6 +231,11 @@ def test_upstream_errors_are_mapped(client: openai.OpenAI) -> None:
         client.embeddings.create(model="gemini-embed", input="x", dimensions=5000)
     assert "outputDimensionality" in refused.value.message
     assert refused.value.body["code"] == "invalid_argument"  # type: ignore[index]
+    with pytest.raises(openai.RateLimitError):  # Bedrock's ThrottlingException
+        client.embeddings.create(model="titan-embed", input="throttled [[fake:status=429]]")
+    with pytest.raises(openai.BadRequestError) as invalid:  # Bedrock's ValidationException, its words
+        client.embeddings.create(model="titan-embed", input="x", dimensions=300)
+    assert "#/dimensions" in invalid.value.body["message"]  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as unsupported:  # OpenAI's own 400, as it said it
         client.embeddings.create(model="text-embedding-ada-002", input="x", dimensions=8)
     assert unsupported.value.body["message"] == "This model does not support specifying dimensions."  # type: ignore[index]

@@ -192,3 +192,88 @@ def test_a_count_mismatch_is_a_502() -> None:
     with pytest.raises(EdgeError) as failed:
         EMBEDDERS["gemini"].parse_answers(call, [(b'{"embeddings": [{"values": [1.0]}]}', {})])
     assert failed.value.status == 502
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+
+
+def test_bedrock_titan_is_one_signed_call_per_text(aws: None) -> None:
+    d = deployment("bedrock", "https://bedrock-runtime.eu-west-1.amazonaws.com")
+    call = EmbeddingsCall(
+        {"model": "m", "input": ["a", "b"], "dimensions": 512}, "amazon.titan-embed-text-v2:0"
+    )
+    requests = EMBEDDERS["bedrock"].build_requests(call, d, "")
+    url = "https://bedrock-runtime.eu-west-1.amazonaws.com/model/amazon.titan-embed-text-v2%3A0/invoke"
+    assert [r.url for r in requests] == [url, url] and all(r.encoded for r in requests)
+    assert [decode(r.body) for r in requests] == [
+        {"inputText": "a", "dimensions": 512},
+        {"inputText": "b", "dimensions": 512},
+    ]
+    auth = requests[0].headers["Authorization"]
+    assert (
+        auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+        and "/eu-west-1/bedrock/aws4_request" in auth
+    )
+    answers = [
+        (b'{"embedding": [0.5], "inputTextTokenCount": 3}', {}),
+        (b'{"embedding": [1.0], "inputTextTokenCount": 4}', {}),
+    ]
+    body, tokens = EMBEDDERS["bedrock"].parse_answers(call, answers)
+    assert [e["embedding"] for e in decode(body)["data"]] == [[0.5], [1.0]] and tokens == 7
+    with pytest.raises(EdgeError):  # v1 has a fixed size
+        EMBEDDERS["bedrock"].build_requests(
+            EmbeddingsCall({"model": "m", "input": "a", "dimensions": 8}, "amazon.titan-embed-text-v1"), d, ""
+        )
+
+
+def test_bedrock_cohere_batches_96_and_maps_its_options(aws: None) -> None:
+    d = deployment("bedrock", "https://bedrock-runtime.us-east-1.amazonaws.com")
+    texts = [f"t{i}" for i in range(100)]
+    call = EmbeddingsCall(
+        {"model": "m", "input": texts, "input_type": "search_query", "dimensions": 256},
+        "us.cohere.embed-v4:0",
+    )
+    requests = EMBEDDERS["bedrock"].build_requests(call, d, "")
+    bodies = [decode(r.body) for r in requests]
+    assert [len(b["texts"]) for b in bodies] == [96, 4]
+    assert bodies[1] == {"texts": texts[96:], "input_type": "search_query", "output_dimension": 256}
+    answers = [
+        (
+            msgspec.json.encode({"embeddings": {"float": [[1.0]] * 96}}),
+            {"X-Amzn-Bedrock-Input-Token-Count": "96"},
+        ),
+        (msgspec.json.encode({"embeddings": [[2.0]] * 4}), {"X-Amzn-Bedrock-Input-Token-Count": "8"}),
+    ]
+    body, tokens = EMBEDDERS["bedrock"].parse_answers(call, answers)
+    assert len(decode(body)["data"]) == 100 and tokens == 104
+    v3 = EmbeddingsCall({"model": "m", "input": "a"}, "cohere.embed-english-v3")
+    assert decode(EMBEDDERS["bedrock"].build_requests(v3, d, "")[0].body)["input_type"] == "search_document"
+    with pytest.raises(EdgeError) as refused:
+        EMBEDDERS["bedrock"].build_requests(
+            EmbeddingsCall({"model": "m", "input": "a"}, "amazon.nova-lite-v1:0"), d, ""
+        )
+    assert refused.value.param == "model"
+
+
+def test_the_fake_bedrock_refuses_a_signature_over_another_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from edge_agent.fake_upstream.bedrock_embeddings import (
+        FAKE_ACCESS_KEY_ID,
+        FAKE_SECRET_ACCESS_KEY,
+        signature_problem,
+    )
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_ACCESS_KEY)
+    d = deployment("bedrock", "http://127.0.0.1:9")
+    call = EmbeddingsCall({"model": "m", "input": "a"}, "amazon.titan-embed-text-v2:0")
+    [signed] = EMBEDDERS["bedrock"].build_requests(call, d, "")
+    path = signed.url.removeprefix("http://127.0.0.1:9")
+    request = make_mocked_request("POST", path, headers={**signed.headers, "Host": "127.0.0.1:9"})
+    assert signature_problem(request, signed.body) is None
+    assert signature_problem(request, signed.body + b" ") is not None
