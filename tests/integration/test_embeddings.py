@@ -330,3 +330,14 @@ def test_embeddings_are_metered_as_chat_is(client: openai.OpenAI, front: Front) 
     )
     assert float(answer.headers["x-edge-cost-usd"]) > 0
     assert prompt_tokens() == before + tokens_for("metered words here")
+
+
+def test_embeddings_want_post_and_a_key(front: Front) -> None:
+    got = httpx.get(
+        f"{front.url}/v1/embeddings", headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10
+    )
+    assert got.status_code == 405 and got.headers["allow"] == "POST"
+    anonymous = httpx.post(
+        f"{front.url}/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"}
+    )
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["type"] == "authentication_error"
