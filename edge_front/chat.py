@@ -1,18 +1,16 @@
-"""POST /v1/chat/completions: validate, look in L1 then L2, else queue for a provider worker.
+"""POST /v1/chat/completions: validate, look in L1, then in one round trip L2 or the queue.
 
-Redis round trips per request: L1 hit 0; L2 hit 1 (GET); miss 2 (GET, then one pipelined
-enqueue, or for a virtual key with rpm/parallel limits one script that also admits and charges
-it: shared/admission.py) plus the shared reply reader's XREAD, amortized over every waiting
-request. A streamed miss is the same, its chunks arriving through the same reader.
-"""
+Redis round trips per request: L1 hit 0; L2 hit 1; miss 1: the miss script
+(shared/miss_script.py) returns the L2 entry, or joins an identical request in flight
+(shared/flights.py), or admits the virtual key and enqueues the job. With the L2 cache in its
+own Redis (CACHE_REDIS_URL), a GET there comes first: 2. The shared reply reader's XREAD is
+amortized over every waiting request. A streamed miss is the same, its chunks arriving through
+the same reader."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import msgspec
 from redis.exceptions import RedisError
@@ -20,51 +18,22 @@ from starlette.types import Receive, Scope, Send
 
 from edge_front import access_log, metrics
 from edge_front.access_log import RequestFacts
-from edge_front.dispatch import Miss, Served, dispatch
+from edge_front.dispatch import L2Hit, Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
+from edge_front.inbound import Parse, parse_chat
 from edge_front.keys import Identity
-from edge_front.reservation import TokenEstimator, completion_tokens
 from edge_front.state import FrontState
 from edge_front.streams import LiveStream, relay, replay_body, send_sse
 from shared import keyspace
 from shared.admission import KeyLimits
-from shared.cache_keys import chat_cache_key
 from shared.config import MAX_ROUTED_MODELS, Deployment
 from shared.costs import format_usd, split_cost
 from shared.errors import EdgeError
-from shared.json_limits import MAX_JSON_DEPTH, too_deep
 from shared.keys import budget_period
-from shared.queue import JobKind, KeyCharge, Reply
+from shared.queue import KeyCharge, Reply
 from shared.routing import is_retryable
-from shared.wire import ChatCompletionRequest, validation_error_param
 
 log = logging.getLogger("edge.front")
-_decode_json = msgspec.json.decode
-T = TypeVar("T")
-
-
-def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
-    """The client's JSON object (forwarded as-is) and its validated view. Raises EdgeError(400)."""
-    return parse_request(body, ChatCompletionRequest)
-
-
-def parse_request(body: bytes, shape: type[T]) -> tuple[dict[str, Any], T]:
-    """The client's JSON object and its view as `shape` (an endpoint's request Struct).
-    Raises EdgeError(400)."""
-    if too_deep(body):  # msgspec would recurse (RecursionError) and so would workers
-        raise EdgeError(400, f"Request body nests deeper than {MAX_JSON_DEPTH} levels.")
-    try:
-        raw = _decode_json(body)
-    except msgspec.DecodeError as e:
-        raise EdgeError(400, f"Request body is not valid JSON: {e}") from None
-    if not isinstance(raw, dict):
-        raise EdgeError(400, "Request body must be a JSON object.")
-    try:
-        return raw, msgspec.convert(raw, shape)
-    except msgspec.ValidationError as e:
-        message, param = validation_error_param(e)
-        where = f" (at '{param}')" if param else ""
-        raise EdgeError(400, f"Invalid request: {message}{where}", param=param) from None
 
 
 def cache_control(headers: dict[bytes, bytes]) -> tuple[bool, bool]:
@@ -78,6 +47,7 @@ def cache_control(headers: dict[bytes, bytes]) -> tuple[bool, bool]:
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 _MISS = (b"x-edge-cache", b"miss")
+_JOINED = (b"x-edge-cache", b"joined")
 # Hit headers per (tier, deployment): built once, not per hit. Bounded by the deployments served
 # (without a config file, by the models asked for: cleared if it ever grows past that).
 _hit_headers: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}
@@ -104,38 +74,6 @@ class Replay(msgspec.Struct):
     body: bytes
     headers: list[tuple[bytes, bytes]]
     source: str
-
-
-@dataclass
-class Inbound:
-    """What an endpoint makes of its request body, for the path every endpoint shares (cache,
-    routing, admission, dispatch, answer): chat completions here, embeddings in
-    `edge_front.embeddings`."""
-
-    kind: JobKind
-    model: str
-    cache_key: str  # already scoped to the caller's cache namespace
-    stream: bool = False
-    include_usage: bool = False
-    # (prompt tokens, the most the answer may hold), for a key that reserves; given the loaded
-    # estimator and the configured completion reserve.
-    estimate: Callable[[TokenEstimator, int], tuple[int, int]] | None = None
-
-
-Parse = Callable[[bytes, Identity], Inbound]
-
-
-def parse_chat(body: bytes, identity: Identity) -> Inbound:
-    raw, chat = parse_chat_request(body)
-    stream = bool(chat.stream)
-    return Inbound(
-        "chat",
-        chat.model,
-        chat_cache_key(raw, identity.namespace),
-        stream,
-        bool(stream and chat.stream_options and chat.stream_options.include_usage),
-        lambda estimator, reserve: (estimator.prompt(chat), completion_tokens(chat, reserve)),
-    )
 
 
 async def chat_completions(
@@ -173,10 +111,14 @@ async def serve(
             status = 200
             result.started = started
             metrics.STREAMS.labels("upstream").inc()
+            tier = _JOINED if result.follow is not None else _MISS
             prompt, completion, labels.cost_usd = await relay(
-                state, result, send, [*base, _MISS, *result.headers]
+                state, result, send, [*base, tier, *result.headers]
             )
-            _count_tokens(labels, prompt, completion)
+            if result.follow is None:  # a joined stream's tokens are counted where it was asked
+                _count_tokens(labels, prompt, completion)
+            else:
+                labels.cost_usd = 0.0
         elif isinstance(result, Replay):
             status = 200
             metrics.STREAMS.labels(result.source).inc()
@@ -217,53 +159,58 @@ async def _handle(
         raise EdgeError(404, f"The model '{model}' does not exist or is not served here.", param="model")
     # Only routed models become label values (and those bounded: see `metrics.ModelLabels`).
     labels.provider, labels.model = group[0].provider, model
-    stream = inbound.stream
+    stream, include_usage = inbound.stream, inbound.include_usage
     skip_lookup, skip_write = cache_control(headers)
     key = inbound.cache_key
+    settings = state.settings
+    # With L2 in the queue's Redis, the miss script looks there (one round trip for a miss).
+    script_lookup = not skip_lookup and settings.enable_l2_cache and not settings.cache_redis
     if not skip_lookup:
-        hit = await _lookup(state, key)
+        hit = await _lookup(state, key, l2=not script_lookup)
         if hit is not None:
-            labels.cache, labels.deployment = hit[0], group[0].id
-            if not stream:
-                return 200, hit[1], _hit_headers_for(hit[0], group[0])
-            try:
-                body = replay_body(hit[1], inbound.include_usage)
-                return Replay(body, _hit_headers_for(hit[0], group[0]), hit[0])
-            except (msgspec.DecodeError, ValueError):
-                # Not a chat completion (written by an older, less careful version): a miss,
-                # and gone from both tiers so nobody is served it again.
-                log.warning(
-                    "request %s: dropped an unreadable cache entry",
-                    request_id,
-                    extra={"request_id": request_id},
-                )
-                await _evict(state, key)
+            answer = await _from_cache(state, key, hit, group[0], stream, include_usage, labels, request_id)
+            if answer is not None:
+                return answer
     labels.cache = "miss"
     cache_key = None if skip_write else key
-    client_deadline = timeout_s < state.settings.request_timeout_s
+    client_deadline = timeout_s < settings.request_timeout_s
     miss = Miss(
         request_id,
         model,
         body,
         cache_key,
         stream,
-        inbound.include_usage,
+        include_usage,
         deadline,
         client_deadline,
         identity.key_id,
-        *_key_terms(identity, state.settings.key_window_s, time.time()),
+        *_key_terms(identity, settings.key_window_s, time.time()),
+        lookup=script_lookup,
+        # Only a request that may be served from the cache may be served another's answer.
+        flight=cache_key is not None and not skip_lookup and settings.single_flight,
         kind=inbound.kind,
     )
     if miss.limits is not None and miss.limits.reserves and inbound.estimate is not None:
         await state.estimator.ready()
-        miss.estimate = inbound.estimate(state.estimator, state.settings.reserve_completion_tokens)
+        miss.estimate = inbound.estimate(state.estimator, settings.reserve_completion_tokens)
         miss.limits.reserve_tokens = sum(miss.estimate)
     served = await dispatch(state, miss, receive)
+    if isinstance(served.result, L2Hit):
+        hit = _took_l2(state, key, served.result.entry)
+        answer = await _from_cache(state, key, hit, group[0], stream, include_usage, labels, request_id)
+        if answer is not None:
+            return answer
+        labels.cache, miss.lookup = "miss", False
+        served = await dispatch(state, miss, receive)  # the entry was unreadable: go upstream
+        assert not isinstance(served.result, L2Hit)
     labels.provider, labels.deployment, labels.attempts = (
         served.deployment.provider,
         served.deployment.id,
         served.attempts,
     )
+    if served.joined:
+        labels.cache = "joined"
+        metrics.CACHE_HITS.labels("joined").inc()
     served_headers = _served_headers(served, model)
     if miss.limits is not None:
         served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm and tpm window
@@ -274,9 +221,39 @@ async def _handle(
     if reply.status == 200:
         if cache_key is not None:
             state.l1.set(cache_key, reply.body, reply.cost_usd)
+        if served.joined:  # another request's upstream call: its tokens and cost are counted there
+            if stream:
+                return Replay(replay_body(reply.body, include_usage), [_JOINED, *served_headers], "joined")
+            return 200, reply.body, [_JOINED, (b"x-edge-cost-usd", b"0"), *served_headers]
         _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
         labels.cost_usd = reply.cost_usd
     return _answer(reply, served_headers)
+
+
+async def _from_cache(
+    state: FrontState,
+    key: str,
+    hit: tuple[str, bytes],
+    deployment: Deployment,
+    stream: bool,
+    include_usage: bool,
+    labels: RequestFacts,
+    request_id: str,
+) -> Answer | Replay | None:
+    """A cached answer as the response; None (and the entry evicted) if it is unreadable."""
+    labels.cache, labels.deployment = hit[0], deployment.id
+    if not stream:
+        return 200, hit[1], _hit_headers_for(hit[0], deployment)
+    try:
+        return Replay(replay_body(hit[1], include_usage), _hit_headers_for(hit[0], deployment), hit[0])
+    except (msgspec.DecodeError, ValueError):
+        # Not a chat completion (written by an older, less careful version): a miss, and gone
+        # from both tiers so nobody is served it again.
+        log.warning(
+            "request %s: dropped an unreadable cache entry", request_id, extra={"request_id": request_id}
+        )
+        await _evict(state, key)
+        return None
 
 
 def _key_terms(identity: Identity, window_s: int, now: float) -> tuple[KeyCharge | None, KeyLimits | None]:
@@ -374,14 +351,14 @@ async def _evict(state: FrontState, key: str) -> None:
             metrics.CACHE_ERRORS.inc()
 
 
-async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:
+async def _lookup(state: FrontState, key: str, l2: bool = True) -> tuple[str, bytes] | None:
     entry = state.l1.get(key)
     if entry is not None:
         metrics.CACHE_HITS.labels("l1").inc()
         metrics.CACHE_SAVINGS.inc(entry[1])
         return "hit-l1", entry[0]
     metrics.CACHE_MISSES.labels("l1").inc()
-    if not state.settings.enable_l2_cache:
+    if not l2 or not state.settings.enable_l2_cache:
         return None
     try:
         value = await state.cache_redis.get(keyspace.cache_entry(key))
@@ -392,6 +369,11 @@ async def _lookup(state: FrontState, key: str) -> tuple[str, bytes] | None:
     if value is None:
         metrics.CACHE_MISSES.labels("l2").inc()
         return None
+    return _took_l2(state, key, value)
+
+
+def _took_l2(state: FrontState, key: str, value: bytes) -> tuple[str, bytes]:
+    """An L2 hit: counted, and kept in L1 for the next one."""
     metrics.CACHE_HITS.labels("l2").inc()
     completion, cost = split_cost(value)
     metrics.CACHE_SAVINGS.inc(cost)

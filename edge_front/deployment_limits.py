@@ -52,6 +52,12 @@ class DeploymentLimits:
         self._pending[deployment_id] = (minute, sent + 1 if seen == minute else 1)
         return keyspace.usage(deployment_id, now)
 
+    def uncount(self, deployment_id: str, now: float) -> None:
+        """Take back a `count` whose request was not sent after all (an L2 hit, a flight joined)."""
+        seen, sent = self._pending.get(deployment_id, (0, 0))
+        if seen == _minute(now) and sent > 0:
+            self._pending[deployment_id] = (seen, sent - 1)
+
     def begin_read(self, now: float) -> Read:
         ids = sorted(self._limited)
         pending = {i: self._sent(i, _minute(now)) for i in ids}

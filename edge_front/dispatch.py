@@ -22,10 +22,13 @@ from edge_front.http import ClientDisconnected
 from edge_front.reservation import worst_case_usd
 from edge_front.state import FrontState
 from edge_front.streams import LiveStream, watch_disconnect
+from shared import keyspace
 from shared.admission import KeyLimits
 from shared.config import Deployment
-from shared.errors import EdgeError, deadline_error
-from shared.queue import Job, JobKind, KeyCharge, Reply, enqueue
+from shared.errors import EdgeError, deadline_error, error_body
+from shared.flights import follower_member
+from shared.miss_script import MissResult
+from shared.queue import Job, JobKind, KeyCharge, Reply
 from shared.routing import backoff_s, is_retryable
 from shared.wire import ErrorEnvelope
 
@@ -50,19 +53,44 @@ class Miss:
     limits: KeyLimits | None = None  # the key's limits and budget, when it has any
     # The request's estimated prompt and most completion tokens (only when the key reserves).
     estimate: tuple[int, int] = (0, 0)
+    # Each attempt's script returns the L2 entry if there is one (L2 in the queue's Redis): a
+    # retry may find what an identical request's retry just stored.
+    lookup: bool = False
+    flight: bool = False  # joins an identical request in flight, or leads one (shared/flights.py)
     kind: JobKind = "chat"  # what the workers ask the upstream for
 
 
 @dataclass
+class L2Hit:
+    """The miss script found the answer in L2 after all (`entry`: as stored, cost in front)."""
+
+    entry: bytes
+
+
+@dataclass
 class Served:
-    result: Reply | LiveStream  # a Reply is a whole answer or the final error
+    result: Reply | LiveStream | L2Hit  # a Reply is a whole answer or the final error
     deployment: Deployment
     attempts: int
+    joined: bool = False  # the answer came from an identical request's upstream call
+
+
+# A request that joined a flight gives up on it this long after the flight's own deadline (its
+# job then ended unanswered: expired, or lost with its worker) and tries on its own.
+FLIGHT_GRACE_S = 1.0
+# What the disconnect watcher hands a non-streamed request's wait when its client leaves.
+_DISCONNECTED = Reply("", kind="error", status=499)
 
 
 async def dispatch(state: FrontState, miss: Miss, receive: Receive) -> Served:
     router = state.router
     plan = router.plan(miss.model)
+    if miss.lookup and any(router.state(d) != "closed" for d in plan):
+        # Routing may take a half-open breaker's probe slot, which an L2 hit would waste.
+        miss.lookup = False
+        hit = await _l2_get(state, miss)
+        if hit is not None:
+            return Served(hit, plan[0], 0)
     context_switched = False
     last: Served | None = None
     index = 0
@@ -70,6 +98,11 @@ async def dispatch(state: FrontState, miss: Miss, receive: Receive) -> Served:
         try:
             deployment, index = await _choose(state, plan, index)
         except EdgeError:
+            if miss.lookup:  # no worker or deployment: an L2 hit is still an answer
+                miss.lookup = False
+                hit = await _l2_get(state, miss)
+                if hit is not None:
+                    return Served(hit, plan[0], 0)
             if last is None:
                 raise
             break  # e.g. the failures so far opened the breakers: the upstream's error says more
@@ -81,8 +114,10 @@ async def dispatch(state: FrontState, miss: Miss, receive: Receive) -> Served:
             if time.time() + delay >= miss.deadline:
                 break
             await asyncio.sleep(delay)
-        result = await _attempt(state, miss, deployment, receive)
-        served = Served(result, deployment, attempt)
+        result, joined = await _attempt(state, miss, deployment, receive)
+        served = Served(result, deployment, attempt, joined)
+        if isinstance(result, L2Hit):
+            return served
         if isinstance(result, LiveStream) or result.status < 400:
             metrics.ATTEMPTS.labels(deployment.provider, "ok").inc()
             if deployment not in router.models.group(miss.model):
@@ -195,77 +230,152 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         client_deadline=miss.client_deadline,
         key_id=miss.key_id,
         charge=miss.charge,
+        flight=miss.flight,
         kind=miss.kind,
     )
 
 
 async def _attempt(
     state: FrontState, miss: Miss, deployment: Deployment, receive: Receive
-) -> Reply | LiveStream:
+) -> tuple[Reply | LiveStream | L2Hit, bool]:
+    """One attempt's result, and whether it joined an identical request in flight."""
     job = _job(state, miss, deployment)
     limits = miss.limits
     if limits is not None and limits.budget is not None and not limits.admitted:
         limits.reserve_usd = worst_case_usd(deployment, job.upstream_model, *miss.estimate)
     if miss.stream:
-        return await _start_stream(state, job, receive, miss.include_usage, miss.limits)
-    return await _ask(state, job, miss.limits)
+        return await _start_stream(state, miss, job, receive)
+    return await _ask(state, miss, job, receive)
 
 
-async def _submit(state: FrontState, job: Job, limits: KeyLimits | None) -> Job:
-    """Enqueue `job` (with a key's limits, admitted and charged in the same round trip);
-    returns it as enqueued. Raises EdgeError: 429 at a key's limit, 503 without Redis."""
+async def _submit(state: FrontState, miss: Miss, job: Job) -> MissResult:
+    """Run the miss script for `job`: the L2 entry (first attempt only), a flight joined, or the
+    job enqueued (with a key's limits, admitted and charged). Raises EdgeError: 429 at a key's
+    limit, 503 without Redis."""
     usage = state.router.limits.count(job.deployment_id, time.time())
+    lookup = keyspace.cache_entry(miss.cache_key) if miss.lookup and miss.cache_key else None
+    member = follower_member(state.replies.stream, job.job_id) if miss.flight else None
     try:
-        if limits is not None:
-            return await state.admission.enqueue(job, limits, usage)
-        await enqueue(state.queue_redis, job, usage)
-        return job
+        result = await state.miss_script.run(job, miss.limits, usage, lookup, member)
     except (TimeoutError, RedisError, OSError) as e:
         raise _queue_unavailable(e) from None
+    if lookup is not None and result.entry is None:
+        metrics.CACHE_MISSES.labels("l2").inc()
+    if result.job is not None:
+        state.replies.enqueued_as(result.job)
+    elif usage is not None:  # nothing was sent to the deployment
+        state.router.limits.uncount(job.deployment_id, time.time())
+    return result
 
 
-async def _ask(state: FrontState, job: Job, limits: KeyLimits | None) -> Reply:
-    """A non-streamed answer: one reply."""
+def _wait_s(job: Job, result: MissResult) -> float:
+    """How long to wait for the answer: a follower no longer than its flight could last."""
+    if result.leader is None:
+        return job.deadline - time.time()
+    return min(job.deadline, result.leader_deadline + FLIGHT_GRACE_S) - time.time()
+
+
+def _flight_lost(job: Job) -> Reply:
+    """The flight this request joined ended without a word: retried as its own attempt."""
+    body = error_body(503, "The identical request this one joined did not finish; retrying.")
+    return Reply(job.job_id, status=503, body=body, retry_after=0.0)
+
+
+async def _watch(receive: Receive, future: asyncio.Future[Reply]) -> None:
+    """End a non-streamed request's wait when its client disconnects."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if not future.done():
+        future.set_result(_DISCONNECTED)
+
+
+async def _ask(state: FrontState, miss: Miss, job: Job, receive: Receive) -> tuple[Reply | L2Hit, bool]:
+    """A non-streamed answer: one reply. A client that leaves cancels the upstream call, unless
+    others joined it."""
     future = state.replies.expect(job.job_id, job)
+    watcher = asyncio.create_task(_watch(receive, future))
     metrics.WAITING.inc()
     try:
-        state.replies.enqueued_as(await _submit(state, job, limits))
-        return await asyncio.wait_for(future, job.deadline - time.time())
-    except TimeoutError:
-        raise deadline_error() from None
+        result = await _submit(state, miss, job)
+        if result.entry is not None:
+            return L2Hit(result.entry), False
+        joined = result.leader is not None
+        try:
+            reply = await asyncio.wait_for(future, _wait_s(job, result))
+        except TimeoutError:
+            if joined and time.time() < job.deadline:
+                return _flight_lost(job), True
+            raise deadline_error() from None
+        if reply is _DISCONNECTED:
+            await _abandon(state, miss, result, job)
+            metrics.CLIENT_DISCONNECTS.inc()
+            raise ClientDisconnected
+        if reply.kind != "final":  # a streamed flight's end: `done` holds the whole completion
+            reply = msgspec.structs.replace(reply, kind="final")
+        return reply, joined
     finally:
+        watcher.cancel()
         metrics.WAITING.dec()
         state.replies.forget(job.job_id)
 
 
+async def _abandon(state: FrontState, miss: Miss, result: MissResult, job: Job) -> None:
+    """Nobody waits for this attempt any more: leave its flight, or cancel its job."""
+    if result.leader is not None and miss.cache_key is not None:
+        await state.leave(miss.cache_key, follower_member(state.replies.stream, job.job_id))
+    elif result.job is not None:
+        await state.cancel(result.job)
+
+
 async def _start_stream(
-    state: FrontState,
-    job: Job,
-    receive: Receive,
-    include_usage: bool,
-    limits: KeyLimits | None = None,
-) -> Reply | LiveStream:
+    state: FrontState, miss: Miss, job: Job, receive: Receive
+) -> tuple[Reply | LiveStream | L2Hit, bool]:
     """Wait for a streamed answer's first reply: a failure before it is a plain reply (retryable)."""
     replies = state.replies.expect_stream(job.job_id, job)
     watcher = asyncio.create_task(watch_disconnect(receive, replies))
     first: Reply | None = None
+    result = MissResult()
     try:
-        job = await _submit(state, job, limits)  # as enqueued: a cancel frees its slot too
-        state.replies.enqueued_as(job)
-        first = await asyncio.wait_for(replies.get(), job.deadline - time.time())
+        result = await _submit(state, miss, job)  # as enqueued: a cancel frees its slot too
+        if result.entry is not None:
+            return L2Hit(result.entry), False
+        first = await asyncio.wait_for(replies.get(), _wait_s(job, result))
     except TimeoutError:
+        if result.leader is not None and time.time() < job.deadline:
+            return _flight_lost(job), True
         raise deadline_error() from None
     except asyncio.CancelledError:
-        await asyncio.shield(state.cancel(job))  # the server is stopping this request
+        await asyncio.shield(_abandon(state, miss, result, job))  # the server is stopping this request
         raise
     finally:
         if first is None or first.kind != "chunk":  # no stream to hand over: clean up here
             watcher.cancel()
             state.replies.forget(job.job_id)
+    joined = result.leader is not None
     if first is None:  # the client left while waiting for the first token
-        await state.cancel(job)
+        await _abandon(state, miss, result, job)
         metrics.CLIENT_DISCONNECTS.inc()
         raise ClientDisconnected
     if first.kind != "chunk":
-        return first
-    return LiveStream(job, replies, first, include_usage, job.cache_key, watcher)
+        if first.kind == "done":  # joined a streamed flight that had ended: its whole answer
+            first = msgspec.structs.replace(first, kind="final")
+        return first, joined
+    live = LiveStream(result.job or job, replies, first, miss.include_usage, job.cache_key, watcher)
+    if joined and miss.cache_key is not None:
+        live.follow = (miss.cache_key, follower_member(state.replies.stream, job.job_id))
+    return live, joined
+
+
+async def _l2_get(state: FrontState, miss: Miss) -> L2Hit | None:
+    """L2 on its own (when the miss script will not look): a dead Redis is a miss."""
+    if miss.cache_key is None:
+        return None
+    try:
+        entry = await state.cache_redis.get(keyspace.cache_entry(miss.cache_key))
+    except (TimeoutError, RedisError, OSError):
+        metrics.CACHE_ERRORS.inc()
+        return None
+    if entry is None:
+        metrics.CACHE_MISSES.labels("l2").inc()
+        return None
+    return L2Hit(entry)

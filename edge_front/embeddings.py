@@ -9,7 +9,8 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from edge_front.chat import Inbound, parse_request, serve
+from edge_front.chat import serve
+from edge_front.inbound import Inbound, parse_request
 from edge_front.keys import Identity
 from edge_front.reservation import TokenEstimator
 from edge_front.state import FrontState

@@ -134,7 +134,7 @@ class ReplyRouter:
                 for entry_id, fields in entries:
                     self.last_id = entry_id
                     try:
-                        self._deliver(fields.get(b"r"))
+                        self._deliver(fields.get(b"r"), fields.get(b"w"))
                     except Exception:  # one bad reply must not end the reader every request needs
                         log.exception("delivering a reply failed")
 
@@ -154,7 +154,7 @@ class ReplyRouter:
             _, batches = await pipe.execute()
         return batches
 
-    def _deliver(self, data: bytes | None) -> None:
+    def _deliver(self, data: bytes | None, wait_id: bytes | None = None) -> None:
         if data is None:
             return
         try:
@@ -162,19 +162,23 @@ class ReplyRouter:
         except Exception:
             log.error("undecodable reply on %s dropped", self.stream)
             return
-        self._hand_over(reply)
+        # A flight's reply to a request that joined it carries that request's own wait id.
+        self._hand_over(reply, wait_id.decode() if wait_id is not None else reply.job_id)
 
-    def _hand_over(self, reply: Reply) -> None:
-        entry = self._waiters.get(reply.job_id)
+    def _hand_over(self, reply: Reply, wait_id: str | None = None) -> None:
+        wait_id = wait_id or reply.job_id
+        entry = self._waiters.get(wait_id)
         if entry is None:
             return  # its request already ended (deadline, disconnect)
         waiter = entry.waiter
         if isinstance(waiter, asyncio.Queue):
             waiter.put_nowait(reply)
             if reply.kind != "chunk":
-                del self._waiters[reply.job_id]
+                del self._waiters[wait_id]
             return
-        del self._waiters[reply.job_id]
+        if reply.kind == "chunk":
+            return  # a non-streamed request that joined a streamed flight waits for its end
+        del self._waiters[wait_id]
         if not waiter.done():
             waiter.set_result(reply)
 

@@ -21,8 +21,9 @@ from edge_front.replies import ReplyRouter
 from edge_front.reservation import TokenEstimator
 from edge_front.router import REFRESH_S, Router
 from shared import keyspace
-from shared.admission import Admission
 from shared.config import ModelTable, Settings
+from shared.flights import FlightCancel, leave
+from shared.miss_script import MissScript
 from shared.queue import WORKER_DEAD_AFTER_S, Job, cancel, slot_of
 from shared.redis_connect import pooled_client, single_client
 from shared.tasks import stop_tasks
@@ -52,15 +53,16 @@ class FrontState:
     _id_counter: itertools.count[int] = field(default_factory=itertools.count)
     _live: dict[str, float] = field(default_factory=dict)  # provider -> when last seen alive
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _admission: Admission | None = None
     estimator: TokenEstimator = field(default_factory=TokenEstimator)
+    _miss_script: MissScript | None = None
+    _flight_cancel: FlightCancel | None = None
 
     @property
-    def admission(self) -> Admission:
-        """Virtual keys' rpm and parallel limits, checked in the enqueue's round trip."""
-        if self._admission is None:
-            self._admission = Admission(self.queue_redis)
-        return self._admission
+    def miss_script(self) -> MissScript:
+        """A miss's one round trip: L2, single-flight, key admission and enqueue."""
+        if self._miss_script is None:
+            self._miss_script = MissScript(self.queue_redis)
+        return self._miss_script
 
     @classmethod
     def create(cls, settings: Settings, models: ModelTable) -> FrontState:
@@ -125,7 +127,12 @@ class FrontState:
         """Nobody waits for `job` any more: stop or drop it. Best effort, never raises: it runs
         in clean-up paths, some after the response started."""
         try:
-            await cancel(self.queue_redis, job.provider, [job.job_id], slot_of(job))
+            if job.flight:  # followers may still wait for it: then it runs on
+                if self._flight_cancel is None:
+                    self._flight_cancel = FlightCancel(self.queue_redis)
+                await self._flight_cancel(job)
+            else:
+                await cancel(self.queue_redis, job.provider, [job.job_id], slot_of(job))
         except (TimeoutError, RedisError, OSError) as e:
             log.warning(
                 "request %s: could not cancel its job (%s)",
@@ -133,6 +140,13 @@ class FrontState:
                 type(e).__name__,
                 extra={"request_id": job.request_id, "provider": job.provider},
             )
+
+    async def leave(self, cache_key: str, member: str) -> None:
+        """A follower of a flight whose client left. Best effort, never raises."""
+        try:
+            await leave(self.queue_redis, cache_key, member)
+        except (TimeoutError, RedisError, OSError):
+            pass  # the flight ends with its job: the set goes with it
 
     async def provider_alive(self, provider: str) -> bool:
         """Whether some worker serves `provider`: the router's count of live worker heartbeats,

@@ -45,6 +45,8 @@ class LiveStream:
     watcher: asyncio.Task[None]  # puts None in `replies` when the client disconnects
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # which deployment serves it
     started: float = 0.0  # perf_counter() when the request came (for time to first token)
+    # (cache key, member) when the request joined another's flight: leaving is all it may do.
+    follow: tuple[str, str] | None = None
 
 
 def replay_body(completion: bytes, include_usage: bool) -> bytes:
@@ -86,7 +88,10 @@ async def relay(
         live.watcher.cancel()
         state.replies.forget(live.job.job_id)
         if not finished:
-            await state.cancel(live.job)
+            if live.follow is not None:
+                await state.leave(*live.follow)
+            else:
+                await state.cancel(live.job)
     return 0, 0, 0.0
 
 

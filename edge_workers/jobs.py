@@ -19,13 +19,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from edge_workers import metrics
 from edge_workers.embeddings import call_embeddings
 from edge_workers.joblog import job_fields, log_failure
-from edge_workers.publishing import Attempt, Publication, publish
+from edge_workers.publishing import Attempt, Publication, after_publish, publish
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
 from shared import keyspace
 from shared.breaker import outcome_of
 from shared.config import Deployment, ModelTable, Settings
 from shared.errors import error_body
+from shared.flights import fan_out
 from shared.pricing import cost_usd
 from shared.queue import Job, Reply, decode_job, release_slot
 
@@ -81,8 +82,20 @@ class WorkerState:
 
     async def release(self, job: Job) -> None:
         """The job ends without an answer (expired, cancelled): it is no longer this worker's,
-        nor does it hold its key's slot and reservation."""
-        if job.slot is not None and job.key_id is not None:
+        nor does it hold its key's slot and reservation. A flight's followers are told to try on
+        their own (a retryable 503), and the flight ends."""
+        if job.flight and job.cache_key is not None:
+            body = error_body(503, "The identical request this one joined ended unanswered; retrying.")
+            reply = Reply(job.job_id, status=503, body=body, retry_after=0.0)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                fan_out(pipe, job, [reply], last=True)
+                pipe.srem(keyspace.running(self.worker_id), job.job_id)
+                if job.slot is not None and job.key_id is not None:
+                    release_slot(pipe, job.key_id, job.slot)
+                await after_publish(
+                    self.redis, await pipe.execute(raise_on_error=False), job, Publication([reply]), {}
+                )
+        elif job.slot is not None and job.key_id is not None:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.srem(keyspace.running(self.worker_id), job.job_id)
                 release_slot(pipe, job.key_id, job.slot)

@@ -20,6 +20,7 @@ from shared import keyspace, outcomes
 from shared.admission import window_bounds
 from shared.breaker import RECORD_LUA, Outcome, record_args
 from shared.costs import with_cost
+from shared.flights import REPLY_STREAM_TTL_S, fan_out, load_scripts
 from shared.queue import REPLY_STREAM_MAXLEN, USAGE_TTL_S, Job, Reply, encode_reply, release_slot
 from shared.routing import BreakerSettings
 
@@ -27,8 +28,6 @@ log = logging.getLogger("edge.worker")
 
 # EVALSHA, not EVAL: sending the script's text with every answer cost measurable throughput.
 RECORD_SHA = hashlib.sha1(RECORD_LUA.encode()).hexdigest()
-# A reply stream outlives its last write by this long; a front that went away leaves no litter.
-REPLY_STREAM_TTL_S = 3600
 # A key's spend hash outlives its budget period by this long (late answers still book into it).
 SPEND_GRACE_S = 86400
 
@@ -67,9 +66,15 @@ async def publish(
         if usage_key is not None and tokens:
             pipe.hincrby(usage_key, "t", tokens)
             pipe.expire(usage_key, USAGE_TTL_S)
-        for reply in pub.replies:
-            pipe.xadd(job.reply_to, {b"r": encode_reply(reply)}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
-        pipe.expire(job.reply_to, REPLY_STREAM_TTL_S)
+        scripts: dict[int, list[str]] = {}  # where the breaker's record is in the pipeline
+        if job.flight and job.cache_key is not None:  # to every request that joined it too
+            fan_out(pipe, job, pub.replies, last=pub.attempt is not None)
+        else:
+            for reply in pub.replies:
+                pipe.xadd(
+                    job.reply_to, {b"r": encode_reply(reply)}, maxlen=REPLY_STREAM_MAXLEN, approximate=True
+                )
+            pipe.expire(job.reply_to, REPLY_STREAM_TTL_S)
         cache_write: Awaitable[None] | None = None
         if pub.cache_body is not None and job.cache_key is not None:
             entry = with_cost(pub.cache_cost, pub.cache_body)
@@ -89,21 +94,41 @@ async def publish(
         if pub.attempt is not None:
             args = record_args(int(time.time() * 1000), pub.attempt.outcome, breaker, pub.attempt.latency_ms)
             record = [keyspace.breaker(job.deployment_id), *args]
+            scripts[len(pipe)] = record
             pipe.evalsha(RECORD_SHA, 1, *record)
             pipe.incr(keyspace.served(job.provider))
             _record_outcome(pipe, job, pub, pub.attempt)
             pipe.srem(keyspace.running(worker_id), job.job_id)
             if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
                 release_slot(pipe, job.key_id, job.slot)
-        try:
-            if cache_write is None:
+        if cache_write is None:
+            results = await pipe.execute(raise_on_error=False)
+        else:
+            results, _ = await asyncio.gather(pipe.execute(raise_on_error=False), cache_write)
+        await after_publish(redis, results, job, pub, scripts)
+
+
+async def after_publish(
+    redis: Redis, results: list[object], job: Job, pub: Publication, scripts: dict[int, list[str]]
+) -> None:
+    """Raise the pipeline's first error, as `execute` would have, except NOSCRIPT: Redis
+    restarted or was flushed since this worker loaded its scripts. Those script calls alone
+    run again, loaded (the rest of the pipeline ran; running it all again would send the
+    replies twice)."""
+    failed = [at for at, result in enumerate(results) if isinstance(result, NoScriptError)]
+    for result in results:
+        if isinstance(result, Exception) and not isinstance(result, NoScriptError):
+            raise result
+    if not failed:
+        return
+    await load_scripts(redis)
+    for at in failed:
+        if at in scripts:  # the breaker's record
+            await redis.register_script(RECORD_LUA)(keys=scripts[at][:1], args=scripts[at][1:])
+        else:  # the flight's fan-out
+            async with redis.pipeline(transaction=False) as pipe:
+                fan_out(pipe, job, pub.replies, last=pub.attempt is not None)
                 await pipe.execute()
-            else:
-                await asyncio.gather(pipe.execute(), cache_write)
-        except NoScriptError:
-            # Redis restarted or was flushed: load the script and record this outcome alone (the
-            # rest of the pipeline ran; running it again would send the replies twice).
-            await redis.register_script(RECORD_LUA)(keys=record[:1], args=record[1:])
 
 
 def _record_outcome(pipe: Pipeline, job: Job, pub: Publication, attempt: Attempt) -> None:

@@ -151,3 +151,21 @@ def admin_actions() -> str:
     """Stream (capped): the operator actions taken through /admin/* (who, what, on what), so
     every front's dashboard lists the same ones."""
     return f"{PREFIX}:admin:actions"
+
+
+def flight(cache_key: str) -> str:
+    """String `<job id> <deadline ms>`: the job now calling upstream for this cache key, which
+    identical misses from any front join instead of calling again (shared/flights.py). Lives
+    as long as the job's key; deleted with the job's last publication or its cancel."""
+    return f"{PREFIX}:flight:{cache_key}"
+
+
+def flight_followers(cache_key: str) -> str:
+    """Set: the requests that joined a flight, `<reply stream> <wait id>` each; every reply of
+    the flight's job is also appended to each one's reply stream."""
+    return f"{PREFIX}:flight:{cache_key}:f"
+
+
+def flight_log(cache_key: str) -> str:
+    """Stream: a streamed flight's chunks so far, copied to a request that joins it late."""
+    return f"{PREFIX}:flight:{cache_key}:log"

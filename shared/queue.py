@@ -4,15 +4,14 @@ A cache miss becomes one arq job on its provider's queue. The job's only argumen
 `Job` (never pickle). Answers come back as msgpack `Reply` entries on the asking front
 process's reply stream.
 
-`enqueue` writes exactly the keys arq's `ArqRedis.enqueue_job` writes (job key with expiry,
-queue sorted-set entry) so stock arq workers and tools understand them, and in the same round
-trip appends the job id to the provider's wake stream: workers block on that stream instead of
-sleeping in arq's poll loop (which would add ~500 ms to every miss).
+The front enqueues with one script (shared/miss_script.py) that writes exactly the keys arq's
+`ArqRedis.enqueue_job` writes (job key with expiry, queue sorted-set entry), so stock arq workers
+and tools understand them, and appends the job id to the provider's wake stream: workers block
+on that stream instead of sleeping in arq's poll loop (which would add ~500 ms to every miss).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 import msgspec
@@ -20,7 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from shared import keyspace
-from shared.arq_compat import JOB_KEY_PREFIX, serialize_job_data
+from shared.arq_compat import JOB_KEY_PREFIX
 
 JOB_FUNCTION = "chat_completion"
 WAKE_STREAM_MAXLEN = 10_000
@@ -66,6 +65,8 @@ class Job(msgspec.Struct, frozen=True):
     # parallel, tpm or budget limit.
     slot: str | None = None
     charge: KeyCharge | None = None  # set for every virtual key's job
+    # The job leads a flight (shared/flights.py): identical misses wait for its replies too.
+    flight: bool = False
     kind: JobKind = "chat"
 
 
@@ -115,24 +116,6 @@ def encode_reply(reply: Reply) -> bytes:
 
 def decode_reply(data: bytes) -> Reply:
     return _reply_decoder.decode(data)
-
-
-async def enqueue(redis: Redis, job: Job, usage_key: str | None = None) -> None:
-    """Put `job` on its provider's queue and wake that provider's workers: one round trip.
-    With `usage_key`, the same round trip counts the request against its deployment's rpm."""
-    now_ms = int(time.time() * 1000)
-    ttl_ms = max(1, int((job.deadline - time.time()) * 1000)) + JOB_KEY_GRACE_MS
-    data = serialize_job_data(JOB_FUNCTION, (encode_job(job),), now_ms, arq_serialize)
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.psetex(JOB_KEY_PREFIX + job.job_id, ttl_ms, data)
-        pipe.zadd(keyspace.queue(job.provider), {job.job_id: now_ms})
-        pipe.xadd(
-            keyspace.wake(job.provider), {b"j": job.job_id}, maxlen=WAKE_STREAM_MAXLEN, approximate=True
-        )
-        if usage_key is not None:
-            pipe.hincrby(usage_key, "r", 1)
-            pipe.expire(usage_key, USAGE_TTL_S)
-        await pipe.execute()
 
 
 async def cancel(

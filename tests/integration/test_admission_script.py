@@ -9,11 +9,15 @@ import time
 import pytest
 from redis.asyncio import Redis
 
+from edge_front.deployment_limits import FIELDS
+from edge_workers.publishing import Publication, publish
 from shared import keyspace
-from shared.admission import Admission, KeyLimits
+from shared.admission import KeyLimits
 from shared.arq_compat import JOB_KEY_PREFIX
 from shared.errors import EdgeError
-from shared.queue import Job, cancel, slot_of
+from shared.miss_script import MissScript
+from shared.queue import Job, Reply, cancel, slot_of
+from shared.routing import BreakerSettings
 
 KEY = "0123456789abcdef"
 
@@ -37,7 +41,7 @@ def limits(rpm: int | None = None, parallel: int | None = None, window_s: int = 
 
 
 async def test_rpm_admits_exactly_the_limit_then_refuses_without_enqueueing(r: Redis) -> None:
-    admission = Admission(r)
+    admission = _Admission(r)
     for n in range(3):
         given = limits(rpm=3)
         await admission.enqueue(job(n), given)
@@ -54,7 +58,7 @@ async def test_rpm_admits_exactly_the_limit_then_refuses_without_enqueueing(r: R
 
 
 async def test_a_new_window_admits_again(r: Redis) -> None:
-    admission = Admission(r)
+    admission = _Admission(r)
     window_s = 2
     if window_s - time.time() % window_s < 0.5:  # too near a boundary for two calls in one window
         await asyncio.sleep(window_s - time.time() % window_s)
@@ -66,7 +70,7 @@ async def test_a_new_window_admits_again(r: Redis) -> None:
 
 
 async def test_parallel_slots_are_taken_released_and_expire_on_their_own(r: Redis) -> None:
-    admission = Admission(r)
+    admission = _Admission(r)
     first = await admission.enqueue(job(1), limits(parallel=2))
     second = await admission.enqueue(job(2, deadline_s=-4.9), limits(parallel=2))  # expires in 0.1 s
     assert first.slot == "job1" and second.slot == "job2"
@@ -81,7 +85,7 @@ async def test_parallel_slots_are_taken_released_and_expire_on_their_own(r: Redi
 
 
 async def test_a_retry_is_not_charged_again_and_keeps_the_request_slot(r: Redis) -> None:
-    admission = Admission(r)
+    admission = _Admission(r)
     given = limits(rpm=1, parallel=1)
     first = await admission.enqueue(job(1), given)
     await r.zrem(keyspace.key_parallel(KEY), "job1")  # the worker answered the failed attempt
@@ -105,7 +109,7 @@ def reserving(
 
 
 async def test_tpm_counts_used_tokens_and_reservations_and_refuses_at_the_limit(r: Redis) -> None:
-    admission = Admission(r)
+    admission = _Admission(r)
     window = int(time.time() // 3600)
     await r.set(keyspace.key_tpm(KEY, window), 600)  # booked by earlier answers
     first = reserving(tpm=1000, tokens=300)
@@ -129,7 +133,7 @@ async def test_tpm_counts_used_tokens_and_reservations_and_refuses_at_the_limit(
 
 
 async def test_a_budget_refuses_once_spend_and_reservations_reach_it(r: Redis) -> None:
-    admission = Admission(r)
+    admission = _Admission(r)
     given = reserving(budget=1.0, usd=0.4)
     await r.hset(keyspace.key_spend(KEY, given.charge.period), "spend", "0.3")
     await admission.enqueue(job(1), given)  # 0.3 < 1: admitted, reserves 0.4
@@ -144,10 +148,33 @@ async def test_a_budget_refuses_once_spend_and_reservations_reach_it(r: Redis) -
 
 
 async def test_an_expired_slot_takes_its_reservation_with_it(r: Redis) -> None:
-    admission = Admission(r)
+    admission = _Admission(r)
     await admission.enqueue(job(1, deadline_s=-4.9), reserving(tpm=100, tokens=100))  # expires in 0.1 s
     with pytest.raises(EdgeError):
         await admission.enqueue(job(2), reserving(tpm=100, tokens=5))
     await asyncio.sleep(0.2)
     await admission.enqueue(job(3), reserving(tpm=100, tokens=5))
     assert await r.zrange(keyspace.key_parallel(KEY), 0, -1) == [b"job3:5:0.0"]
+
+
+class _Admission:
+    """The miss script as admission alone (no lookup, no flight): the job as enqueued."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.script = MissScript(redis)
+
+    async def enqueue(self, job: Job, limits: KeyLimits) -> Job:
+        enqueued = (await self.script.run(job, limits)).job
+        assert enqueued is not None
+        return enqueued
+
+
+async def test_front_counts_requests_and_worker_counts_tokens_in_their_round_trips(r: Redis) -> None:
+    job = Job("j1", "r1", "edge:reply:f", "openai", "m#0", "gpt-4o", b"{}", time.time() + 30)
+    key = keyspace.usage("m#0", time.time())
+    await MissScript(r).run(job, usage_key=key)
+    await MissScript(r).run(job, usage_key=key)
+    reply = Reply("j1", prompt_tokens=7, completion_tokens=5)
+    await publish(r, job, Publication([reply]), "w1", BreakerSettings(), key)
+    assert await r.hmget(key, list(FIELDS)) == [b"2", b"12"]
+    assert 0 < await r.ttl(key) <= 120

@@ -432,7 +432,9 @@ def own(stack: DevStack) -> Iterator[Own]:
             proc = gw.worker(metrics_port=port)
             wait_http(f"http://127.0.0.1:{port}/metrics", watch=[proc])
             workers[proc.pid] = port
-        front = gw.front(REDIS_URL=proxy.url)
+        # L2 in a Redis of its own (here the same server, through the proxy): with L2 in the queue's
+        # Redis, a miss reads it in the enqueue's own script, so it cannot stall apart from it.
+        front = gw.front(CACHE_REDIS_URL=proxy.url)
         r = gw.client()
         wait_until(lambda: r.zcard(keyspace.workers("openai")) == 2, "both workers registered")
         yield Own(gw, proxy, front, workers)
@@ -441,7 +443,7 @@ def own(stack: DevStack) -> Iterator[Own]:
         proxy.stop()
 
 
-# ---- 2. a slow Redis is an L2 miss ------------------------------------------------------------
+# ---- 2. a slow cache Redis is an L2 miss ------------------------------------------------------
 
 
 def test_a_stalled_l2_read_is_a_miss_and_the_request_is_still_answered(own: Own) -> None:

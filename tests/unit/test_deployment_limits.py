@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import time
 
-import fakeredis
 import pytest
 
-from edge_front.deployment_limits import FIELDS, DeploymentLimits
-from edge_workers.publishing import Publication, publish
+from edge_front.deployment_limits import DeploymentLimits
 from edge_workers.upstream import prepare_call
 from shared import keyspace
 from shared.config import Deployment
-from shared.queue import Job, Reply, enqueue
-from shared.routing import BreakerSettings
 
 MINUTE = 60 * 29_000_000  # the start of some minute
 LIMITED = Deployment("m", "openai", "gpt-4o", "http://u/v1", "K", id="m#0", rpm=2, tpm=100)
@@ -41,6 +37,16 @@ def test_own_requests_count_between_reads_and_are_not_counted_twice() -> None:
     assert not limits.at_limit(LIMITED, MINUTE + 60)  # a new minute starts from zero
 
 
+def test_a_request_answered_from_l2_or_a_flight_is_taken_back() -> None:
+    limits = DeploymentLimits([LIMITED])
+    limits.count("m#0", MINUTE)
+    limits.count("m#0", MINUTE)
+    limits.uncount("m#0", MINUTE + 1)  # the second found its answer in L2: nothing was sent
+    assert not limits.at_limit(LIMITED, MINUTE + 1)
+    limits.uncount("m#0", MINUTE + 60)  # another minute's: nothing to take back
+    assert limits.usage("m#0", MINUTE + 1) == (1, 0)
+
+
 def test_other_fronts_requests_and_workers_tokens_reach_the_limit() -> None:
     limits = DeploymentLimits([LIMITED])
     limits.finish_read(limits.begin_read(MINUTE), [[b"2", None]])
@@ -55,18 +61,6 @@ def test_the_refusal_is_a_429_until_the_minute_rolls_over() -> None:
     error = DeploymentLimits.refusal(MINUTE + 50.5)
     assert (error.status, error.code, error.headers["retry-after"]) == (429, "rate_limited", "10")
     assert DeploymentLimits.refusal(MINUTE + 59.99).headers["retry-after"] == "1"
-
-
-async def test_front_counts_requests_and_worker_counts_tokens_in_their_pipelines() -> None:
-    redis = fakeredis.FakeAsyncRedis()
-    job = Job("j1", "r1", "edge:reply:f", "openai", "m#0", "gpt-4o", b"{}", time.time() + 30)
-    key = keyspace.usage("m#0", time.time())
-    await enqueue(redis, job, key)
-    await enqueue(redis, job, key)
-    reply = Reply("j1", prompt_tokens=7, completion_tokens=5)
-    await publish(redis, job, Publication([reply]), "w1", BreakerSettings(), key)
-    assert await redis.hmget(key, list(FIELDS)) == [b"2", b"12"]
-    assert 0 < await redis.ttl(key) <= 120
 
 
 @pytest.mark.parametrize(("stream", "bound"), [(False, 5.0), (True, 9.0)])

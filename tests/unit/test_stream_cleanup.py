@@ -16,6 +16,7 @@ from edge_front.http import ClientDisconnected
 from edge_front.l1 import L1Cache
 from edge_front.replies import ReplyRouter
 from edge_front.streams import LiveStream, relay
+from shared.miss_script import MissResult
 from shared.queue import Job, Reply
 
 
@@ -35,6 +36,10 @@ def job(deadline_s: float = 30) -> Job:
     return Job(
         "j1", "r1", "edge:reply:test", "openai", "d", "m", b"{}", time.time() + deadline_s, stream=True
     )
+
+
+def miss(stream: bool = True) -> dispatch.Miss:
+    return dispatch.Miss("r1", "m", b"{}", None, stream, False, time.time() + 30)
 
 
 def chunk(text: str) -> Reply:
@@ -124,8 +129,8 @@ def test_a_stream_past_its_deadline_ends_with_a_504_event_and_is_cancelled() -> 
 def test_a_request_cancelled_while_waiting_for_its_first_chunk_cancels_its_job(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def submitted(state: object, j: Job, limits: object) -> Job:
-        return j
+    async def submitted(state: object, m: object, j: Job) -> MissResult:
+        return MissResult(job=j)
 
     monkeypatch.setattr(dispatch, "_submit", submitted)
 
@@ -137,7 +142,7 @@ def test_a_request_cancelled_while_waiting_for_its_first_chunk_cancels_its_job(
             return {}
 
         task = asyncio.create_task(
-            dispatch._start_stream(state, job(), never_disconnects, False)  # type: ignore[arg-type]
+            dispatch._start_stream(state, miss(), job(), never_disconnects)  # type: ignore[arg-type]
         )
         for _ in range(100):  # until it waits for its first reply
             if len(state.replies):
@@ -152,8 +157,8 @@ def test_a_request_cancelled_while_waiting_for_its_first_chunk_cancels_its_job(
 
 
 def test_a_client_leaving_before_the_first_chunk_cancels_its_job(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def submitted(state: object, j: Job, limits: object) -> Job:
-        return j
+    async def submitted(state: object, m: object, j: Job) -> MissResult:
+        return MissResult(job=j)
 
     monkeypatch.setattr(dispatch, "_submit", submitted)
 
@@ -164,7 +169,59 @@ def test_a_client_leaving_before_the_first_chunk_cancels_its_job(monkeypatch: py
             return {"type": "http.disconnect"}
 
         with pytest.raises(ClientDisconnected):
-            await dispatch._start_stream(state, job(), disconnects, False)  # type: ignore[arg-type]
+            await dispatch._start_stream(state, miss(), job(), disconnects)  # type: ignore[arg-type]
         assert state.cancelled == ["j1"] and len(state.replies) == 0
+
+    run(main())
+
+
+def test_a_non_streamed_client_leaving_cancels_its_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def submitted(state: object, m: object, j: Job) -> MissResult:
+        return MissResult(job=j)
+
+    monkeypatch.setattr(dispatch, "_submit", submitted)
+
+    async def main() -> None:
+        state = FakeState()
+        left = asyncio.Event()
+
+        async def disconnects() -> dict[str, Any]:
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        plain = msgspec.structs.replace(job(), stream=False)
+        task = asyncio.create_task(dispatch._ask(state, miss(False), plain, disconnects))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert state.cancelled == []  # waiting for its answer
+        left.set()
+        with pytest.raises(ClientDisconnected):
+            await task
+        assert state.cancelled == ["j1"] and len(state.replies) == 0
+
+    run(main())
+
+
+def test_a_follower_leaving_leaves_its_flight_and_cancels_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def joined(state: object, m: object, j: Job) -> MissResult:
+        return MissResult(leader="j0", leader_deadline=time.time() + 30)
+
+    monkeypatch.setattr(dispatch, "_submit", joined)
+
+    async def main() -> None:
+        state = FakeState()
+        left: list[tuple[str, str]] = []
+
+        async def leave(cache_key: str, member: str) -> None:
+            left.append((cache_key, member))
+
+        state.leave = leave  # type: ignore[attr-defined]
+
+        async def disconnects() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        following = dispatch.Miss("r1", "m", b"{}", "v1:ns:k", False, False, time.time() + 30, flight=True)
+        with pytest.raises(ClientDisconnected):
+            await dispatch._ask(state, following, job(), disconnects)  # type: ignore[arg-type]
+        assert left == [("v1:ns:k", "edge:reply:test j1")] and state.cancelled == []
 
     run(main())
