@@ -5,8 +5,11 @@ test can check order, dimensions and base64 decoding exactly."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import pytest
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
 from edge_agent.fake_upstream.bedrock_embeddings import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
+from edge_agent.fake_upstream.content import strip_markers
 from edge_agent.fake_upstream.embeddings import dimensions_of, tokens_for, vector_for
 from tests.integration.conftest import fake_stats, sample, scrape, sdk, wait_until
 
@@ -341,3 +345,24 @@ def test_embeddings_want_post_and_a_key(front: Front) -> None:
         f"{front.url}/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"}
     )
     assert anonymous.status_code == 401 and anonymous.json()["error"]["type"] == "authentication_error"
+
+
+def test_identical_concurrent_misses_share_one_upstream_call(front: Front, stack: DevStack) -> None:
+    """The chat path's single flight applies to embeddings: its cache key is the flight's."""
+    gemini = stack.upstreams["gemini"]  # type: ignore[attr-defined]
+    text = f"one flight {uuid.uuid4()} [[fake:delay_ms=800]]"
+    keyed = openai.AsyncOpenAI(base_url=f"{front.url}/v1", api_key=MASTER_KEY, max_retries=0)
+
+    async def one() -> tuple[str, list[float]]:
+        raw = await keyed.embeddings.with_raw_response.create(model="gemini-embed", input=text, dimensions=16)
+        return raw.headers["x-edge-cache"], raw.parse().data[0].embedding
+
+    async def all_of_them() -> list[tuple[str, list[float]]]:
+        return await asyncio.gather(*(one() for _ in range(12)))
+
+    before = fake_stats(gemini)["requests"]
+    answers = asyncio.run(all_of_them())
+    assert fake_stats(gemini)["requests"] - before == 1
+    tiers = Counter(tier for tier, _ in answers)
+    assert tiers["miss"] == 1 and tiers["miss"] + tiers["joined"] + tiers["hit-l1"] == 12, tiers
+    assert all(vector == vector_for(strip_markers(text), 16) for _, vector in answers)
