@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from edge_workers.providers.base import UpstreamRequest
 from edge_workers.providers.embeddings import EMBEDDERS, EmbeddingsCall
 from edge_workers.upstream import (
     Answered,
@@ -51,7 +52,7 @@ async def call_embeddings(
         return remaining
     gate = asyncio.Semaphore(PARALLEL_CALLS)
 
-    async def one(request: Any) -> Answered | Outcome:
+    async def one(request: UpstreamRequest) -> Answered | Outcome:
         async with gate:
             return await send(session, deployment, request, remaining, deadline, max_body_bytes)
 

@@ -137,9 +137,7 @@ class BedrockEmbeddingsApi(BaseApi):
         model = body["model"]
         if _is_cohere(model):
             texts = body["texts"]
-            dims = body.get("output_dimension") or dimensions_of(
-                model.split(".", 1)[1] if model.startswith("us.") else model
-            )
+            dims = body.get("output_dimension") or dimensions_of(model)
             vectors = [vector_for(strip_markers(t), dims) for t in texts]
             by_type = isinstance(body.get("embedding_types"), list)
             answer = {

@@ -38,7 +38,12 @@ DEFAULT_DIMENSIONS = 256
 
 
 def dimensions_of(model: str) -> int:
-    return DIMENSIONS.get(model.removeprefix("models/"), DEFAULT_DIMENSIONS)
+    """A model's default dimensions (Gemini's `models/` and Bedrock's cross-region prefixes aside)."""
+    bare = model.removeprefix("models/")
+    region, _, rest = bare.partition(".")
+    if region in ("us", "eu", "apac", "global") and rest:
+        bare = rest
+    return DIMENSIONS.get(bare, DEFAULT_DIMENSIONS)
 
 
 def vector_for(item: str | list[int], dimensions: int) -> list[float]:
