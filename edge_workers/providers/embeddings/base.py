@@ -54,6 +54,16 @@ class EmbeddingsCall:
             vectors, self.upstream_model, prompt_tokens, self.request.encoding_format or "float"
         )
 
+    def finish(self, provider: str, vectors: list[list[float]], counted: int) -> tuple[bytes, int]:
+        """(the answer, its prompt tokens) for a provider that may report no count (0): then
+        estimated from the texts."""
+        tokens = counted or estimated_tokens(self.texts(provider))
+        return self.answer(vectors, tokens), tokens
+
+
+def not_embeddings(provider: str, error: msgspec.DecodeError) -> EdgeError:
+    return EdgeError(502, f"upstream {provider} answered 2xx with a body that is not embeddings ({error})")
+
 
 class Embedder(Protocol):
     def build_requests(

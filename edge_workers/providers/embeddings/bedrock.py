@@ -20,7 +20,7 @@ import msgspec
 
 from edge_workers.providers.base import UpstreamRequest
 from edge_workers.providers.embeddings.aws import sign
-from edge_workers.providers.embeddings.base import Answer, EmbeddingsCall, batches, estimated_tokens
+from edge_workers.providers.embeddings.base import Answer, EmbeddingsCall, batches, not_embeddings
 from edge_workers.providers.embeddings.openai import OPENAI_ERRORS
 from shared.config import Deployment
 from shared.errors import EdgeError
@@ -126,11 +126,8 @@ class BedrockEmbedder:
                     counted = headers.get(TOKEN_COUNT_HEADER, "")
                     tokens += int(counted) if counted.isdigit() else 0
         except msgspec.DecodeError as e:
-            raise EdgeError(
-                502, f"upstream bedrock answered 2xx with a body that is not embeddings ({e})"
-            ) from None
-        tokens = tokens or estimated_tokens(call.texts("bedrock"))
-        return call.answer(vectors, tokens), tokens
+            raise not_embeddings("bedrock", e) from None
+        return call.finish("bedrock", vectors, tokens)
 
     def parse_error(self, status: int, body: bytes) -> ErrorDetail:
         try:

@@ -11,10 +11,9 @@ from urllib.parse import quote
 import msgspec
 
 from edge_workers.providers.base import UpstreamRequest
-from edge_workers.providers.embeddings.base import Answer, EmbeddingsCall, batches, estimated_tokens
+from edge_workers.providers.embeddings.base import Answer, EmbeddingsCall, batches, not_embeddings
 from edge_workers.providers.embeddings.openai import OPENAI_ERRORS
 from shared.config import Deployment
-from shared.errors import EdgeError
 from shared.wire import ErrorDetail
 
 BATCH_LIMIT = 100  # batchEmbedContents' most requests per call
@@ -118,11 +117,8 @@ class GeminiEmbedder:
                     vectors.extend(e.values for e in batch.embeddings)
                     counted += batch.usage_metadata.prompt_token_count if batch.usage_metadata else 0
         except msgspec.DecodeError as e:
-            raise EdgeError(
-                502, f"upstream gemini answered 2xx with a body that is not embeddings ({e})"
-            ) from None
-        tokens = counted or estimated_tokens(call.texts("gemini"))
-        return call.answer(vectors, tokens), tokens
+            raise not_embeddings("gemini", e) from None
+        return call.finish("gemini", vectors, counted)
 
     def parse_error(self, status: int, body: bytes) -> ErrorDetail:
         try:
