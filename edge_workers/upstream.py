@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import msgspec
 
-from edge_workers.providers import ADAPTERS, UpstreamRequest
+from edge_workers.providers import ADAPTERS, Adapter, UpstreamRequest
+from edge_workers.providers.base import ErrorReader
 from shared.config import Deployment
 from shared.errors import EdgeError, deadline_body, error_body
-from shared.wire import ErrorDetail, Usage
+from shared.wire import Usage
 
 log = logging.getLogger("edge.worker")
 
@@ -114,9 +114,10 @@ def prepare_call(
     body: dict[str, Any],
     deadline: float,
     stream: bool,
+    adapter: Adapter | None = None,
 ) -> tuple[UpstreamRequest, float] | Outcome:
     """The upstream request and the seconds left for it, or why no call will be made."""
-    adapter = ADAPTERS.get(deployment.provider)
+    adapter = adapter or ADAPTERS.get(deployment.provider)
     if adapter is None:
         return no_adapter(deployment, "chat completions")
     try:
@@ -194,12 +195,14 @@ async def call_upstream(
     body: dict[str, Any],
     deadline: float,
     max_body_bytes: int,
+    adapter: Adapter | None = None,
 ) -> Outcome:
-    prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, stream=False)
+    """One non-streamed call. `adapter` is the request's shape (default: the provider's, chat)."""
+    prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, False, adapter)
     if isinstance(prepared, Outcome):
         return prepared
     request, remaining = prepared
-    adapter = ADAPTERS[deployment.provider]
+    adapter = adapter or ADAPTERS[deployment.provider]  # prepare_call found one
     answered = await send(session, deployment, request, remaining, deadline, max_body_bytes)
     if isinstance(answered, Outcome):
         return answered
@@ -210,7 +213,7 @@ async def call_upstream(
             return Outcome(e.status, e.body(), attempted=True)
         return Outcome(200, completion, usage, attempted=True, latency_ms=answered.latency_ms)
     retry_after = retry_after_of(answered.headers)
-    failed = error_outcome(deployment, answered.status, answered.body, retry_after)
+    failed = error_outcome(deployment, answered.status, answered.body, retry_after, adapter)
     failed.attempted = True
     return failed
 
@@ -220,10 +223,10 @@ def error_outcome(
     status: int,
     raw: bytes,
     retry_after: float | None,
-    parse_error: Callable[[int, bytes], ErrorDetail] | None = None,
+    adapter: ErrorReader | None = None,
 ) -> Outcome:
-    """A non-2xx upstream answer in the gateway's terms (`parse_error`: the provider's error
-    shape; by default its chat adapter's)."""
+    """A non-2xx upstream answer in the gateway's terms (`adapter`: whose error shape to read;
+    by default the provider's chat adapter's)."""
     gw_status = gateway_status(status)
     if status in CREDENTIALS_REFUSED:
         # The upstream's message may quote the (masked) provider key: it stays in no answer.
@@ -243,7 +246,7 @@ def error_outcome(
             error_body(gw_status, message, code="upstream_credentials_refused"),
             retry_after=retry_after,
         )
-    detail = (parse_error or ADAPTERS[deployment.provider].parse_error)(status, raw)
+    detail = (adapter or ADAPTERS[deployment.provider]).parse_error(status, raw)
     message = (
         detail.message
         if gw_status == status

@@ -9,7 +9,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -18,6 +18,7 @@ from shared.config_source import Path, PathError, Source, SourceError, dotted
 from shared.litellm_config import FileSettings, convert, translate
 from shared.redis_settings import RedisTarget, cache_redis_from_env, redis_from_env
 from shared.routing import BreakerSettings, RetrySettings, RouterSettings
+from shared.semantic_config import Mode, SemanticSettings, group_settings
 from shared.wire import validation_error_param
 
 Provider = Literal["openai", "anthropic", "gemini", "azure", "bedrock"]
@@ -101,6 +102,7 @@ class Deployment(msgspec.Struct, frozen=True):
     api_key: str = ""  # written in the file itself (LiteLLM allows it); wins over api_key_env
     api_version: str | None = None  # Azure: the api-version query, or "v1" for /openai/v1
     auth: Literal["api-key", "bearer"] | None = None  # Azure: its api-key header or a bearer token
+    semantic_cache: SemanticSettings | None = None  # for its whole group (shared/semantic_config.py)
 
     def __repr__(self) -> str:  # never a key in a log line
         return f"Deployment({self.id!r}, {self.provider}, {self.model!r}, {self.base_url!r})"
@@ -129,6 +131,7 @@ class _DeploymentIn(msgspec.Struct, forbid_unknown_fields=True):
     api_key: str | None = None
     api_version: str | None = None
     auth: Literal["api-key", "bearer"] | None = None
+    semantic_cache: SemanticSettings | None = None
 
 
 class LoadedConfig(msgspec.Struct, frozen=True):
@@ -139,7 +142,7 @@ class LoadedConfig(msgspec.Struct, frozen=True):
 
 
 # Where a refused value names an enum, the refusal lists the valid values.
-_ENUM_VALUES = {"provider": PROVIDERS}
+_ENUM_VALUES: dict[str, tuple[str, ...]] = {"provider": PROVIDERS, "mode": get_args(Mode)}
 
 
 def _refusal(source: Source, path: Path, message: str) -> ConfigError:
@@ -194,11 +197,16 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
                 api_key=d.api_key or "",
                 api_version=d.api_version,
                 auth=d.auth,
+                semantic_cache=d.semantic_cache,
             )
         )
     unknown = router.unknown_groups({d.model_name for d in deployments})
     if unknown:
         raise _refusal(source, ("router_settings",), f"names unknown model groups: {', '.join(unknown)}")
+    try:
+        group_settings(deployments, router.semantic_cache)
+    except ValueError as e:
+        raise _refusal(source, ("model_list",), str(e)) from None
     return LoadedConfig(deployments, router, translated.settings, translated.warnings)
 
 
@@ -224,6 +232,8 @@ class ModelTable:
             self._exact.setdefault(d.model_name, []).append(d)
             self._by_id[d.id] = d
         self._by_prefix = by_prefix
+        # Model group -> its semantic cache settings; empty (the default): the cache is off.
+        self.semantic = group_settings(deployments, self.router.semantic_cache)
         # Without a config file, each model asked for is a deployment of its own (its own
         # breaker: one model's failures or timeouts must not close a provider's other models),
         # made from its provider's template below; bounded, the least recently used forgotten.

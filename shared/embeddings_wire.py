@@ -19,6 +19,8 @@ from msgspec import Meta, Struct
 
 from shared.errors import EdgeError
 
+# `Job.api` of an embeddings request (the front's Api name, the worker's switch to its call).
+EMBEDDINGS_API = "embeddings"
 MAX_INPUTS = 2048  # OpenAI's maxItems for every array form of `input`
 
 InputShape = Literal["text", "texts", "tokens", "token_lists"]

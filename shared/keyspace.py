@@ -169,3 +169,11 @@ def flight_followers(cache_key: str) -> str:
 def flight_log(cache_key: str) -> str:
     """Stream: a streamed flight's chunks so far, copied to a request that joins it late."""
     return f"{PREFIX}:flight:{cache_key}:log"
+
+
+def semantic_vectors() -> str:
+    """Stream: one entry per answer the semantic cache may serve again (its vector, partition,
+    guard features and L2 cache key; never the prompt's text). Workers append in the round trip
+    that publishes the answer and every semantic-enabled worker tails it. Trimmed by approximate
+    MINID to the L2 TTL on each append."""
+    return f"{PREFIX}:semantic"

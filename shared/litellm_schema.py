@@ -3,7 +3,7 @@ the gateway honours; the translator reports every other key as ignored)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -46,6 +46,7 @@ class ModelEntry(msgspec.Struct, frozen=True):
     model_info: ModelInfo = ModelInfo()
     rpm: PerMinute | None = None
     tpm: PerMinute | None = None
+    semantic_cache: Any = None  # the gateway's own setting, passed through (shared/semantic_config.py)
 
 
 class RouterIn(msgspec.Struct, frozen=True):
@@ -62,7 +63,7 @@ class RouterIn(msgspec.Struct, frozen=True):
     retry_after: NonNegative | None = None
 
 
-NATIVE_ROUTER_SECTIONS = ("retry", "breaker", "max_queue_depth")
+NATIVE_ROUTER_SECTIONS = ("retry", "breaker", "max_queue_depth", "semantic_cache")
 
 
 class CacheParams(msgspec.Struct, frozen=True):

@@ -15,7 +15,7 @@ import msgspec
 from aiohttp import web
 
 from edge_agent.fake_upstream import bedrock_embeddings, embeddings, gemini_embeddings
-from edge_agent.fake_upstream.anthropic_api import AnthropicApi
+from edge_agent.fake_upstream.anthropic_api import AnthropicApi, AnthropicCountTokensApi
 from edge_agent.fake_upstream.bedrock_embeddings import BedrockEmbeddingsApi
 from edge_agent.fake_upstream.common import Settings, Stats, json_response
 from edge_agent.fake_upstream.embeddings import AzureEmbeddingsApi, OpenAIEmbeddingsApi
@@ -77,6 +77,7 @@ def create_app(
 
     app.router.add_post("/v1/chat/completions", OpenAIApi(settings, stats).handle)
     app.router.add_post("/v1/messages", AnthropicApi(settings, stats).handle)
+    app.router.add_post("/v1/messages/count_tokens", AnthropicCountTokensApi(settings, stats).handle)
     embeddings.add_routes(app, OpenAIEmbeddingsApi(settings, stats), AzureEmbeddingsApi(settings, stats))
     gemini_embeddings.add_routes(app, GeminiEmbeddingsApi(settings, stats))
     bedrock_embeddings.add_routes(app, BedrockEmbeddingsApi(settings, stats))

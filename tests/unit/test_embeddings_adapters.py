@@ -9,10 +9,11 @@ import struct
 import msgspec
 import pytest
 
+from edge_front.embeddings import parse_embeddings_request
 from edge_workers.providers.embeddings import EMBEDDERS, EmbeddingsCall
-from shared.cache_keys import chat_cache_key, embeddings_cache_key
+from shared.cache_keys import cache_key
 from shared.config import Deployment
-from shared.embeddings_wire import from_base64, input_shape, to_base64
+from shared.embeddings_wire import EMBEDDINGS_API, from_base64, input_shape, to_base64
 from shared.errors import EdgeError
 
 decode = msgspec.json.decode
@@ -57,18 +58,15 @@ def test_base64_is_little_endian_float32_both_ways() -> None:
     assert from_base64(to_base64(vector)) == list(struct.unpack("<4f", raw))
 
 
-def test_cache_keys_keep_kinds_and_tenants_apart_and_default_the_encoding() -> None:
+def test_cache_keys_keep_apis_and_tenants_apart_and_default_the_encoding() -> None:
     body = {"model": "m", "input": "x", "messages": [{"role": "user", "content": "x"}]}
-    assert embeddings_cache_key(body, "ns") != chat_cache_key(body, "ns")
-    assert embeddings_cache_key(body, "a") != embeddings_cache_key(body, "b")
-    plain = {"model": "m", "input": "x"}
-    assert embeddings_cache_key({**plain, "encoding_format": "float"}, "ns") == embeddings_cache_key(
-        plain, "ns"
-    )
-    assert embeddings_cache_key({**plain, "encoding_format": "base64"}, "ns") != embeddings_cache_key(
-        plain, "ns"
-    )
-    assert embeddings_cache_key({**plain, "user": "u"}, "ns") == embeddings_cache_key(plain, "ns")
+    assert cache_key(body, "ns", EMBEDDINGS_API) != cache_key(body, "ns")
+    assert cache_key(body, "a", EMBEDDINGS_API) != cache_key(body, "b", EMBEDDINGS_API)
+    plain = msgspec.json.encode({"model": "m", "input": "x"})
+    floats = msgspec.json.encode({"model": "m", "input": "x", "encoding_format": "float"})
+    b64 = msgspec.json.encode({"model": "m", "input": "x", "encoding_format": "base64"})
+    keys = [cache_key(parse_embeddings_request(b)[0], "ns", EMBEDDINGS_API) for b in (plain, floats, b64)]
+    assert keys[0] == keys[1] != keys[2]
 
 
 @pytest.mark.parametrize(

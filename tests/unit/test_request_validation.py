@@ -1,7 +1,7 @@
 import msgspec
 import pytest
 
-from edge_front.inbound import parse_chat_request
+from edge_front.chat import parse_chat_request
 from shared.errors import EdgeError
 
 
