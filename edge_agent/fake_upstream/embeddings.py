@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import sys
+from array import array
 from typing import Any
 
 from aiohttp import web
@@ -49,10 +51,11 @@ def dimensions_of(model: str) -> int:
 def vector_for(item: str | list[int], dimensions: int) -> list[float]:
     """The fake's embedding of one input (a text or a token array)."""
     seed = item.encode() if isinstance(item, str) else encode(item)
-    raw = hashlib.shake_256(seed).digest(2 * dimensions)
-    return [
-        int.from_bytes(raw[i : i + 2], "little", signed=True) / 32768 for i in range(0, 2 * dimensions, 2)
-    ]
+    components = array("h")  # the hash's bytes as little-endian int16s
+    components.frombytes(hashlib.shake_256(seed).digest(2 * dimensions))
+    if sys.byteorder != "little":
+        components.byteswap()
+    return [c / 32768 for c in components]
 
 
 def tokens_for(item: str | list[int]) -> int:
