@@ -285,8 +285,31 @@ def _flight_lost(job: Job) -> Reply:
     return Reply(job.job_id, status=503, body=body, retry_after=0.0)
 
 
+# A non-streamed request starts watching for its client's disconnect only after waiting this
+# long: a task per request cost the front ~10 % of its CPU in profiles, and most misses are
+# answered sooner (a disconnect then would save nothing).
+WATCH_AFTER_S = 0.2
+
+
+class _DisconnectWatch:
+    """Ends a non-streamed request's wait when its client disconnects (from WATCH_AFTER_S on)."""
+
+    __slots__ = ("_handle", "_task")
+
+    def __init__(self, receive: Receive, future: asyncio.Future[Reply]) -> None:
+        self._task: asyncio.Task[None] | None = None
+        self._handle = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start, receive, future)
+
+    def _start(self, receive: Receive, future: asyncio.Future[Reply]) -> None:
+        self._task = asyncio.get_running_loop().create_task(_watch(receive, future))
+
+    def stop(self) -> None:
+        self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
 async def _watch(receive: Receive, future: asyncio.Future[Reply]) -> None:
-    """End a non-streamed request's wait when its client disconnects."""
     while (await receive())["type"] != "http.disconnect":
         pass
     if not future.done():
@@ -297,7 +320,7 @@ async def _ask(state: FrontState, miss: Miss, job: Job, receive: Receive) -> tup
     """A non-streamed answer: one reply. A client that leaves cancels the upstream call, unless
     others joined it."""
     future = state.replies.expect(job.job_id, job)
-    watcher = asyncio.create_task(_watch(receive, future))
+    watcher = _DisconnectWatch(receive, future)
     metrics.WAITING.inc()
     try:
         result = await _submit(state, miss, job)
@@ -318,7 +341,7 @@ async def _ask(state: FrontState, miss: Miss, job: Job, receive: Receive) -> tup
             reply = msgspec.structs.replace(reply, kind="final")
         return reply, joined
     finally:
-        watcher.cancel()
+        watcher.stop()
         metrics.WAITING.dec()
         state.replies.forget(job.job_id)
 

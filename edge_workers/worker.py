@@ -159,10 +159,11 @@ class EdgeWorker(Worker):
         self._slot_freed.set()
 
 
-def _api_keys(models: ModelTable) -> dict[str, str]:
-    """Variable name -> API key, read once at start."""
+def _api_keys(models: ModelTable, provider: str) -> dict[str, str]:
+    """Variable name -> API key of this worker's provider's deployments, read once at start (a
+    worker never calls another provider, so another's missing key is none of its business)."""
     keys = {}
-    for name in sorted(models.key_variables()):
+    for name in sorted(models.key_variables(provider)):
         keys[name] = os.environ.get(name, "")
         if not keys[name]:
             log.warning("no API key in $%s", name)
@@ -209,8 +210,8 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
     semantic = _semantic_cache(provider, settings, models)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        api_keys = _api_keys(models)
-        missing = " ".join(sorted(v for v in models.key_variables(provider) if not api_keys.get(v)))
+        api_keys = _api_keys(models, provider)
+        missing = " ".join(sorted(v for v, key in api_keys.items() if not key))
         recovery = Recovery(
             ctx["redis"],
             provider,

@@ -147,6 +147,18 @@ def _post(url: str, key: str, body: dict[str, object]) -> dict[str, object]:
         return answer
 
 
+def miss_stack(stack: DevStack) -> tuple[str, str, Path]:
+    """Start in `stack` redis-server, the fake upstream, one worker and one ready front; return
+    (gateway URL, direct upstream URL, wrk script): what the miss-path scripts in ops/ share."""
+    script = Path(tempfile.mkdtemp(prefix="edge-bench-")) / "chat.lua"
+    script.write_text(WRK_SCRIPT)
+    stack.start_redis()
+    stack.start_upstream()
+    stack.start_worker("openai")
+    front = stack.start_front(wait_path="/health/ready")
+    return f"{front.url}/v1/chat/completions", f"{stack.upstream_url}/v1/chat/completions", script
+
+
 def median(runs: list[Run], attr: str) -> float:
     """The median of the runs; NaN for a scenario left out (--only), shown as such."""
     return statistics.median(getattr(r, attr) for r in runs) if runs else float("nan")
