@@ -268,27 +268,16 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
             adapter,
             answer_stream,
         )
-    if embeddings:
-        outcome = await call_embeddings(
-            state.session,
-            deployment,
-            api_key,
-            job.upstream_model,
-            body,
-            job.deadline,
-            settings.max_upstream_body_bytes,
-        )
-    else:
-        outcome = await call_upstream(
-            state.session,
-            deployment,
-            api_key,
-            job.upstream_model,
-            body,
-            job.deadline,
-            settings.max_upstream_body_bytes,
-            adapter,
-        )
+    args = (
+        state.session,
+        deployment,
+        api_key,
+        job.upstream_model,
+        body,
+        job.deadline,
+        settings.max_upstream_body_bytes,
+    )
+    outcome = await (call_embeddings(*args) if embeddings else call_upstream(*args, adapter))
     # A timeout at a deadline the client chose (x-edge-timeout) is not the upstream's failure.
     judged = outcome.attempted and not (outcome.deadline and job.client_deadline)
     attempt = Attempt(outcome_of(outcome.status, judged), outcome.latency_ms)
