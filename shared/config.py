@@ -23,9 +23,6 @@ from shared.wire import validation_error_param
 
 Provider = Literal["openai", "anthropic", "gemini", "azure", "bedrock"]
 PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic", "gemini", "azure", "bedrock")
-# The providers served without a config file (by model-name prefix, below), which `up` and
-# compose start a worker for; the others serve the deployments a config file names.
-DEFAULT_PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic")
 
 DEFAULT_BASE_URLS: dict[str, str] = {
     # As the official SDKs read them: OpenAI's with /v1, Anthropic's without, Gemini's with its
@@ -62,16 +59,22 @@ def default_base_url(provider: str, env: Mapping[str, str]) -> str:
     return DEFAULT_BASE_URLS[provider]
 
 
-# Without a config file, models are routed by name prefix.
+# Without a config file, models are routed by name prefix (Azure serves deployments a config
+# file names, so no name routes to it).
 DEFAULT_PREFIXES: dict[str, tuple[str, ...]] = {
     "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-"),
     "anthropic": ("claude-",),
+    "gemini": ("gemini-",),
 }
 # What GET /v1/models lists when no config file names the models.
 DEFAULT_CATALOG: dict[str, tuple[str, ...]] = {
     "openai": ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3", "o4-mini"),
     "anthropic": ("claude-sonnet-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest"),
+    "gemini": ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash"),
 }
+# An OpenAI-compatible server's quirks (README "Providers"): which name it reads the answer
+# limit under, and whether it takes `stream_options` (without it, streams may carry no usage).
+MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
 
 
 # Without a config file: how many model names keep a deployment (and a breaker) of their own.
@@ -102,6 +105,8 @@ class Deployment(msgspec.Struct, frozen=True):
     api_key: str = ""  # written in the file itself (LiteLLM allows it); wins over api_key_env
     api_version: str | None = None  # Azure: the api-version query, or "v1" for /openai/v1
     auth: Literal["api-key", "bearer"] | None = None  # Azure: its api-key header or a bearer token
+    stream_options: bool = True  # OpenAI-compatible: send stream_options.include_usage
+    max_tokens_field: MaxTokensField | None = None  # OpenAI-compatible: rename the answer limit
     semantic_cache: SemanticSettings | None = None  # for its whole group (shared/semantic_config.py)
 
     def __repr__(self) -> str:  # never a key in a log line
@@ -131,6 +136,8 @@ class _DeploymentIn(msgspec.Struct, forbid_unknown_fields=True):
     api_key: str | None = None
     api_version: str | None = None
     auth: Literal["api-key", "bearer"] | None = None
+    stream_options: bool = True
+    max_tokens_field: MaxTokensField | None = None
     semantic_cache: SemanticSettings | None = None
 
 
@@ -171,12 +178,9 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
         if not base_url.startswith(("http://", "https://")):
             why = "base_url must start with http:// or https://"
             if d.provider == "azure" and not base_url:
-                why = (
-                    "azure deployments need a base_url (https://<resource>.openai.azure.com) "
-                    "or AZURE_OPENAI_ENDPOINT"
-                )
+                why = "azure needs a base_url (https://<resource>.openai.azure.com) or AZURE_OPENAI_ENDPOINT"
             if d.provider == "bedrock" and not base_url:
-                why = "bedrock deployments need a base_url, AWS_ENDPOINT_URL_BEDROCK_RUNTIME or AWS_REGION"
+                why = "bedrock needs a base_url, AWS_ENDPOINT_URL_BEDROCK_RUNTIME or AWS_REGION"
             raise _refusal(source, ("model_list", i), why)
         deployments.append(
             Deployment(
@@ -197,6 +201,8 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
                 api_key=d.api_key or "",
                 api_version=d.api_version,
                 auth=d.auth,
+                stream_options=d.stream_options,
+                max_tokens_field=d.max_tokens_field,
                 semantic_cache=d.semantic_cache,
             )
         )
@@ -240,7 +246,7 @@ class ModelTable:
         self._templates: dict[str, Deployment] = {}
         self._routed: OrderedDict[str, Deployment] = OrderedDict()
         if by_prefix:
-            for provider in DEFAULT_PROVIDERS:
+            for provider in PROVIDERS:
                 base_url = (env.get(BASE_URL_ENV[provider]) or DEFAULT_BASE_URLS[provider]).rstrip("/")
                 d = Deployment(
                     model_name="*",
@@ -281,7 +287,7 @@ class ModelTable:
         found = self._by_id.get(deployment_id) or self._routed.get(deployment_id)
         if found is None and self._by_prefix:
             provider, _, model = deployment_id.partition(":")
-            if provider in self._templates and model.startswith(DEFAULT_PREFIXES[provider]):
+            if provider in self._templates and model.startswith(DEFAULT_PREFIXES.get(provider, ())):
                 return self._routed_model(provider, model)
         return found
 
@@ -304,7 +310,7 @@ class ModelTable:
     def providers(self) -> set[str]:
         if self._exact:
             return {ds[0].provider for ds in self._exact.values()}
-        return set(DEFAULT_PROVIDERS)
+        return set(DEFAULT_PREFIXES)  # the providers a model name can be routed to
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:

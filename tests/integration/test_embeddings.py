@@ -34,6 +34,8 @@ model_list:
   - {model_name: azure-v1-embed, provider: azure, model: text-embedding-3-small, base_url: AZURE,
      api_version: v1}
   - {model_name: gemini-embed, provider: gemini, model: gemini-embedding-001, base_url: GEMINI}
+  - {model_name: gemini-badkey, provider: gemini, model: gemini-embedding-001, base_url: GEMINI,
+     api_key: wrong-key}
   - {model_name: titan-embed, provider: bedrock, model: "amazon.titan-embed-text-v2:0", base_url: UPSTREAM}
   - {model_name: cohere-embed, provider: bedrock, model: cohere.embed-english-v3, base_url: UPSTREAM}
   # One group over two providers: the first deployment's upstream always fails.
@@ -128,8 +130,8 @@ def test_one_string_as_float_and_as_the_sdks_default_base64(client: openai.OpenA
     assert as_b64.data[0].embedding == as_float.data[0].embedding
     if model not in ("gemini-embed",):
         assert as_float.usage.prompt_tokens == tokens_for(text) == as_float.usage.total_tokens
-    else:  # Gemini reports no token count: estimated from the text, 4 bytes a token
-        assert as_float.usage.prompt_tokens == -(-len(text.encode()) // 4)
+    else:  # Gemini reports no token count: estimated from the text, 4 characters a token
+        assert as_float.usage.prompt_tokens == -(-len(text) // 4)
 
 
 def test_base64_on_the_wire_is_little_endian_float32(front: Front) -> None:
@@ -234,7 +236,7 @@ def test_upstream_errors_are_mapped(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:  # Gemini's own 400, in OpenAI's envelope
         client.embeddings.create(model="gemini-embed", input="x", dimensions=5000)
     assert "outputDimensionality" in refused.value.message
-    assert refused.value.body["code"] == "invalid_argument"  # type: ignore[index]
+    assert refused.value.body["type"] == "invalid_request_error"  # type: ignore[index]
     with pytest.raises(openai.RateLimitError):  # Bedrock's ThrottlingException
         client.embeddings.create(model="titan-embed", input="throttled [[fake:status=429]]")
     with pytest.raises(openai.BadRequestError) as invalid:  # Bedrock's ValidationException, its words
@@ -366,3 +368,13 @@ def test_identical_concurrent_misses_share_one_upstream_call(front: Front, stack
     tiers = Counter(tier for tier, _ in answers)
     assert tiers["miss"] == 1 and tiers["miss"] + tiers["joined"] + tiers["hit-l1"] == 12, tiers
     assert all(vector == vector_for(strip_markers(text), 16) for _, vector in answers)
+
+
+def test_a_refused_gemini_key_is_the_gateways_problem_not_the_clients(client: openai.OpenAI) -> None:
+    """Gemini refuses a bad key with a 400; the Gemini adapter's reading (a refused credential)
+    applies to embeddings too: a 502 naming the deployment, never the client's 400."""
+    with pytest.raises(openai.InternalServerError) as refused:
+        client.embeddings.create(model="gemini-badkey", input="x")
+    assert refused.value.status_code == 502
+    assert refused.value.body["code"] == "upstream_credentials_refused"  # type: ignore[index]
+    assert "wrong-key" not in refused.value.message

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from edge_workers.estimate import CHARS_PER_TOKEN
 from edge_workers.providers.base import UpstreamRequest
 from shared.config import Deployment
 from shared.embeddings_wire import EmbeddingsRequest, InputShape, embeddings_body, input_shape, texts_of
@@ -84,9 +85,9 @@ class Embedder(Protocol):
 
 
 def estimated_tokens(texts: list[str]) -> int:
-    """For upstreams that report no token count: about four bytes of UTF-8 per token, OpenAI's
-    rule of thumb for English (what the key is booked and the answer's `usage` says)."""
-    return sum(-(-len(text.encode()) // 4) for text in texts)
+    """For upstreams that report no token count: the chat path's estimate (edge_workers/estimate.py,
+    four characters a token), per input; what the key is booked and the answer's `usage` says."""
+    return sum(-(-len(text) // CHARS_PER_TOKEN) for text in texts)
 
 
 def batches(items: list[str], size: int) -> list[list[str]]:

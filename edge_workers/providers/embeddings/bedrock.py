@@ -18,10 +18,9 @@ from urllib.parse import quote
 
 import msgspec
 
-from edge_workers.providers.base import UpstreamRequest
+from edge_workers.providers.base import UpstreamRequest, unreadable_error
 from edge_workers.providers.embeddings.aws import sign
 from edge_workers.providers.embeddings.base import Answer, EmbeddingsCall, batches, not_embeddings
-from edge_workers.providers.embeddings.openai import OPENAI_ERRORS
 from shared.config import Deployment
 from shared.errors import EdgeError
 from shared.wire import ErrorDetail
@@ -133,7 +132,7 @@ class BedrockEmbedder:
         try:
             error = _decode_error(body)
         except msgspec.DecodeError:
-            return OPENAI_ERRORS.parse_error(status, body)
+            return unreadable_error(status, body)
         message = error.message or error.Message or f"HTTP {status}"
         return ErrorDetail(
             message=message,

@@ -12,11 +12,12 @@ import msgspec
 
 from edge_workers.providers.base import UpstreamRequest
 from edge_workers.providers.embeddings.base import Answer, EmbeddingsCall, batches, not_embeddings
-from edge_workers.providers.embeddings.openai import OPENAI_ERRORS
+from edge_workers.providers.gemini import GeminiAdapter
 from shared.config import Deployment
 from shared.wire import ErrorDetail
 
 BATCH_LIMIT = 100  # batchEmbedContents' most requests per call
+GEMINI = GeminiAdapter()
 
 _encode = msgspec.json.Encoder().encode
 
@@ -39,29 +40,8 @@ class _Batch(msgspec.Struct, rename="camel"):
     usage_metadata: _UsageMetadata | None = None
 
 
-class _Status(msgspec.Struct):
-    message: str = ""
-    status: str = ""
-    code: int = 0
-
-
-class _ErrorBody(msgspec.Struct):
-    error: _Status
-
-
 _decode_single = msgspec.json.Decoder(_Single).decode
 _decode_batch = msgspec.json.Decoder(_Batch).decode
-_decode_error = msgspec.json.Decoder(_ErrorBody).decode
-
-# Google's canonical status -> OpenAI's error type.
-_TYPES = {
-    "INVALID_ARGUMENT": "invalid_request_error",
-    "FAILED_PRECONDITION": "invalid_request_error",
-    "NOT_FOUND": "invalid_request_error",
-    "PERMISSION_DENIED": "permission_error",
-    "UNAUTHENTICATED": "authentication_error",
-    "RESOURCE_EXHAUSTED": "rate_limit_error",
-}
 
 
 def model_path(model: str) -> str:
@@ -121,11 +101,4 @@ class GeminiEmbedder:
         return call.finish("gemini", vectors, counted)
 
     def parse_error(self, status: int, body: bytes) -> ErrorDetail:
-        try:
-            error = _decode_error(body).error
-        except msgspec.DecodeError:  # not Google's envelope (a proxy's page...): OpenAI's reading
-            return OPENAI_ERRORS.parse_error(status, body)
-        kind = _TYPES.get(error.status, "invalid_request_error" if status < 500 else "upstream_error")
-        return ErrorDetail(
-            message=error.message or f"HTTP {status}", type=kind, code=error.status.lower() or None
-        )
+        return GEMINI.parse_error(status, body)  # the chat adapter's reading of google.rpc errors

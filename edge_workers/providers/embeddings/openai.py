@@ -5,10 +5,9 @@ answer floats only) gets converted here."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import msgspec
 
+from edge_workers.providers.azure import AzureAdapter, azure_url
 from edge_workers.providers.base import UpstreamRequest
 from edge_workers.providers.embeddings.base import Answer, EmbeddingsCall
 from edge_workers.providers.openai import OpenAIAdapter
@@ -41,21 +40,15 @@ def _first(raw: msgspec.Raw) -> int:
 
 
 _decode_error = msgspec.json.Decoder(ErrorEnvelope).decode
-OPENAI_ERRORS = OpenAIAdapter()
-
-# The newest GA api-version when none is configured (dimensions and base64 need 2023-05-15+).
-AZURE_API_VERSION = "2024-10-21"
 
 
 class OpenAIEmbedder:
+    """The chat adapter (`chat`) says the headers and reads the errors: they are the same API's."""
+
+    chat: OpenAIAdapter = OpenAIAdapter()
+
     def url(self, deployment: Deployment, model: str) -> str:
         return f"{deployment.base_url}/embeddings"
-
-    def headers(self, deployment: Deployment, api_key: str) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        return headers
 
     def build_requests(
         self, call: EmbeddingsCall, deployment: Deployment, api_key: str
@@ -65,7 +58,7 @@ class OpenAIEmbedder:
         return [
             UpstreamRequest(
                 url=self.url(deployment, call.upstream_model),
-                headers=self.headers(deployment, api_key),
+                headers=self.chat.headers(deployment, api_key),
                 body=_encode(body),
             )
         ]
@@ -91,34 +84,17 @@ class OpenAIEmbedder:
         return call.answer(vectors, tokens), tokens
 
     def parse_error(self, status: int, body: bytes) -> ErrorDetail:
-        return OPENAI_ERRORS.parse_error(status, body)  # the chat adapter's: the same envelope
+        return self.chat.parse_error(status, body)
 
 
 class AzureEmbedder(OpenAIEmbedder):
-    """Azure OpenAI: the deployment's `model` is the Azure deployment name. URL forms:
-    `{base}/openai/deployments/{model}/embeddings?api-version=...` (the default), a base_url
-    that already names the deployment (`.../openai/deployments/{name}`), or the v1 API
-    (`api_version: v1`, or a base_url ending in `/openai/v1`: `{base}/embeddings`, the model in
-    the body). The key goes in `api-key` (or as a bearer token with `auth: bearer`)."""
+    """Azure OpenAI: the URL forms, auth and errors of the Azure chat adapter
+    (`providers/azure.py`), its `embeddings` operation."""
+
+    chat: OpenAIAdapter = AzureAdapter()
 
     def url(self, deployment: Deployment, model: str) -> str:
-        base = deployment.base_url
-        version = deployment.api_version or AZURE_API_VERSION
-        if base.endswith("/openai/v1"):
-            return f"{base}/embeddings"
-        if version == "v1":
-            return f"{base}/openai/v1/embeddings"
-        if "/openai/deployments/" not in base:
-            base = f"{base}/openai/deployments/{quote(model, safe='')}"
-        return f"{base}/embeddings?api-version={quote(version, safe='')}"
-
-    def headers(self, deployment: Deployment, api_key: str) -> dict[str, str]:
-        if deployment.auth == "bearer":
-            return super().headers(deployment, api_key)
-        headers = {"Content-Type": "application/json"}
-        if api_key:
-            headers["api-key"] = api_key
-        return headers
+        return azure_url(deployment, model, "embeddings")
 
 
 def _not_embeddings(body: bytes, error: msgspec.DecodeError) -> str:
