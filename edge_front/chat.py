@@ -24,7 +24,6 @@ from edge_front.apis import Api, Parsed, parse_json
 from edge_front.dispatch import L2Hit, Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.keys import Identity
-from edge_front.reservation import completion_tokens
 from edge_front.state import FrontState
 from edge_front.streams import CHAT_SSE, LiveStream, relay, replay_body, send_sse
 from shared import keyspace, tracing
@@ -222,11 +221,8 @@ async def _handle(
     )
     if miss.limits is not None and miss.limits.reserves:
         await state.estimator.ready()
-        chat = parsed.chat_view()
-        prompt = state.estimator.prompt(chat)
-        most = completion_tokens(chat, settings.reserve_completion_tokens)
-        miss.estimate = (prompt, most)
-        miss.limits.reserve_tokens = prompt + most
+        miss.estimate = parsed.tokens(state.estimator, settings.reserve_completion_tokens)
+        miss.limits.reserve_tokens = sum(miss.estimate)
     served = await dispatch(state, miss, receive)
     if isinstance(served.result, L2Hit):
         hit = _took_l2(state, key, served.result.entry)
