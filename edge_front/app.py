@@ -14,6 +14,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from edge_front import access_log, admin, health, messages, metrics
+from edge_front import tracing as front_tracing
 from edge_front.auth import (
     FORBIDDEN_ADMIN_BODY,
     KEYS_LOADING_BODY,
@@ -25,11 +26,13 @@ from edge_front.auth import (
 )
 from edge_front.chat import chat_completions
 from edge_front.dashboard import routes as dashboard
+from edge_front.embeddings import EMBEDDINGS
 from edge_front.http import send_json
 from edge_front.keys import MASTER, Identity, KeyCache, KeysNotLoaded
 from edge_front.lost_jobs import LostJobsWatch
 from edge_front.orphans import NoWorkerWatch
 from edge_front.state import FrontState
+from shared import tracing
 from shared.config import ModelTable, Settings
 from shared.errors import error_body
 from shared.redis_memory import warn_about_eviction
@@ -52,14 +55,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 CHAT_PATHS = frozenset({b"/v1/chat/completions", b"/chat/completions"})
+EMBEDDINGS_PATHS = frozenset({b"/v1/embeddings", b"/embeddings"})
 
 
 class EdgeApp:
     """The front door: decides who is calling on the raw request path (the master key or a
-    virtual key, checked in-process), sends chat completions straight to their handler, admin
-    paths (master key only) to the admin app, the dashboard's page and /admin/* API (master key or
-    a dashboard session) to the dashboard, and everything else (health, models, metrics) to
-    Starlette."""
+    virtual key, checked in-process), sends chat completions and embeddings straight to their
+    handlers, admin paths (master key only) to the admin app, the dashboard's page and /admin/*
+    API (master key or a dashboard session) to the dashboard, and everything else (health,
+    models, metrics) to Starlette."""
 
     def __init__(self, app: Starlette, master_key: str) -> None:
         self.app = app
@@ -103,6 +107,12 @@ class EdgeApp:
                 send, 405, error_body(405, "Use POST for chat completions."), [(b"allow", b"POST")]
             )
             return
+        if path in EMBEDDINGS_PATHS:
+            if scope["method"] == "POST":
+                await chat_completions(self.app.state.edge, scope, receive, send, identity, EMBEDDINGS)
+                return
+            await send_json(send, 405, error_body(405, "Use POST for embeddings."), [(b"allow", b"POST")])
+            return
         if path in admin.ADMIN_PATHS:
             if not identity.is_master:
                 await send_json(send, 403, FORBIDDEN_ADMIN_BODY, [])
@@ -144,7 +154,9 @@ class EdgeApp:
         return checked
 
 
-def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
+def create_app(settings: Settings, models: ModelTable) -> EdgeApp | front_tracing.TracedApp:
+    tracing.setup("edge-front")  # ENABLE_TRACING, OTEL_*: off, nothing of it is imported
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = FrontState.create(settings, models)
@@ -182,4 +194,4 @@ def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
     )
     access_log.configure(settings)
     edge = EdgeApp(app, settings.master_key)
-    return edge
+    return front_tracing.TracedApp(edge) if tracing.ON else edge

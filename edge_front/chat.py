@@ -18,15 +18,15 @@ from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from edge_front import access_log, metrics
+from edge_front import tracing as front_tracing
 from edge_front.access_log import RequestFacts
 from edge_front.apis import Api, Parsed, parse_json
 from edge_front.dispatch import L2Hit, Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.keys import Identity
-from edge_front.reservation import completion_tokens
 from edge_front.state import FrontState
 from edge_front.streams import CHAT_SSE, LiveStream, relay, replay_body, send_sse
-from shared import keyspace
+from shared import keyspace, tracing
 from shared.admission import KeyLimits
 from shared.cache_keys import cache_key
 from shared.config import MAX_ROUTED_MODELS, Deployment
@@ -117,6 +117,7 @@ async def chat_completions(
         # The client gets an envelope, never a traceback; the log gets the traceback.
         log.exception("request %s: unexpected error", request_id, extra={"request_id": request_id})
         result = _error(EdgeError(500, "The gateway failed to handle this request."), request_id, labels)
+    building = front_tracing.response_build() if tracing.ON else None
     try:
         if isinstance(result, LiveStream):
             status = 200
@@ -142,12 +143,16 @@ async def chat_completions(
             await send_json(send, status, body, [*base, *extra])
     finally:
         metrics.ACTIVE.dec()
+        if building is not None:
+            building.end()
     elapsed_ms = (time.perf_counter() - started) * 1000
     model = metrics.model_label(labels.model)
     metrics.REQUESTS.labels(labels.provider, model, str(status)).inc()
     metrics.DURATION.labels(labels.provider, model, labels.cache).observe(elapsed_ms)
     if state.settings.access_log:  # off, this check is all the access log costs
         access_log.write(state.settings, request_id, identity.key_id, labels, status, elapsed_ms)
+    if tracing.ON:
+        front_tracing.request_facts(request_id, identity.key_id, labels)
 
 
 async def _handle(
@@ -184,7 +189,10 @@ async def _handle(
     # With L2 in the queue's Redis, the miss script looks there (one round trip for a miss).
     script_lookup = not skip_lookup and settings.enable_l2_cache and not settings.cache_redis
     if not skip_lookup:
-        hit = await _lookup(state, key, l2=not script_lookup)
+        if tracing.ON:
+            hit = await front_tracing.cache_lookup(state, key, _l1_get, _l2_get, l2=not script_lookup)
+        else:
+            hit = await _lookup(state, key, l2=not script_lookup)
         if hit is not None:
             answer = await _from_cache(state, key, hit, group[0], parsed, api, labels, request_id)
             if answer is not None:
@@ -213,11 +221,8 @@ async def _handle(
     )
     if miss.limits is not None and miss.limits.reserves:
         await state.estimator.ready()
-        chat = parsed.chat_view()
-        prompt = state.estimator.prompt(chat)
-        most = completion_tokens(chat, settings.reserve_completion_tokens)
-        miss.estimate = (prompt, most)
-        miss.limits.reserve_tokens = prompt + most
+        miss.estimate = parsed.tokens(state.estimator, settings.reserve_completion_tokens)
+        miss.limits.reserve_tokens = sum(miss.estimate)
     served = await dispatch(state, miss, receive)
     if isinstance(served.result, L2Hit):
         hit = _took_l2(state, key, served.result.entry)
@@ -248,7 +253,10 @@ async def _handle(
         labels.cache = reply.cache  # "hit-semantic" when a worker's semantic cache answered
     if reply.status == 200:
         if write_key is not None:
-            state.l1.set(write_key, reply.body, reply.cost_usd)
+            if tracing.ON:
+                front_tracing.cache_write(state.l1, write_key, reply.body, reply.cost_usd)
+            else:
+                state.l1.set(write_key, reply.body, reply.cost_usd)
         if served.joined:  # another request's upstream call: its tokens and cost are counted there
             if stream:
                 return Replay(api.replay(reply.body, include_usage), [_JOINED, *served_headers], "joined")
@@ -386,14 +394,25 @@ async def _evict(state: FrontState, key: str) -> None:
 
 
 async def _lookup(state: FrontState, key: str, l2: bool = True) -> tuple[str, bytes] | None:
+    """L1, then L2 when it is on and `l2` (`edge_front.tracing.cache_lookup` does the same in
+    spans)."""
+    hit = _l1_get(state, key)
+    if hit is None and l2 and state.settings.enable_l2_cache:
+        hit = await _l2_get(state, key)
+    return hit
+
+
+def _l1_get(state: FrontState, key: str) -> tuple[str, bytes] | None:
     entry = state.l1.get(key)
     if entry is not None:
         metrics.CACHE_HITS.labels("l1").inc()
         metrics.CACHE_SAVINGS.inc(entry[1])
         return "hit-l1", entry[0]
     metrics.CACHE_MISSES.labels("l1").inc()
-    if not l2 or not state.settings.enable_l2_cache:
-        return None
+    return None
+
+
+async def _l2_get(state: FrontState, key: str) -> tuple[str, bytes] | None:
     try:
         value = await state.cache_redis.get(keyspace.cache_entry(key))
     except (TimeoutError, RedisError, OSError):

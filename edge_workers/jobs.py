@@ -1,5 +1,5 @@
 """The one arq job a provider worker runs: answer a chat completion (or an Anthropic Messages
-request, `Job.api`) for a waiting front."""
+request, or embeddings: `Job.api`) for a waiting front."""
 
 from __future__ import annotations
 
@@ -20,15 +20,18 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_workers import metrics
+from edge_workers import tracing as worker_tracing
+from edge_workers.embeddings import call_embeddings
 from edge_workers.joblog import job_fields, log_failure
 from edge_workers.messages import shape_of
 from edge_workers.publishing import Attempt, Publication, ScriptCalls, publish
 from edge_workers.semantic.replies import hit_replies
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
-from shared import arq_compat, keyspace
+from shared import arq_compat, keyspace, tracing
 from shared.breaker import outcome_of
 from shared.config import Deployment, ModelTable, Settings
+from shared.embeddings_wire import EMBEDDINGS_API
 from shared.errors import error_body
 from shared.flights import fan_out
 from shared.pricing import cost_usd
@@ -131,7 +134,8 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
     state: WorkerState = ctx["edge"]
     job = decode_job(payload)
     try:
-        await _run(ctx, state, job)
+        run = _run(ctx, state, job)
+        await (worker_tracing.consume(ctx, job, run) if tracing.ON else run)
     except asyncio.CancelledError:
         raise
     except (RedisConnectionError, RedisTimeoutError) as e:
@@ -233,7 +237,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     body = _decode_json(job.body)
     settings = state.settings
     cache = job.cache_key is not None and settings.enable_l2_cache
-    adapter, answer_stream = shape_of(job, deployment)
+    embeddings = job.api == EMBEDDINGS_API  # the provider's embeddings API, not its chat one
+    adapter, answer_stream = (None, None) if embeddings else shape_of(job, deployment)
     index_entry: Callable[[Pipeline], None] | None = None
     if state.semantic is not None and cache and job.api == "chat":  # chat completions only
         probe = state.semantic.probe(job, body)
@@ -249,11 +254,13 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     if job.stream:
 
         async def send(pub: Publication) -> None:
+            if tracing.ON:
+                worker_tracing.published(pub)
             if pub.cache_body is not None:  # the completed stream: its index entry goes with it
                 pub.also = index_entry
             await state.publish(job, pub)
 
-        return await stream_answer(
+        streamed = stream_answer(
             state.session,
             deployment,
             api_key,
@@ -265,7 +272,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
             adapter,
             answer_stream,
         )
-    outcome = await call_upstream(
+        return await (worker_tracing.stream_call(job, deployment, streamed) if tracing.ON else streamed)
+    args = (
         state.session,
         deployment,
         api_key,
@@ -273,8 +281,9 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
         body,
         job.deadline,
         settings.max_upstream_body_bytes,
-        adapter,
     )
+    call = call_embeddings(*args) if embeddings else call_upstream(*args, adapter)
+    outcome = await (worker_tracing.chat_call(job, deployment, call) if tracing.ON else call)
     # A timeout at a deadline the client chose (x-edge-timeout) is not the upstream's failure.
     judged = outcome.attempted and not (outcome.deadline and job.client_deadline)
     attempt = Attempt(outcome_of(outcome.status, judged), outcome.latency_ms)

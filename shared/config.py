@@ -32,6 +32,7 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "anthropic": "https://api.anthropic.com",
     "gemini": "https://generativelanguage.googleapis.com/v1beta",
     "azure": "",
+    "bedrock": "",  # https://bedrock-runtime.<AWS_REGION>.amazonaws.com (default_base_url)
 }
 BASE_URL_ENV = {
     "openai": "OPENAI_BASE_URL",
@@ -45,17 +46,26 @@ API_KEY_ENV = {
     "anthropic": "ANTHROPIC_API_KEY",
     "gemini": "GEMINI_API_KEY",
     "azure": "AZURE_OPENAI_API_KEY",
-    # Bedrock signs with AWS credentials, not a key: this names what its workers lack when the
-    # credential chain finds nothing (the label `/health` and 503s show).
+    # Bedrock signs with AWS credentials, not a key: the variable workers report missing.
     "bedrock": "AWS_ACCESS_KEY_ID",
 }
+
+
+def default_base_url(provider: str, env: Mapping[str, str]) -> str:
+    """A provider's URL when neither the entry nor its *_BASE_URL variable gives one (Bedrock's
+    is its region's runtime endpoint; "" when nothing says which)."""
+    if provider == "bedrock":
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        return f"https://bedrock-runtime.{region}.amazonaws.com" if region else ""
+    return DEFAULT_BASE_URLS[provider]
+
 
 # Without a config file, models are routed by name prefix (Azure serves deployments a config
 # file names, so no name routes to it; Bedrock's as `bedrock/<model id>`, LiteLLM's spelling,
 # and only when EDGE_BEDROCK_REGION names the region to serve them from).
 BEDROCK_OPT_IN = "EDGE_BEDROCK_REGION"
 DEFAULT_PREFIXES: dict[str, tuple[str, ...]] = {
-    "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-"),
+    "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-"),
     "anthropic": ("claude-",),
     "gemini": ("gemini-",),
     "bedrock": ("bedrock/",),
@@ -187,12 +197,14 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
         elif d.region is not None or d.aws is not None:
             field = "region" if d.region is not None else "aws"
             raise _refusal(source, ("model_list", i, field), "only bedrock deployments take it")
-        default_url = bedrock_endpoint(region) if region else DEFAULT_BASE_URLS[d.provider]
+        default_url = bedrock_endpoint(region) if region else default_base_url(d.provider, lookup)
         base_url = d.base_url or lookup.get(BASE_URL_ENV[d.provider]) or default_url
         if not base_url.startswith(("http://", "https://")):
             why = "base_url must start with http:// or https://"
             if d.provider == "azure" and not base_url:
                 why = "azure needs a base_url (https://<resource>.openai.azure.com) or AZURE_OPENAI_ENDPOINT"
+            if d.provider == "bedrock" and not base_url:
+                why = "bedrock needs a base_url, AWS_ENDPOINT_URL_BEDROCK_RUNTIME or AWS_REGION"
             raise _refusal(source, ("model_list", i), why)
         deployments.append(
             Deployment(

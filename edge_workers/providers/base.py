@@ -61,6 +61,12 @@ class UpstreamRequest(msgspec.Struct):
         return URL(self.url, encoded=True) if self.encoded else self.url
 
 
+class ErrorReader(Protocol):
+    def parse_error(self, status: int, body: bytes) -> ErrorDetail:
+        """A non-2xx upstream body -> the error in OpenAI's terms (message, type, code, param)."""
+        ...
+
+
 class Adapter(Protocol):
     def build_request(
         self,
