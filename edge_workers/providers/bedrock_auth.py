@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import Mapping
 
 import botocore.session
@@ -102,9 +103,23 @@ def signer(source: AwsCredentials | None, region: str) -> SigV4Auth:
     return auth
 
 
+_HOST_REGION = re.compile(r"^https://bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com")
+
+
+def region_of(deployment: Deployment) -> str:
+    """The region a deployment signs for: its own (config files always give one), else the one
+    in its endpoint's host name, else AWS_REGION / AWS_DEFAULT_REGION."""
+    if deployment.region:
+        return deployment.region
+    match = _HOST_REGION.match(deployment.base_url)
+    if match:
+        return match[1]
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
 def sign(deployment: Deployment, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
     """`headers` plus the signature's (Authorization, X-Amz-Date, X-Amz-Security-Token) for a
     POST of `body` to `url` (already percent-encoded, sent as is)."""
     request = AWSRequest(method="POST", url=url, data=body, headers=headers)
-    signer(deployment.aws, deployment.region).add_auth(request)
+    signer(deployment.aws, region_of(deployment)).add_auth(request)
     return dict(request.headers.items())

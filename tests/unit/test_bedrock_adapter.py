@@ -446,10 +446,9 @@ def test_default_chain_and_explicit_variables(monkeypatch: pytest.MonkeyPatch) -
     # Variables named but unset: missing, not quietly the default chain's credentials.
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDDEFAULT")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "default-secret")
+    monkeypatch.setattr(bedrock_auth, "_sources", {})  # resolved once per process: start afresh
     unset = AwsCredentials(access_key_id_env="UNSET_ID_VAR", secret_access_key_env="UNSET_SECRET_VAR")
-    monkeypatch.delitem(bedrock_auth._sources, unset, raising=False)
     assert bedrock_auth.credentials(unset) is None
-    monkeypatch.delitem(bedrock_auth._sources, None, raising=False)
     default = bedrock_auth.credentials(None)
     assert default is not None and default.access_key == "AKIDDEFAULT"
 

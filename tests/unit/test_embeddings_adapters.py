@@ -187,6 +187,18 @@ def test_a_count_mismatch_is_a_502() -> None:
     assert failed.value.status == 502
 
 
+@pytest.fixture(autouse=True)
+def fresh_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers resolve AWS credentials once per process: each test here sets its own."""
+    from edge_workers.providers import bedrock_auth
+
+    monkeypatch.setattr(bedrock_auth, "_sources", {})
+    monkeypatch.setattr(bedrock_auth, "_signers", {})
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
