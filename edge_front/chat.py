@@ -28,8 +28,9 @@ from edge_front.streams import LiveStream, relay, replay_body, send_sse
 from shared import keyspace
 from shared.admission import KeyLimits
 from shared.cache_keys import chat_cache_key
+from shared.cache_policy import decide, strip_body_field
 from shared.config import MAX_ROUTED_MODELS, Deployment
-from shared.costs import format_usd, split_cost
+from shared.costs import format_usd, fresh, split_entry
 from shared.errors import EdgeError
 from shared.json_limits import MAX_JSON_DEPTH, too_deep
 from shared.keys import budget_period
@@ -57,15 +58,6 @@ def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionReque
         message, param = validation_error_param(e)
         where = f" (at '{param}')" if param else ""
         raise EdgeError(400, f"Invalid request: {message}{where}", param=param) from None
-
-
-def cache_control(headers: dict[bytes, bytes]) -> tuple[bool, bool]:
-    """(skip lookup, skip write) from the Cache-Control header."""
-    value = headers.get(b"cache-control")
-    if not value:
-        return False, False
-    value = value.lower()
-    return b"no-cache" in value, b"no-store" in value
 
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
@@ -174,19 +166,23 @@ async def _handle(
     labels.provider, labels.model = group[0].provider, chat.model
     stream = bool(chat.stream)
     include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
-    skip_lookup, skip_write = cache_control(headers)
-    key = chat_cache_key(raw, identity.namespace)
     settings = state.settings
+    # LiteLLM's body field `cache` is the gateway's to read: never sent upstream, never keyed.
+    body_field, body = strip_body_field(raw, body)
+    policy = state.models.cache_policy(chat.model)
+    decision = decide(policy, raw, headers, body_field, settings.cache_max_ttl_s)
+    key = chat_cache_key(raw, identity.namespace)
+    oldest = None if decision.max_age_s is None else time.time() - decision.max_age_s
     # With L2 in the queue's Redis, the miss script looks there (one round trip for a miss).
-    script_lookup = not skip_lookup and settings.enable_l2_cache and not settings.cache_redis
-    if not skip_lookup:
-        hit = await _lookup(state, key, l2=not script_lookup)
+    script_lookup = decision.lookup and settings.enable_l2_cache and not settings.cache_redis
+    if decision.lookup:
+        hit = await _lookup(state, key, oldest, l2=not script_lookup)
         if hit is not None:
             answer = await _from_cache(state, key, hit, group[0], stream, include_usage, labels, request_id)
             if answer is not None:
                 return answer
     labels.cache = "miss"
-    cache_key = None if skip_write else key
+    cache_key = key if decision.store else None
     client_deadline = timeout_s < settings.request_timeout_s
     miss = Miss(
         request_id,
@@ -201,7 +197,9 @@ async def _handle(
         *_key_terms(identity, settings.key_window_s, time.time()),
         lookup=script_lookup,
         # Only a request that may be served from the cache may be served another's answer.
-        flight=cache_key is not None and not skip_lookup and settings.single_flight,
+        flight=cache_key is not None and decision.lookup and settings.single_flight,
+        cache_ttl_s=decision.ttl_s,
+        oldest=oldest,
     )
     if miss.limits is not None and miss.limits.reserves:
         await state.estimator.ready()
@@ -235,7 +233,7 @@ async def _handle(
     reply = served.result
     if reply.status == 200:
         if cache_key is not None:
-            state.l1.set(cache_key, reply.body, reply.cost_usd)
+            state.l1.set(cache_key, reply.body, reply.cost_usd, ttl_s=decision.ttl_s)
         if served.joined:  # another request's upstream call: its tokens and cost are counted there
             if stream:
                 return Replay(replay_body(reply.body, include_usage), [_JOINED, *served_headers], "joined")
@@ -248,7 +246,7 @@ async def _handle(
 async def _from_cache(
     state: FrontState,
     key: str,
-    hit: tuple[str, bytes],
+    hit: tuple[str, bytes, float],
     deployment: Deployment,
     stream: bool,
     include_usage: bool,
@@ -257,10 +255,13 @@ async def _from_cache(
 ) -> Answer | Replay | None:
     """A cached answer as the response; None (and the entry evicted) if it is unreadable."""
     labels.cache, labels.deployment = hit[0], deployment.id
+    headers = _hit_headers_for(hit[0], deployment)
+    if hit[2]:  # seconds since it was stored (unknown for entries written before store times)
+        headers = [*headers, (b"age", b"%d" % max(0, int(time.time() - hit[2])))]
     if not stream:
-        return 200, hit[1], _hit_headers_for(hit[0], deployment)
+        return 200, hit[1], headers
     try:
-        return Replay(replay_body(hit[1], include_usage), _hit_headers_for(hit[0], deployment), hit[0])
+        return Replay(replay_body(hit[1], include_usage), headers, hit[0])
     except (msgspec.DecodeError, ValueError):
         # Not a chat completion (written by an older, less careful version): a miss, and gone
         # from both tiers so nobody is served it again.
@@ -366,12 +367,18 @@ async def _evict(state: FrontState, key: str) -> None:
             metrics.CACHE_ERRORS.inc()
 
 
-async def _lookup(state: FrontState, key: str, l2: bool = True) -> tuple[str, bytes] | None:
+async def _lookup(
+    state: FrontState, key: str, oldest: float | None, l2: bool = True
+) -> tuple[str, bytes, float] | None:
+    """A hit as (tier, answer, stored), from L1 or (`l2`) L2; only one stored at `oldest` or
+    later, when given (max-age)."""
     entry = state.l1.get(key)
+    if entry is not None and oldest is not None and entry[2] < oldest:
+        entry = None  # too old for this request; kept for others
     if entry is not None:
         metrics.CACHE_HITS.labels("l1").inc()
         metrics.CACHE_SAVINGS.inc(entry[1])
-        return "hit-l1", entry[0]
+        return "hit-l1", entry[0], entry[2]
     metrics.CACHE_MISSES.labels("l1").inc()
     if not l2 or not state.settings.enable_l2_cache:
         return None
@@ -381,16 +388,16 @@ async def _lookup(state: FrontState, key: str, l2: bool = True) -> tuple[str, by
         # A slow or dead Redis is a miss, not an error: the request still gets answered.
         metrics.CACHE_ERRORS.inc()
         value = None
-    if value is None:
+    if value is None or not fresh(value, oldest):
         metrics.CACHE_MISSES.labels("l2").inc()
         return None
     return _took_l2(state, key, value)
 
 
-def _took_l2(state: FrontState, key: str, value: bytes) -> tuple[str, bytes]:
+def _took_l2(state: FrontState, key: str, value: bytes) -> tuple[str, bytes, float]:
     """An L2 hit: counted, and kept in L1 for the next one."""
     metrics.CACHE_HITS.labels("l2").inc()
-    completion, cost = split_cost(value)
+    completion, cost, stored = split_entry(value)
     metrics.CACHE_SAVINGS.inc(cost)
-    state.l1.set(key, completion, cost)
-    return "hit-l2", completion
+    state.l1.set(key, completion, cost, stored)
+    return "hit-l2", completion, stored

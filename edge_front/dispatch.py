@@ -25,6 +25,7 @@ from edge_front.streams import LiveStream, watch_disconnect
 from shared import keyspace
 from shared.admission import KeyLimits
 from shared.config import Deployment
+from shared.costs import fresh
 from shared.errors import EdgeError, deadline_error, error_body
 from shared.flights import follower_member
 from shared.miss_script import MissResult
@@ -57,6 +58,8 @@ class Miss:
     # retry may find what an identical request's retry just stored.
     lookup: bool = False
     flight: bool = False  # joins an identical request in flight, or leads one (shared/flights.py)
+    cache_ttl_s: int | None = None  # how long L2 keeps the answer (None: EDGE_L2_TTL)
+    oldest: float | None = None  # max-age: the oldest store time (unix) of an L2 entry it accepts
 
 
 @dataclass
@@ -224,7 +227,7 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         body=miss.body,
         deadline=miss.deadline,
         cache_key=miss.cache_key,
-        cache_ttl_s=state.settings.l2_ttl_s,
+        cache_ttl_s=miss.cache_ttl_s or state.settings.l2_ttl_s,
         stream=miss.stream,
         client_deadline=miss.client_deadline,
         key_id=miss.key_id,
@@ -254,7 +257,7 @@ async def _submit(state: FrontState, miss: Miss, job: Job) -> MissResult:
     lookup = keyspace.cache_entry(miss.cache_key) if miss.lookup and miss.cache_key else None
     member = follower_member(state.replies.stream, job.job_id) if miss.flight else None
     try:
-        result = await state.miss_script.run(job, miss.limits, usage, lookup, member)
+        result = await state.miss_script.run(job, miss.limits, usage, lookup, member, miss.oldest)
     except (TimeoutError, RedisError, OSError) as e:
         raise _queue_unavailable(e) from None
     if lookup is not None and result.entry is None:
@@ -373,7 +376,7 @@ async def _l2_get(state: FrontState, miss: Miss) -> L2Hit | None:
     except (TimeoutError, RedisError, OSError):
         metrics.CACHE_ERRORS.inc()
         return None
-    if entry is None:
+    if entry is None or not fresh(entry, miss.oldest):
         metrics.CACHE_MISSES.labels("l2").inc()
         return None
     return L2Hit(entry)

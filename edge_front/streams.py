@@ -139,7 +139,7 @@ async def _finish(
         return (0, 0, 0.0), False
     if reply.kind == "done":
         if live.cache_key is not None:
-            state.l1.set(live.cache_key, reply.body, reply.cost_usd)
+            state.l1.set(live.cache_key, reply.body, reply.cost_usd, ttl_s=live.job.cache_ttl_s)
         # Headers went out with the first chunk, before the cost was known: it comes last, as an
         # SSE comment, which clients (the OpenAI SDKs included) skip.
         cost = b": x-edge-cost-usd=" + format_usd(reply.cost_usd) + b"\n\n"

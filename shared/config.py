@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from shared.cache_policy import CachePolicy
 from shared.config_error import ConfigError
 from shared.config_source import Path, PathError, Source, SourceError, dotted
 from shared.litellm_config import FileSettings, convert, translate
@@ -69,6 +70,7 @@ class Deployment(msgspec.Struct, frozen=True):
     timeout_s: float | None = None  # bounds one upstream call (the request's deadline too)
     stream_timeout_s: float | None = None  # ... of a streamed call, instead of timeout_s
     api_key: str = ""  # written in the file itself (LiteLLM allows it); wins over api_key_env
+    cache: CachePolicy | None = None  # its model group's cache policy (shared/cache_policy.py)
 
     def __repr__(self) -> str:  # never a key in a log line
         return f"Deployment({self.id!r}, {self.provider}, {self.model!r}, {self.base_url!r})"
@@ -95,6 +97,7 @@ class _DeploymentIn(msgspec.Struct, forbid_unknown_fields=True):
     timeout_s: Seconds | None = None
     stream_timeout_s: Seconds | None = None
     api_key: str | None = None
+    cache: CachePolicy | None = None
 
 
 class LoadedConfig(msgspec.Struct, frozen=True):
@@ -150,8 +153,13 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
                 timeout_s=d.timeout_s,
                 stream_timeout_s=d.stream_timeout_s,
                 api_key=d.api_key or "",
+                cache=d.cache,
             )
         )
+    policies: dict[str, CachePolicy] = {}
+    for i, d in entries:
+        if d.cache is not None and policies.setdefault(d.model_name, d.cache) != d.cache:
+            raise _refusal(source, ("model_list", i, "cache"), "differs from its model group's earlier entry")
     unknown = router.unknown_groups({d.model_name for d in deployments})
     if unknown:
         raise _refusal(source, ("router_settings",), f"names unknown model groups: {', '.join(unknown)}")
@@ -176,9 +184,12 @@ class ModelTable:
         self.router = router or RouterSettings()
         self._exact: dict[str, list[Deployment]] = {}
         self._by_id: dict[str, Deployment] = {}
+        self._policies: dict[str, CachePolicy] = {}
         for d in deployments:
             self._exact.setdefault(d.model_name, []).append(d)
             self._by_id[d.id] = d
+            if d.cache is not None:
+                self._policies.setdefault(d.model_name, d.cache)
         self._by_prefix = by_prefix
         # Without a config file, each model asked for is a deployment of its own (its own
         # breaker: one model's failures or timeouts must not close a provider's other models),
@@ -208,6 +219,10 @@ class ModelTable:
                 if model.startswith(prefixes):
                     return [self._routed_model(provider, model)]
         return []
+
+    def cache_policy(self, model: str) -> CachePolicy:
+        """The model group's cache policy, else router_settings' default."""
+        return self._policies.get(model, self.router.cache)
 
     def _routed_model(self, provider: str, model: str) -> Deployment:
         deployment_id = f"{provider}:{model}"
@@ -300,6 +315,7 @@ class Settings(msgspec.Struct, frozen=True):
     l1_max_bytes: int = 64 * 1024 * 1024
     l1_ttl_s: float = 300.0
     l2_ttl_s: int = 3600
+    cache_max_ttl_s: int = 86400  # the longest L2 TTL a request may ask for (s-maxage, ...)
     l2_timeout_s: float = 0.1
     worker_concurrency: int = 512
     upstream_connect_timeout_s: float = 10.0
@@ -370,6 +386,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         l1_max_bytes=_env_int(env, "EDGE_L1_MAX_BYTES", 64 * 1024 * 1024),
         l1_ttl_s=_env_float(env, "EDGE_L1_TTL", 300.0),
         l2_ttl_s=_env_int(env, "EDGE_L2_TTL", 3600),
+        cache_max_ttl_s=_env_int(env, "EDGE_CACHE_MAX_TTL", 86400),
         l2_timeout_s=_env_float(env, "EDGE_L2_TIMEOUT", 0.1),
         worker_concurrency=_env_int(env, "EDGE_WORKER_CONCURRENCY", 512),
         upstream_connect_timeout_s=_env_float(env, "EDGE_UPSTREAM_CONNECT_TIMEOUT", 10.0),
@@ -395,6 +412,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         ("EDGE_KEY_WINDOW_S", settings.key_window_s),
         ("EDGE_KEY_RESERVE_COMPLETION_TOKENS", settings.reserve_completion_tokens),
         ("EDGE_DRAIN_S", settings.drain_s),
+        ("EDGE_CACHE_MAX_TTL", settings.cache_max_ttl_s),
     ):
         if value <= 0:
             raise ConfigError(f"{name}: must be positive")

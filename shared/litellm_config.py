@@ -217,6 +217,8 @@ class _Translator:
                 out[f"{side}_cost_per_1m"] = per_token * 1_000_000
         if p.max_retries is not None:
             self.max_retries.append(p.max_retries)
+        if entry.cache is not None:
+            out["cache"] = raw["cache"]
         return out
 
     def model_list(self, raw: Any) -> list[tuple[int, Any]]:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import msgspec
 
+from shared.cache_policy import CachePolicy
+
 Count = Annotated[int, msgspec.Meta(ge=0)]
 PerMinute = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
@@ -46,6 +48,7 @@ class ModelEntry(msgspec.Struct, frozen=True):
     model_info: ModelInfo = ModelInfo()
     rpm: PerMinute | None = None
     tpm: PerMinute | None = None
+    cache: CachePolicy | None = None  # the gateway's own: its model group's cache policy
 
 
 class RouterIn(msgspec.Struct, frozen=True):
@@ -62,7 +65,7 @@ class RouterIn(msgspec.Struct, frozen=True):
     retry_after: NonNegative | None = None
 
 
-NATIVE_ROUTER_SECTIONS = ("retry", "breaker", "max_queue_depth")
+NATIVE_ROUTER_SECTIONS = ("retry", "breaker", "max_queue_depth", "cache")
 
 
 class CacheParams(msgspec.Struct, frozen=True):

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from shared.cache_policy import DEFAULT_POLICY, CachePolicy
+
 Strategy = Literal["priority", "weighted", "least-latency", "lowest-cost"]
 
 # Worth another attempt: the deployment was busy, flaky or slow, not the request wrong.
@@ -47,6 +49,7 @@ class RouterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
     max_queue_depth: dict[str, AtLeastOne] = {}  # provider -> jobs queued or running before refusing
+    cache: CachePolicy = DEFAULT_POLICY  # the default cache policy (model groups may set their own)
 
     def strategy(self, group: str) -> Strategy:
         return self.group_strategies.get(group, self.routing_strategy)
