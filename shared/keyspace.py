@@ -169,3 +169,14 @@ def flight_followers(cache_key: str) -> str:
 def flight_log(cache_key: str) -> str:
     """Stream: a streamed flight's chunks so far, copied to a request that joins it late."""
     return f"{PREFIX}:flight:{cache_key}:log"
+
+
+def cache_version() -> str:
+    """Counter bumped on every cache deletion through /cache/delete, numbering its stream entries."""
+    return f"{PREFIX}:cache:version"
+
+
+def cache_deletes() -> str:
+    """Stream (trimmed): the cache keys or namespaces /cache/delete removed, with their version;
+    every front polls it and drops them from its L1 (edge_front/cache_admin.py)."""
+    return f"{PREFIX}:cache:deletes"

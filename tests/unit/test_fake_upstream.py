@@ -516,6 +516,7 @@ def test_stats_reset_and_cancelled(server: BackgroundServer, client: httpx.Clien
         "requests": 3,
         "by_path": {"/v1/chat/completions": 2, "/v1/messages": 1},
         "by_model": {"gpt-4o-mini": 2, "claude-sonnet-4": 1},
+        "by_field": {"model": 3, "messages": 3, "max_tokens": 1},
         "cancelled": 0,
         "failures_injected": 0,
     }
@@ -530,7 +531,14 @@ def test_stats_reset_and_cancelled(server: BackgroundServer, client: httpx.Clien
     assert client.get("/_fake/stats").json()["failures_injected"] == 1  # the timeout
 
     reset = client.post("/_fake/reset").json()
-    assert reset == {"requests": 0, "by_path": {}, "by_model": {}, "cancelled": 0, "failures_injected": 0}
+    assert reset == {
+        "requests": 0,
+        "by_path": {},
+        "by_model": {},
+        "by_field": {},
+        "cancelled": 0,
+        "failures_injected": 0,
+    }
     assert client.get("/health").status_code == 200
 
 
