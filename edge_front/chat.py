@@ -30,7 +30,7 @@ from shared.admission import KeyLimits
 from shared.cache_keys import chat_cache_key
 from shared.cache_policy import decide, strip_body_field
 from shared.config import MAX_ROUTED_MODELS, Deployment
-from shared.costs import format_usd, fresh, split_entry
+from shared.costs import format_usd, fresh, l1_ttl_s, split_entry
 from shared.errors import EdgeError
 from shared.json_limits import MAX_JSON_DEPTH, too_deep
 from shared.keys import budget_period
@@ -397,7 +397,7 @@ async def _lookup(
 def _took_l2(state: FrontState, key: str, value: bytes) -> tuple[str, bytes, float]:
     """An L2 hit: counted, and kept in L1 for the next one."""
     metrics.CACHE_HITS.labels("l2").inc()
-    completion, cost, stored = split_entry(value)
+    completion, cost, stored, ttl = split_entry(value)
     metrics.CACHE_SAVINGS.inc(cost)
-    state.l1.set(key, completion, cost, stored)
+    state.l1.set(key, completion, cost, stored, l1_ttl_s(stored, ttl))
     return "hit-l2", completion, stored

@@ -50,8 +50,8 @@ from shared.queue import (
 MISS_LUA = """
 if KEYS[9] ~= '' then
   local entry = redis.call('GET', KEYS[9])
-  if entry and ARGV[20] ~= '' then  -- max-age: the store time is in the entry's `<cost> <ms>` head
-    local stored = tonumber(string.match(entry, '^[^ \\n]* (%d+)\\n') or '0')
+  if entry and ARGV[20] ~= '' then  -- max-age: the store time follows the cost (shared/costs.py)
+    local stored = tonumber(string.match(entry, '^[^ \\n]* (%d+)[ \\n]') or '0')
     if stored < tonumber(ARGV[20]) then entry = nil end
   end
   if entry then return {5, entry} end

@@ -156,7 +156,7 @@ def test_max_age_and_the_age_header(stack: DevStack) -> None:
 
 
 def test_s_maxage_and_x_edge_cache_ttl_set_the_l2_ttl(stack: DevStack) -> None:
-    a, _ = fronts(stack)
+    a, b = fronts(stack)
     for headers, body_field, expected in (
         ({"Cache-Control": "s-maxage=40"}, None, 40),
         ({"x-edge-cache-ttl": "50"}, None, 50),
@@ -167,6 +167,13 @@ def test_s_maxage_and_x_edge_cache_ttl_set_the_l2_ttl(stack: DevStack) -> None:
         extra = {"extra_body": {"cache": body_field}} if body_field else {}
         assert ask(a, "plain", msgs, extra_headers=headers, **extra)[0] == "miss"
         assert expected - 10 < l2_ttl(stack, {"model": "plain", "messages": msgs}) <= expected
+    # Another front's L1 copy of a short-lived entry lives no longer than the entry.
+    msgs = messages()
+    assert ask(a, "plain", msgs, extra_headers={"x-edge-cache-ttl": "2"})[0] == "miss"
+    assert ask(b, "plain", msgs)[0] == "hit-l2"
+    assert ask(b, "plain", msgs)[0] == "hit-l1"
+    time.sleep(2.5)
+    assert ask(b, "plain", msgs)[0] == "miss"
     with pytest.raises(openai.BadRequestError, match="x-edge-cache-ttl"):
         ask(a, "plain", messages(), extra_headers={"x-edge-cache-ttl": "soon"})
 
