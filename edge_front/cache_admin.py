@@ -15,7 +15,6 @@ and POST /cache/delete, and the poll that makes every front's L1 drop what was d
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +38,7 @@ from edge_front.state import FrontState
 from shared import keyspace
 from shared.cache_keys import KEY_VERSION, chat_cache_key
 from shared.errors import EdgeError
+from shared.tasks import poll_forever
 
 log = logging.getLogger("edge.front")
 
@@ -92,18 +92,7 @@ class Invalidations:
         self._version = -1  # unknown until the first read
 
     async def run(self) -> None:
-        failing = False
-        while True:
-            try:
-                await self.poll()
-                failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                if not failing:
-                    log.warning("could not read cache deletions (%s)", type(e).__name__)
-                failing = True
-            await asyncio.sleep(POLL_S)
+        await poll_forever(self.poll, POLL_S, log, "could not read cache deletions (%s)")
 
     async def poll(self) -> None:
         assert self.redis is not None

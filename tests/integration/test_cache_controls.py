@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 import redis
-from conftest import fake_stats
+from conftest import fake_stats, two_fronts
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
 from shared import keyspace
@@ -41,18 +41,9 @@ router_settings:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     config = tmp_path_factory.mktemp("cache_controls") / "config.yaml"
     config.write_text(CONFIG)
-    dev = DevStack(
-        env_overrides={"EDGE_MAX_ATTEMPTS": "1", "EDGE_CONFIG": str(config), "EDGE_CACHE_MAX_TTL": "300"},
-        log_dir=Path(tmp_path_factory.mktemp("cache_controls_logs")),
+    yield from two_fronts(
+        tmp_path_factory, "cache_controls", 60, {"EDGE_CONFIG": str(config), "EDGE_CACHE_MAX_TTL": "300"}
     )
-    try:
-        dev.start_redis()
-        dev.start_upstream()
-        dev.start_worker("openai")
-        dev.fronts = (dev.start_front(), dev.start_front())  # type: ignore[attr-defined]
-        yield dev
-    finally:
-        dev.stop()
 
 
 def fronts(stack: DevStack) -> tuple[Front, Front]:
