@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_workers import metrics
 from edge_workers.joblog import job_fields, log_failure
-from edge_workers.publishing import Attempt, Publication, after_publish, publish
+from edge_workers.publishing import Attempt, Publication, ScriptCalls, publish
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
 from shared import keyspace
@@ -86,13 +86,13 @@ class WorkerState:
             body = error_body(503, "The identical request this one joined ended unanswered; retrying.")
             reply = Reply(job.job_id, status=503, body=body, retry_after=0.0)
             async with self.redis.pipeline(transaction=False) as pipe:
-                fan_out(pipe, job, [reply], last=True)
+                calls = ScriptCalls(pipe)
+                calls.add(lambda p: fan_out(p, job, [reply], last=True))
                 pipe.srem(keyspace.running(self.worker_id), job.job_id)
                 if job.slot is not None and job.key_id is not None:
                     release_slot(pipe, job.key_id, job.slot)
-                await after_publish(
-                    self.redis, await pipe.execute(raise_on_error=False), job, Publication([reply]), {}
-                )
+                results = await pipe.execute(raise_on_error=False)
+            await calls.after(self.redis, results)
         elif job.slot is not None and job.key_id is not None:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.srem(keyspace.running(self.worker_id), job.job_id)

@@ -20,7 +20,7 @@ from shared import keyspace, outcomes
 from shared.admission import window_bounds
 from shared.breaker import RECORD_LUA, Outcome, record_args
 from shared.costs import with_cost
-from shared.flights import REPLY_STREAM_TTL_S, fan_out, load_scripts
+from shared.flights import FANOUT_LUA, REPLY_STREAM_TTL_S, fan_out
 from shared.queue import REPLY_STREAM_MAXLEN, USAGE_TTL_S, Job, Reply, encode_reply, release_slot
 from shared.routing import BreakerSettings
 
@@ -66,9 +66,9 @@ async def publish(
         if usage_key is not None and tokens:
             pipe.hincrby(usage_key, "t", tokens)
             pipe.expire(usage_key, USAGE_TTL_S)
-        scripts: dict[int, list[str]] = {}  # where the breaker's record is in the pipeline
+        calls = ScriptCalls(pipe)
         if job.flight and job.cache_key is not None:  # to every request that joined it too
-            fan_out(pipe, job, pub.replies, last=pub.attempt is not None)
+            calls.add(lambda p: fan_out(p, job, pub.replies, last=pub.attempt is not None))
         else:
             for reply in pub.replies:
                 pipe.xadd(
@@ -85,17 +85,15 @@ async def publish(
                     cache_redis, keyspace.cache_entry(job.cache_key), entry, job.cache_ttl_s
                 )
         if job.key_id is not None and job.charge is not None:
-            _book_key_usage(pipe, job, pub, job.key_id)
+            _book_key_usage(calls, job, pub, job.key_id)
         if pub.first_chunks:
             pipe.set(
                 keyspace.stream_started(job.job_id), b"1", ex=max(1, int(job.deadline - time.time()) + 60)
             )
-        record: list[str] = []
         if pub.attempt is not None:
             args = record_args(int(time.time() * 1000), pub.attempt.outcome, breaker, pub.attempt.latency_ms)
             record = [keyspace.breaker(job.deployment_id), *args]
-            scripts[len(pipe)] = record
-            pipe.evalsha(RECORD_SHA, 1, *record)
+            calls.add(lambda p: p.evalsha(RECORD_SHA, 1, *record))
             pipe.incr(keyspace.served(job.provider))
             _record_outcome(pipe, job, pub, pub.attempt)
             pipe.srem(keyspace.running(worker_id), job.job_id)
@@ -105,30 +103,43 @@ async def publish(
             results = await pipe.execute(raise_on_error=False)
         else:
             results, _ = await asyncio.gather(pipe.execute(raise_on_error=False), cache_write)
-        await after_publish(redis, results, job, pub, scripts)
+        await calls.after(redis, results)
 
 
-async def after_publish(
-    redis: Redis, results: list[object], job: Job, pub: Publication, scripts: dict[int, list[str]]
-) -> None:
-    """Raise the pipeline's first error, as `execute` would have, except NOSCRIPT: Redis
-    restarted or was flushed since this worker loaded its scripts. Those script calls alone
-    run again, loaded (the rest of the pipeline ran; running it all again would send the
-    replies twice)."""
-    failed = [at for at, result in enumerate(results) if isinstance(result, NoScriptError)]
-    for result in results:
-        if isinstance(result, Exception) and not isinstance(result, NoScriptError):
-            raise result
-    if not failed:
-        return
-    await load_scripts(redis)
-    for at in failed:
-        if at in scripts:  # the breaker's record
-            await redis.register_script(RECORD_LUA)(keys=scripts[at][:1], args=scripts[at][1:])
-        else:  # the flight's fan-out
-            async with redis.pipeline(transaction=False) as pipe:
-                fan_out(pipe, job, pub.replies, last=pub.attempt is not None)
-                await pipe.execute()
+class ScriptCalls:
+    """The script calls queued on a pipeline, by position. Scripts run by EVALSHA (sending a
+    script's text with every answer cost measurable throughput), so after Redis restarted or was
+    flushed they fail with NOSCRIPT: `after` loads them and runs those calls alone again (the
+    rest of the pipeline ran; running it all again would send the replies twice)."""
+
+    def __init__(self, pipe: Pipeline) -> None:
+        self.pipe = pipe
+        self._at: dict[int, Callable[[Pipeline], object]] = {}
+
+    def add(self, call: Callable[[Pipeline], object]) -> None:
+        self._at[len(self.pipe)] = call
+        call(self.pipe)
+
+    async def after(self, redis: Redis, results: list[object]) -> None:
+        """Raise the pipeline's first error but NOSCRIPT, as `execute` would have; then run
+        again the script calls that met NOSCRIPT."""
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, NoScriptError):
+                raise result
+        failed = [at for at, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if not failed:
+            return
+        await load_scripts(redis)
+        async with redis.pipeline(transaction=False) as pipe:
+            for at in failed:
+                self._at[at](pipe)
+            await pipe.execute()
+
+
+async def load_scripts(redis: Redis) -> None:
+    """Load the scripts a worker's pipelines call by their hash."""
+    for lua in (FANOUT_LUA, RECORD_LUA, BOOK_LUA):
+        await redis.script_load(lua)
 
 
 def _record_outcome(pipe: Pipeline, job: Job, pub: Publication, attempt: Attempt) -> None:
@@ -147,7 +158,26 @@ def _record_outcome(pipe: Pipeline, job: Job, pub: Publication, attempt: Attempt
     pipe.xadd(keyspace.outcomes(job.provider), fields, maxlen=outcomes.OUTCOMES_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
 
-def _book_key_usage(pipe: Pipeline, job: Job, pub: Publication, key_id: str) -> None:
+# KEYS: the key's spend hash, its tpm window counter ('' none). ARGV: cost USD, prompt tokens,
+# completion tokens, '1' if answered (a request to count), when the spend hash expires (unix s;
+# 0: never), when the tpm counter expires. One script instead of up to seven commands: redis-py
+# packs each command in Python, and every virtual key's answer pays this.
+BOOK_LUA = """
+local tokens = tonumber(ARGV[2]) + tonumber(ARGV[3])
+if tonumber(ARGV[1]) > 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spend', ARGV[1]) end
+if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', KEYS[1], 'prompt_tokens', ARGV[2]) end
+if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[1], 'completion_tokens', ARGV[3]) end
+if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[1], 'requests', 1) end
+if tonumber(ARGV[5]) > 0 then redis.call('EXPIREAT', KEYS[1], ARGV[5]) end
+if KEYS[2] ~= '' and tokens > 0 then
+  redis.call('INCRBY', KEYS[2], tokens)
+  redis.call('EXPIREAT', KEYS[2], ARGV[6])
+end
+"""
+BOOK_SHA = hashlib.sha1(BOOK_LUA.encode()).hexdigest()
+
+
+def _book_key_usage(calls: ScriptCalls, job: Job, pub: Publication, key_id: str) -> None:
     """Add what this publication's replies used to its key's period and tpm window."""
     assert job.charge is not None
     cost = sum(r.cost_usd for r in pub.replies)
@@ -157,21 +187,13 @@ def _book_key_usage(pipe: Pipeline, job: Job, pub: Publication, key_id: str) -> 
     if not (cost or prompt or completion or answered):
         return
     spend = keyspace.key_spend(key_id, job.charge.period)
-    if cost:
-        pipe.hincrbyfloat(spend, "spend", cost)
-    if prompt:
-        pipe.hincrby(spend, "prompt_tokens", prompt)
-    if completion:
-        pipe.hincrby(spend, "completion_tokens", completion)
-    if answered:
-        pipe.hincrby(spend, "requests", 1)
-    if job.charge.period_ends:
-        pipe.expireat(spend, int(job.charge.period_ends) + SPEND_GRACE_S)
+    tpm, tpm_ends = "", 0
     if job.charge.tpm_window_s and prompt + completion:
         window, ends = window_bounds(time.time(), job.charge.tpm_window_s)
-        tpm = keyspace.key_tpm(key_id, window)
-        pipe.incrby(tpm, prompt + completion)
-        pipe.expireat(tpm, int(ends) + 1)
+        tpm, tpm_ends = keyspace.key_tpm(key_id, window), int(ends) + 1
+    spend_ends = int(job.charge.period_ends) + SPEND_GRACE_S if job.charge.period_ends else 0
+    args: list[str | int] = [repr(cost), prompt, completion, "1" if answered else "0", spend_ends, tpm_ends]
+    calls.add(lambda pipe: pipe.evalsha(BOOK_SHA, 2, spend, tpm, *args))  # type: ignore[arg-type]
 
 
 async def _write_cache(cache_redis: Redis, key: str, entry: bytes, ttl_s: int) -> None:

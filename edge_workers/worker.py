@@ -28,12 +28,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
+from edge_workers.publishing import load_scripts
 from edge_workers.recovery import Recovery
 from edge_workers.upstream import new_session
 from shared import arq_compat, keyspace
 from shared.arq_compat import CLAIM_LUA
 from shared.config import ModelTable, Settings, load_settings
-from shared.flights import load_scripts
 from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
 from shared.redis_connect import arq_pool, pooled_client
 from shared.redis_memory import warn_about_eviction
@@ -204,7 +204,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             in_progress_ms=int((job_timeout_s + 10) * 1000),  # arq's own lease: the job timeout + 10 s
         )
         await recovery.join()
-        await load_scripts(ctx["redis"])  # single-flight's fan-out, called by its hash
+        await load_scripts(ctx["redis"])  # what its pipelines call by hash
         ctx["recovery"] = recovery
         ctx["heartbeat"] = asyncio.create_task(recovery.run())
         ctx["edge"] = state = WorkerState(

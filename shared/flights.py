@@ -106,11 +106,6 @@ def fan_out(pipe: Pipeline, job: Job, replies: list[Reply], last: bool) -> None:
     pipe.evalsha(FANOUT_SHA, len(keys), *keys, *args)  # type: ignore[arg-type]
 
 
-async def load_scripts(redis: Redis) -> None:
-    """Load FANOUT_LUA (a worker's pipelines call it by its hash)."""
-    await redis.script_load(FANOUT_LUA)
-
-
 class FlightCancel:
     """A flight leader's cancel: the job stops only if nobody joined it."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 from redis.asyncio import Redis
 
 from edge_workers.publishing import Attempt, Publication, publish
@@ -78,3 +79,24 @@ async def test_the_master_key_books_nothing(r: Redis) -> None:
     final = Publication([answer(prompt=12, completion=30, cost=0.1)], attempt=Attempt("ok"))
     await publish(r, master, final, "w1", BreakerSettings())
     assert await r.keys(keyspace.PREFIX + ":kspend*") == []
+
+
+async def test_after_redis_lost_its_scripts_each_runs_once_and_nothing_twice(r: Redis) -> None:
+    """A flight's fan-out, the booking and the breaker's record are called by hash: after a
+    SCRIPT FLUSH (what a Redis restart does) they are loaded and run again alone, and the
+    plain commands of the same pipeline are not repeated."""
+    ends = time.time() + 3600
+    flight = msgspec.structs.replace(job(KeyCharge("3600s7", ends)), cache_key="v1:ns:k", flight=True)
+    await r.sadd(keyspace.flight_followers("v1:ns:k"), "edge:reply:other job9")
+    await r.set(keyspace.flight("v1:ns:k"), "job1 0", px=30_000)
+    await r.script_flush()
+    final = Publication([answer(prompt=1, completion=2, cost=0.5)], attempt=Attempt("fail"))
+    await publish(r, flight, final, "w1", BreakerSettings())
+    assert await r.xlen("edge:reply:test") == 1 and await r.xlen("edge:reply:other") == 1
+    ((_, fields),) = await r.xrange("edge:reply:other")
+    assert fields[b"w"] == b"job9"  # tagged with the follower's own wait id
+    assert await r.get(keyspace.served("openai")) == b"1"  # the plain commands ran once
+    spend = await r.hgetall(keyspace.key_spend(KEY, "3600s7"))
+    assert float(spend[b"spend"]) == 0.5 and spend[b"requests"] == b"1"
+    assert await r.exists(keyspace.breaker("d"))  # the breaker's record ran too
+    assert not await r.exists(keyspace.flight("v1:ns:k"))  # the last publication ended the flight
