@@ -58,8 +58,8 @@ return v
 
 
 class DeleteRequest(Struct, forbid_unknown_fields=True):
-    """One of: `key` / `keys` (cache keys, as `x-edge-cache-key`-style `v1:<namespace>:<hash>`),
-    `request` (a chat request body, keyed in `namespace`), or `namespace` alone (all of it)."""
+    """One of: `key` / `keys` (cache keys, `v1:<namespace>:<hash>`), `request` (a chat request
+    body, keyed in `namespace`), or `namespace` alone (all of it)."""
 
     key: str | None = None
     keys: list[str] | None = None
@@ -229,7 +229,8 @@ def create(state_of: Callable[[], FrontState], invalidations: Invalidations) -> 
 
     async def _delete(state: FrontState, ask: DeleteRequest) -> Deleted:
         named = [ask.key is not None, ask.keys is not None, ask.request is not None]
-        if sum(named) > 1 or (not any(named) and ask.namespace is None):
+        by_key = ask.key is not None or ask.keys is not None
+        if sum(named) > 1 or (not any(named) and ask.namespace is None) or (by_key and ask.namespace):
             raise EdgeError(
                 400, "Give one of 'key', 'keys', 'request' (with an optional 'namespace'), or 'namespace'."
             )

@@ -196,6 +196,7 @@ async def _handle(
         identity.key_id,
         *_key_terms(identity, settings.key_window_s, time.time()),
         lookup=script_lookup,
+        lookup_key=key,
         # Only a request that may be served from the cache may be served another's answer.
         flight=cache_key is not None and decision.lookup and settings.single_flight,
         cache_ttl_s=decision.ttl_s,

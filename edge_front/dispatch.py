@@ -57,6 +57,8 @@ class Miss:
     # Each attempt's script returns the L2 entry if there is one (L2 in the queue's Redis): a
     # retry may find what an identical request's retry just stored.
     lookup: bool = False
+    # The key it looks up: its cache key, even when its answer is not to be stored (no-store).
+    lookup_key: str | None = None
     flight: bool = False  # joins an identical request in flight, or leads one (shared/flights.py)
     cache_ttl_s: int | None = None  # how long L2 keeps the answer (None: EDGE_L2_TTL)
     oldest: float | None = None  # max-age: the oldest store time (unix) of an L2 entry it accepts
@@ -254,7 +256,7 @@ async def _submit(state: FrontState, miss: Miss, job: Job) -> MissResult:
     job enqueued (with a key's limits, admitted and charged). Raises EdgeError: 429 at a key's
     limit, 503 without Redis."""
     usage = state.router.limits.count(job.deployment_id, time.time())
-    lookup = keyspace.cache_entry(miss.cache_key) if miss.lookup and miss.cache_key else None
+    lookup = keyspace.cache_entry(miss.lookup_key) if miss.lookup and miss.lookup_key else None
     member = follower_member(state.replies.stream, job.job_id) if miss.flight else None
     try:
         result = await state.miss_script.run(job, miss.limits, usage, lookup, member, miss.oldest)
@@ -369,10 +371,10 @@ async def _start_stream(
 
 async def _l2_get(state: FrontState, miss: Miss) -> L2Hit | None:
     """L2 on its own (when the miss script will not look): a dead Redis is a miss."""
-    if miss.cache_key is None:
+    if miss.lookup_key is None:
         return None
     try:
-        entry = await state.cache_redis.get(keyspace.cache_entry(miss.cache_key))
+        entry = await state.cache_redis.get(keyspace.cache_entry(miss.lookup_key))
     except (TimeoutError, RedisError, OSError):
         metrics.CACHE_ERRORS.inc()
         return None

@@ -139,6 +139,11 @@ def test_max_age_and_the_age_header(stack: DevStack) -> None:
     tier, headers = ask(b, "plain", msgs, extra_body={"cache": {"s-maxage": 1}})
     assert tier == "hit-l2" and int(headers["age"]) <= 1
     assert calls(stack) == before + 1
+    # no-store still looks (in L2 too, through the miss script): only the write is skipped.
+    msgs = messages()
+    assert ask(a, "plain", msgs)[0] == "miss"
+    tier, headers = ask(b, "plain", msgs, extra_headers={"Cache-Control": "no-store"})
+    assert tier == "hit-l2" and int(headers["age"]) <= 1
     # A streamed hit says its age too.
     with sdk(a).chat.completions.with_streaming_response.create(
         model="plain", messages=msgs, stream=True
@@ -251,7 +256,13 @@ def test_cache_delete_by_key_and_by_body_reaches_every_l1(stack: DevStack) -> No
         assert ask(b, "plain", msgs)[0] == "miss"  # gone from b's L1 and from L2
         assert ask(a, "plain", msgs)[0] == "hit-l2"  # gone from a's L1 too; b's miss stored it again
     assert delete(a, {"key": key})  # deleting what is not there is fine
-    for bad in ({}, {"key": "nope"}, {"key": key, "namespace": "master", "keys": [key]}, {"what": 1}):
+    for bad in (
+        {},
+        {"key": "nope"},
+        {"key": key, "keys": [key]},
+        {"key": key, "namespace": "x"},
+        {"what": 1},
+    ):
         answer = delete(a, bad)
         assert answer.status_code == 400 and answer.json()["error"]["message"], bad
     answer = delete(a, {"request": {"model": "plain"}})
