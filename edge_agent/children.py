@@ -58,6 +58,7 @@ def spawn(
     env: dict[str, str] | None = None,
     stdout: int | IO[Any] | None = None,
     stderr: int | IO[Any] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """`subprocess.Popen(args)` in a process group of its own, sent SIGTERM when this process dies."""
     return subprocess.Popen(
@@ -65,6 +66,7 @@ def spawn(
         env=env,
         stdout=stdout,
         stderr=stderr,
+        pass_fds=tuple(pass_fds),
         process_group=0,
         preexec_fn=_die_with(os.getpid()),
     )

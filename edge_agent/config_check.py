@@ -13,6 +13,7 @@ from typing import TextIO
 
 from shared.config import ConfigError, Deployment, LoadedConfig, read_config
 from shared.routing import RouterSettings
+from shared.semantic_config import group_settings
 
 
 def _key(d: Deployment, env: Mapping[str, str]) -> str:
@@ -74,6 +75,12 @@ def report(path: str, strict: bool, env: Mapping[str, str], out: TextIO) -> int:
     print("routing:", file=out)
     for line in _routing(loaded.router):
         print(f"  {line}", file=out)
+    for group, s in sorted(group_settings(loaded.deployments, loaded.router.semantic_cache).items()):
+        print(
+            f"  semantic cache for {group}: {s.mode}, threshold {s.threshold:g}, "
+            f"messages up to {s.max_chars} characters (workers need `edge-agent semantic fetch`)",
+            file=out,
+        )
     file_settings = loaded.settings
     print("settings from the file (an environment variable set wins):", file=out)
     for label, value in (

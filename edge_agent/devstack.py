@@ -184,10 +184,13 @@ class DevStack:
                         worker.env,
                     )
 
-    def start_front(self, env: dict[str, str] | None = None, wait_path: str | None = None) -> Front:
-        """Start a front; by default return once every worker started so far on its Redis is
-        registered and live (so any provider's request finds its worker). A `wait_path` such as
-        "/health/ready" or "/health/live" waits for that path to answer 200 instead."""
+    def start_front(
+        self, env: dict[str, str] | None = None, wait_path: str | None = None, processes: int = 1
+    ) -> Front:
+        """Start a front (`processes` > 1: a front group); by default return once every worker
+        started so far on its Redis is registered and live (so any provider's request finds its
+        worker). A `wait_path` such as "/health/ready" or "/health/live" waits for that path to
+        answer 200 instead."""
         redis = _redis_of(env or self.env)
         expected = Counter(w.provider for w in self.workers if _redis_of(w.env or self.env) == redis)
 
@@ -197,7 +200,7 @@ class DevStack:
 
         proc, port = self.spawn_listening(
             "front",
-            lambda port: ["front", "--host", "127.0.0.1", "--port", str(port)],
+            lambda port: ["front", "--host", "127.0.0.1", "--port", str(port), "--processes", str(processes)],
             ready,
             env,
             meanwhile=self.check_workers,  # the workers started so far, while the front starts

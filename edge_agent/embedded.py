@@ -85,7 +85,7 @@ def _none_exited(children: list[subprocess.Popen[bytes]], then: Callable[[], boo
     return check
 
 
-def run_stack(host: str, port: int, workers: int) -> None:
+def run_stack(host: str, port: int, workers: int, front_processes: int = 1) -> None:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env["HOST"] = host  # where workers serve their metrics: beside the front, loopback unless asked
@@ -128,7 +128,9 @@ def run_stack(host: str, port: int, workers: int) -> None:
                 metrics_port = free_port()
                 args = ["worker", "--provider", provider, "--metrics-port", str(metrics_port)]
                 pool.append(_Worker(provider, metrics_port, _spawn(args, env)))
-        front = _spawn(["front", "--host", host, "--port", str(port)], env)
+        front = _spawn(
+            ["front", "--host", host, "--port", str(port), "--processes", str(front_processes)], env
+        )
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         others = [*upstream, *(w.process for w in pool)]
         ready = workers_ready(f"http://{shown_host}:{port}", {p: workers for p in providers})

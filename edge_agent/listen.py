@@ -15,13 +15,19 @@ class PortInUse(RuntimeError):
     pass
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port), not yet listening; PortInUse when another process has it."""
+def bind_listener(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to (host, port), not yet listening; PortInUse when another process has it.
+
+    `reuse_port` (SO_REUSEPORT) lets the front group bind one socket per front process on the
+    same port; the kernel then spreads new connections over them (see `edge_agent.front_group`).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     # As uvicorn does: a restart must not wait for the last run's connections in TIME_WAIT. It
     # does not let two processes listen on one port.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as e:

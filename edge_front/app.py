@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from edge_front import access_log, admin, cache_admin, health, metrics
+from edge_front import access_log, admin, cache_admin, health, messages, metrics
 from edge_front.auth import (
     FORBIDDEN_ADMIN_BODY,
     KEYS_LOADING_BODY,
@@ -86,8 +86,16 @@ class EdgeApp:
         if path in dashboard.ADMIN_PATHS and presented_key(scope["headers"]) is None:
             await self.dashboard.admin_by_session(scope, receive, send)
             return
-        identity = await self._identify(scope, send)
+        api = messages.api_of(path)
+        identity = await self._identify(scope, send, messages.error_envelope if api else None)
         if identity is None:
+            return
+        if api is not None:
+            if scope["method"] == "POST":
+                await chat_completions(self.app.state.edge, scope, receive, send, identity, api)
+                return
+            body = messages.error_envelope(405, error_body(405, "Use POST for this path."))
+            await send_json(send, 405, body, [(b"allow", b"POST")])
             return
         if path in CHAT_PATHS:
             if scope["method"] == "POST":
@@ -112,21 +120,28 @@ class EdgeApp:
         scope["state"] = {**scope.get("state", {}), "edge_identity": identity}  # for /v1/models
         await self.app(scope, receive, send)
 
-    async def _identify(self, scope: Scope, send: Send) -> Identity | None:
-        """The caller's identity, or None once its refusal has been sent."""
+    async def _identify(
+        self, scope: Scope, send: Send, envelope: Callable[[int, bytes], bytes] | None = None
+    ) -> Identity | None:
+        """The caller's identity, or None once its refusal has been sent (in OpenAI's error
+        envelope, or the one `envelope` makes of it)."""
+
+        async def refuse(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+            await send_json(send, status, envelope(status, body) if envelope else body, headers)
+
         token = presented_key(scope["headers"])
         if token is None:
-            await send_json(send, 401, UNAUTHORIZED_BODY, [(b"www-authenticate", b"Bearer")])
+            await refuse(401, UNAUTHORIZED_BODY, [(b"www-authenticate", b"Bearer")])
             return None
         if is_master(token, self.master_key):
             return MASTER
         try:
             checked = self.keys.check(token)
         except KeysNotLoaded:
-            await send_json(send, 503, KEYS_LOADING_BODY, [(b"retry-after", b"1")])
+            await refuse(503, KEYS_LOADING_BODY, [(b"retry-after", b"1")])
             return None
         if isinstance(checked, str):
-            await send_json(send, 401, refused_body(checked), [(b"www-authenticate", b"Bearer")])
+            await refuse(401, refused_body(checked), [(b"www-authenticate", b"Bearer")])
             return None
         return checked
 

@@ -31,12 +31,13 @@ from starlette.routing import Route
 
 from edge_front import metrics
 from edge_front.admin import fail_response, json_response, not_found
-from edge_front.chat import parse_chat_request
+from edge_front.chat import CHAT, parse_chat_request
 from edge_front.keys import MASTER_NAMESPACE
 from edge_front.l1 import L1Cache
+from edge_front.messages import MESSAGES
 from edge_front.state import FrontState
 from shared import keyspace
-from shared.cache_keys import KEY_VERSION, chat_cache_key
+from shared.cache_keys import KEY_VERSION, chat_cache_key, key_prefix
 from shared.errors import EdgeError
 from shared.tasks import poll_forever
 
@@ -73,9 +74,9 @@ class Deleted(Struct):
     namespace: str | None = None
 
 
-def namespace_prefix(namespace: str) -> str:
-    """The start of every cache key of `namespace` (shared/cache_keys.py's form)."""
-    return f"{KEY_VERSION}:{namespace}:"
+def namespace_prefixes(namespace: str) -> list[str]:
+    """The starts of every cache key of `namespace`, in each API the front serves."""
+    return [key_prefix(namespace, api.name) for api in (CHAT, MESSAGES)]
 
 
 def _glob_escape(text: str) -> str:
@@ -113,7 +114,8 @@ class Invalidations:
 
     def apply(self, fields: dict[bytes, bytes]) -> None:
         if b"ns" in fields:
-            self.l1.delete_prefix(namespace_prefix(fields[b"ns"].decode()))
+            for prefix in namespace_prefixes(fields[b"ns"].decode()):
+                self.l1.delete_prefix(prefix)
         for key in msgspec.json.decode(fields.get(b"keys", b"[]"), type=list[str]):
             self.l1.delete(key)
 
@@ -125,16 +127,17 @@ async def _publish(redis: Redis, field: str, value: str | bytes) -> None:
 
 async def delete_namespace(redis: Redis, namespace: str) -> int:
     """UNLINK every L2 entry of `namespace`, SCAN batch by batch (never blocking Redis)."""
-    pattern = _glob_escape(keyspace.cache_entry(namespace_prefix(namespace))) + "*"
     deleted = 0
-    batch: list[bytes] = []
-    async for name in redis.scan_iter(match=pattern, count=SCAN_BATCH):
-        batch.append(name)
-        if len(batch) >= SCAN_BATCH:
+    for prefix in namespace_prefixes(namespace):
+        pattern = _glob_escape(keyspace.cache_entry(prefix)) + "*"
+        batch: list[bytes] = []
+        async for name in redis.scan_iter(match=pattern, count=SCAN_BATCH):
+            batch.append(name)
+            if len(batch) >= SCAN_BATCH:
+                deleted += await redis.unlink(*batch)
+                batch = []
+        if batch:
             deleted += await redis.unlink(*batch)
-            batch = []
-    if batch:
-        deleted += await redis.unlink(*batch)
     return deleted
 
 

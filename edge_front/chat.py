@@ -19,45 +19,40 @@ from starlette.types import Receive, Scope, Send
 
 from edge_front import access_log, metrics
 from edge_front.access_log import RequestFacts
+from edge_front.apis import Api, Parsed, parse_json
 from edge_front.dispatch import L2Hit, Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.keys import Identity
 from edge_front.reservation import completion_tokens
 from edge_front.state import FrontState
-from edge_front.streams import LiveStream, relay, replay_body, send_sse
+from edge_front.streams import CHAT_SSE, LiveStream, relay, replay_body, send_sse
 from shared import keyspace
 from shared.admission import KeyLimits
-from shared.cache_keys import chat_cache_key
+from shared.cache_keys import cache_key
 from shared.cache_policy import decide, strip_body_field
 from shared.config import MAX_ROUTED_MODELS, Deployment
 from shared.costs import format_usd, fresh, l1_ttl_s, split_entry
 from shared.errors import EdgeError
-from shared.json_limits import MAX_JSON_DEPTH, too_deep
 from shared.keys import budget_period
 from shared.queue import KeyCharge, Reply
 from shared.routing import is_retryable
-from shared.wire import ChatCompletionRequest, validation_error_param
+from shared.wire import ChatCompletionRequest
 
 log = logging.getLogger("edge.front")
-_decode_json = msgspec.json.decode
 
 
 def parse_chat_request(body: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
-    """The client's JSON object (forwarded as-is) and its validated view. Raises EdgeError(400)."""
-    if too_deep(body):  # msgspec would recurse (RecursionError) and so would workers
-        raise EdgeError(400, f"Request body nests deeper than {MAX_JSON_DEPTH} levels.")
-    try:
-        raw = _decode_json(body)
-    except msgspec.DecodeError as e:
-        raise EdgeError(400, f"Request body is not valid JSON: {e}") from None
-    if not isinstance(raw, dict):
-        raise EdgeError(400, "Request body must be a JSON object.")
-    try:
-        return raw, msgspec.convert(raw, ChatCompletionRequest)
-    except msgspec.ValidationError as e:
-        message, param = validation_error_param(e)
-        where = f" (at '{param}')" if param else ""
-        raise EdgeError(400, f"Invalid request: {message}{where}", param=param) from None
+    return parse_json(body, ChatCompletionRequest)
+
+
+def _parse_chat(body: bytes) -> Parsed:
+    raw, chat = parse_chat_request(body)
+    stream = bool(chat.stream)
+    include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
+    return Parsed(chat.model, raw, stream, include_usage, lambda: chat)
+
+
+CHAT = Api("chat", _parse_chat, replay_body, lambda status, body: body, CHAT_SSE)
 
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
@@ -92,10 +87,11 @@ class Replay(msgspec.Struct):
 
 
 async def chat_completions(
-    state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity
+    state: FrontState, scope: Scope, receive: Receive, send: Send, identity: Identity, api: Api = CHAT
 ) -> None:
     """POST /v1/chat/completions as a plain ASGI handler (see `edge_front.http` for why), for a
-    caller `EdgeApp` already identified."""
+    caller `EdgeApp` already identified; with `api`, another API's requests the same way
+    (edge_front/messages.py: Anthropic's Messages API)."""
     started = time.perf_counter()
     headers = header_map(scope)
     request_id = request_id_of(headers) or "req_" + state.new_id()
@@ -103,7 +99,7 @@ async def chat_completions(
     labels = RequestFacts()
     metrics.ACTIVE.inc()
     try:
-        result = await _handle(state, receive, headers, request_id, labels, identity)
+        result = await _handle(state, receive, headers, request_id, labels, identity, api)
     except EdgeError as e:
         result = _error(e, request_id, labels)
     except ClientDisconnected:
@@ -118,7 +114,8 @@ async def chat_completions(
             status = 200
             result.started = started
             metrics.STREAMS.labels("upstream").inc()
-            tier = _JOINED if result.follow is not None else _MISS
+            tier = _JOINED if result.follow is not None else _tier_header(result.first.cache)
+            result.framing = api.framing
             prompt, completion, labels.cost_usd = await relay(
                 state, result, send, [*base, tier, *result.headers]
             )
@@ -132,6 +129,8 @@ async def chat_completions(
             await send_sse(send, [*base, *result.headers], result.body)
         else:
             status, body, extra = result
+            if status >= 400:
+                body = api.error(status, body)
             await send_json(send, status, body, [*base, *extra])
     finally:
         metrics.ACTIVE.dec()
@@ -150,60 +149,71 @@ async def _handle(
     request_id: str,
     labels: RequestFacts,
     identity: Identity,
+    api: Api,
 ) -> Answer | LiveStream | Replay:
     body = await read_body(receive, headers, state.settings.max_body_bytes)
     timeout_s = _timeout_s(headers, state.settings.request_timeout_s)
     deadline = time.time() + timeout_s
-    raw, chat = parse_chat_request(body)
-    if not identity.allows(chat.model):  # before routing: whether the model exists is not its business
+    parsed = api.parse(body)
+    model, stream, include_usage = parsed.model, parsed.stream, parsed.include_usage
+    if not identity.allows(model):  # before routing: whether the model exists is not its business
         raise EdgeError(
-            403, f"This key may not use the model '{chat.model}'.", param="model", code="model_not_allowed"
+            403, f"This key may not use the model '{model}'.", param="model", code="model_not_allowed"
         )
-    group = state.models.group(chat.model)
+    group = state.models.group(model)
     if not group:
-        raise EdgeError(404, f"The model '{chat.model}' does not exist or is not served here.", param="model")
+        raise EdgeError(404, f"The model '{model}' does not exist or is not served here.", param="model")
     # Only routed models become label values (and those bounded: see `metrics.ModelLabels`).
-    labels.provider, labels.model = group[0].provider, chat.model
-    stream = bool(chat.stream)
-    include_usage = bool(stream and chat.stream_options and chat.stream_options.include_usage)
+    labels.provider, labels.model = group[0].provider, model
+    local = await api.local(state, parsed, group[0]) if api.local is not None else None
+    if local is not None:  # answered by the front itself (a token count)
+        labels.cache, labels.deployment = "none", group[0].id
+        return 200, local, _deployment_headers(group[0], model, 0)
+    forwarded = {name.decode(): headers[name].decode("latin-1") for name in api.forwarded if name in headers}
     settings = state.settings
     # LiteLLM's body field `cache` is the gateway's to read: never sent upstream, never keyed.
-    body_field, body = strip_body_field(raw, body)
-    policy = state.models.cache_policy(chat.model)
-    decision = decide(policy, raw, headers, body_field, settings.cache_max_ttl_s)
-    key = chat_cache_key(raw, identity.namespace)
+    body_field, body = strip_body_field(parsed.raw, body)
+    policy = state.models.cache_policy(model)
+    decision = decide(policy, parsed.raw, headers, body_field, settings.cache_max_ttl_s)
+    key = cache_key(parsed.raw, identity.namespace, api.name, forwarded)
     oldest = None if decision.max_age_s is None else time.time() - decision.max_age_s
     # With L2 in the queue's Redis, the miss script looks there (one round trip for a miss).
     script_lookup = decision.lookup and settings.enable_l2_cache and not settings.cache_redis
     if decision.lookup:
         hit = await _lookup(state, key, oldest, l2=not script_lookup)
         if hit is not None:
-            answer = await _from_cache(state, key, hit, group[0], stream, include_usage, labels, request_id)
+            answer = await _from_cache(state, key, hit, group[0], parsed, api, labels, request_id)
             if answer is not None:
                 return answer
     labels.cache = "miss"
-    cache_key = key if decision.store else None
+    write_key = key if decision.store else None
     client_deadline = timeout_s < settings.request_timeout_s
+    terms = _key_terms(identity, settings.key_window_s, time.time()) if api.charged else (None, None)
     miss = Miss(
         request_id,
-        chat.model,
+        model,
         body,
-        cache_key,
+        write_key,
         stream,
         include_usage,
         deadline,
         client_deadline,
         identity.key_id,
-        *_key_terms(identity, settings.key_window_s, time.time()),
+        *terms,
         lookup=script_lookup,
         lookup_key=key,
         # Only a request that may be served from the cache may be served another's answer.
-        flight=cache_key is not None and decision.lookup and settings.single_flight,
+        flight=write_key is not None and decision.lookup and settings.single_flight,
+        api=api.name,
+        upstream_headers=forwarded or None,
+        # The workers' semantic cache too (it does not know its entries' ages: max-age skips it).
+        skip_lookup=not decision.lookup or oldest is not None,
         cache_ttl_s=decision.ttl_s,
         oldest=oldest,
     )
     if miss.limits is not None and miss.limits.reserves:
         await state.estimator.ready()
+        chat = parsed.chat_view()
         prompt = state.estimator.prompt(chat)
         most = completion_tokens(chat, settings.reserve_completion_tokens)
         miss.estimate = (prompt, most)
@@ -211,7 +221,7 @@ async def _handle(
     served = await dispatch(state, miss, receive)
     if isinstance(served.result, L2Hit):
         hit = _took_l2(state, key, served.result.entry)
-        answer = await _from_cache(state, key, hit, group[0], stream, include_usage, labels, request_id)
+        answer = await _from_cache(state, key, hit, group[0], parsed, api, labels, request_id)
         if answer is not None:
             return answer
         labels.cache, miss.lookup = "miss", False
@@ -225,19 +235,23 @@ async def _handle(
     if served.joined:
         labels.cache = "joined"
         metrics.CACHE_HITS.labels("joined").inc()
-    served_headers = _served_headers(served, chat.model)
+    served_headers = _served_headers(served, model)
     if miss.limits is not None:
         served_headers.extend(miss.limits.headers)  # x-ratelimit-*: the key's rpm and tpm window
     if isinstance(served.result, LiveStream):
         served.result.headers = served_headers
+        if not served.joined:
+            labels.cache = served.result.first.cache
         return served.result
     reply = served.result
+    if not served.joined:
+        labels.cache = reply.cache  # "hit-semantic" when a worker's semantic cache answered
     if reply.status == 200:
-        if cache_key is not None:
-            state.l1.set(cache_key, reply.body, reply.cost_usd, ttl_s=decision.ttl_s)
+        if write_key is not None:
+            state.l1.set(write_key, reply.body, reply.cost_usd, ttl_s=decision.ttl_s)
         if served.joined:  # another request's upstream call: its tokens and cost are counted there
             if stream:
-                return Replay(replay_body(reply.body, include_usage), [_JOINED, *served_headers], "joined")
+                return Replay(api.replay(reply.body, include_usage), [_JOINED, *served_headers], "joined")
             return 200, reply.body, [_JOINED, (b"x-edge-cost-usd", b"0"), *served_headers]
         _count_tokens(labels, reply.prompt_tokens, reply.completion_tokens)
         labels.cost_usd = reply.cost_usd
@@ -249,8 +263,8 @@ async def _from_cache(
     key: str,
     hit: tuple[str, bytes, float],
     deployment: Deployment,
-    stream: bool,
-    include_usage: bool,
+    parsed: Parsed,
+    api: Api,
     labels: RequestFacts,
     request_id: str,
 ) -> Answer | Replay | None:
@@ -259,10 +273,11 @@ async def _from_cache(
     headers = _hit_headers_for(hit[0], deployment)
     if hit[2]:  # seconds since it was stored (unknown for entries written before store times)
         headers = [*headers, (b"age", b"%d" % max(0, int(time.time() - hit[2])))]
-    if not stream:
+    if not parsed.stream:
         return 200, hit[1], headers
     try:
-        return Replay(replay_body(hit[1], include_usage), headers, hit[0])
+        replay = api.replay(hit[1], parsed.include_usage)
+        return Replay(replay, headers, hit[0])
     except (msgspec.DecodeError, ValueError):
         # Not a chat completion (written by an older, less careful version): a miss, and gone
         # from both tiers so nobody is served it again.
@@ -324,7 +339,7 @@ def _deployment_headers(deployment: Deployment, model: str, attempts: int) -> li
 
 
 def _answer(reply: Reply, served: list[tuple[bytes, bytes]]) -> Answer:
-    extra = [_MISS, *served]
+    extra = [_tier_header(reply.cache), *served]
     if reply.status == 200:
         extra.append((b"x-edge-cost-usd", format_usd(reply.cost_usd)))
     if reply.retry_after is not None:
@@ -332,6 +347,11 @@ def _answer(reply: Reply, served: list[tuple[bytes, bytes]]) -> Answer:
     if is_retryable(reply.status):
         extra.append((b"x-should-retry", b"false"))  # the gateway already retried what was worth it
     return reply.status, reply.body, extra
+
+
+def _tier_header(tier: str) -> tuple[bytes, bytes]:
+    """x-edge-cache of an answer a worker sent: a miss, or a hit of the worker's semantic cache."""
+    return _MISS if tier == "miss" else (b"x-edge-cache", tier.encode())
 
 
 def _count_tokens(labels: RequestFacts, prompt: int, completion: int) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hmac
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from edge_front import metrics
 from edge_front.state import FrontState
 from shared import keyspace
 from shared.errors import error_body
@@ -125,7 +126,7 @@ async def prometheus(request: Request) -> Response:
             headers={"www-authenticate": "Bearer"},
             media_type=_JSON,
         )
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _metrics_allowed(request: Request, token: str, master_key: str) -> bool:

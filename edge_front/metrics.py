@@ -4,13 +4,32 @@ Label values are bounded: `model` is a configured model group, a model of the bu
 or one of the first `EDGE_METRICS_MAX_MODELS` other names this process routed (prefix routing
 lets any `gpt-*` name through); past that, `other`. A client sending 10,000 made-up names adds
 at most that many series. No `_created` twin series (they double the series count).
+
+Several front processes on one port (`edge-agent front --processes N`) share one /metrics:
+prometheus-client's multiprocess mode, on when PROMETHEUS_MULTIPROC_DIR is set before this module
+is imported (the front group sets it for its children). Counters and histograms then add up over
+the processes; each gauge says how its values combine (`multiprocess_mode`): the requests in
+progress are summed over the live processes, the values every process reads from the same Redis
+(queue depth, workers, breakers) are the most recent one written. A single front leaves the
+variable unset and keeps the plain in-memory values (no mmap writes on the hot path).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from typing import Final
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 
 disable_created_metrics()
 
@@ -34,25 +53,43 @@ CACHE_SAVINGS = Counter(
     "llm_edge_cache_savings_usd", "What the answers served from the cache cost when they were asked (USD)"
 )
 TOKENS = Counter("llm_edge_tokens_total", "Tokens in upstream answers", ["provider", "model", "type"])
-ACTIVE = Gauge("llm_edge_active_requests", "Chat requests in progress in this front process")
-WAITING = Gauge("llm_edge_waiting_replies", "Requests waiting for a worker's answer in this front process")
+ACTIVE = Gauge(
+    "llm_edge_active_requests", "Chat requests in progress in this front process", multiprocess_mode="livesum"
+)
+WAITING = Gauge(
+    "llm_edge_waiting_replies",
+    "Requests waiting for a worker's answer in this front process",
+    multiprocess_mode="livesum",
+)
 CLIENT_DISCONNECTS = Counter(
     "llm_edge_client_disconnects_total", "Streams whose client went away before the end (upstream cancelled)"
 )
 STREAMS = Counter("llm_edge_streams_total", "Streamed answers started, by source", ["source"])
-QUEUE_DEPTH = Gauge("llm_edge_queue_depth", "Jobs queued or running on a provider's queue", ["provider"])
+# Read from Redis by every front process: the newest reading is the truth.
+_SHARED: Final = "livemostrecent"
+QUEUE_DEPTH = Gauge(
+    "llm_edge_queue_depth",
+    "Jobs queued or running on a provider's queue",
+    ["provider"],
+    multiprocess_mode=_SHARED,
+)
 PROVIDER_AVAILABLE = Gauge(
     "llm_edge_provider_available",
     "1 while the provider has a live worker and a deployment whose breaker is not open",
     ["provider"],
+    multiprocess_mode=_SHARED,
 )
 LIVE_WORKERS = Gauge(
     "llm_edge_live_workers",
     "Workers of the provider heartbeating in the registry (0: its requests get 503 after the grace)",
     ["provider"],
+    multiprocess_mode=_SHARED,
 )
 BREAKER_STATE = Gauge(
-    "llm_edge_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ["deployment"]
+    "llm_edge_breaker_state",
+    "Circuit breaker: 0 closed, 1 half-open, 2 open",
+    ["deployment"],
+    multiprocess_mode=_SHARED,
 )
 ATTEMPTS = Counter(
     "llm_edge_attempts_total", "Upstream attempts, by provider and outcome", ["provider", "outcome"]
@@ -91,3 +128,25 @@ class ModelLabels:
 
 # Set at start from the model table and EDGE_METRICS_MAX_MODELS (edge_front.app).
 model_label = ModelLabels()
+
+
+def _multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition() -> bytes:
+    """The /metrics body: this process's metrics, or every front process's of the group."""
+    directory = _multiprocess_dir()
+    if directory is None:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, directory)
+    return generate_latest(registry)
+
+
+def forget(gauge: Gauge, *labels: str) -> None:
+    """Drop a gauge's series. In multiprocess mode series live in the processes' files and cannot
+    be removed (prometheus-client warns and keeps them): the last value stays until the process
+    exits."""
+    if _multiprocess_dir() is None:
+        gauge.remove(*labels)

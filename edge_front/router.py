@@ -194,7 +194,7 @@ class Router:
             )
         for gone in self.breakers.keys() - {d.id for d in deployments}:
             del self.breakers[gone]  # a model nobody asked for lately (no config file)
-            metrics.BREAKER_STATE.remove(gone)
+            metrics.forget(metrics.BREAKER_STATE, gone)
         rest = results[len(deployments) :]
         for i, p in enumerate(providers):
             queued, served_count, held, live, missing = rest[5 * i : 5 * i + 5]

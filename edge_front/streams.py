@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -33,6 +34,19 @@ SSE_HEADERS = [
 ]
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How an API's stream is written: a chunk reply's body, the end after the cost comment, and
+    the event an error (the gateway's envelope, with its status) ends a started stream with."""
+
+    chunk: Callable[[bytes], bytes]
+    end: bytes
+    error: Callable[[int, bytes], bytes]
+
+
+CHAT_SSE = Framing(frame, DONE, lambda status, body: frame(body))
+
+
 @dataclass
 class LiveStream:
     """A streamed answer whose first reply was a chunk: the response can start."""
@@ -47,6 +61,7 @@ class LiveStream:
     started: float = 0.0  # perf_counter() when the request came (for time to first token)
     # (cache key, member) when the request joined another's flight: leaving is all it may do.
     follow: tuple[str, str] | None = None
+    framing: Framing = CHAT_SSE
 
 
 def replay_body(completion: bytes, include_usage: bool) -> bytes:
@@ -74,7 +89,7 @@ async def relay(
             used, finished = await _pump(state, live, send)
         return used
     except TimeoutError:
-        await _end_with(send, deadline_body())
+        await _end_with(send, live.framing.error(504, deadline_body()))
     except OSError:
         pass  # the client's connection failed: nobody to tell
     except Exception:
@@ -83,7 +98,8 @@ async def relay(
             live.job.request_id,
             extra={"request_id": live.job.request_id},
         )
-        await _end_with(send, error_body(500, "The gateway failed while relaying this stream."))
+        failed = error_body(500, "The gateway failed while relaying this stream.")
+        await _end_with(send, live.framing.error(500, failed))
     finally:
         live.watcher.cancel()
         state.replies.forget(live.job.job_id)
@@ -95,9 +111,9 @@ async def relay(
     return 0, 0, 0.0
 
 
-async def _end_with(send: Send, error: bytes) -> None:
+async def _end_with(send: Send, event: bytes) -> None:
     try:
-        await send({"type": "http.response.body", "body": frame(error), "more_body": False})
+        await send({"type": "http.response.body", "body": event, "more_body": False})
     except Exception:
         pass  # the client is gone too
 
@@ -119,7 +135,7 @@ async def _pump(state: FrontState, live: LiveStream, send: Send) -> tuple[tuple[
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 return await _finish(state, live, send, reply)
             if live.include_usage or not reply.usage_chunk:
-                out += frame(reply.body)
+                out += live.framing.chunk(reply.body)
         if out:
             await send({"type": "http.response.body", "body": out, "more_body": True})
             now = time.perf_counter()
@@ -143,16 +159,17 @@ async def _finish(
         # Headers went out with the first chunk, before the cost was known: it comes last, as an
         # SSE comment, which clients (the OpenAI SDKs included) skip.
         cost = b": x-edge-cost-usd=" + format_usd(reply.cost_usd) + b"\n\n"
-        await send({"type": "http.response.body", "body": cost + DONE, "more_body": False})
+        await send({"type": "http.response.body", "body": cost + live.framing.end, "more_body": False})
         return (reply.prompt_tokens, reply.completion_tokens, reply.cost_usd), True
-    # An error after the stream began travels inside it, in OpenAI's shape, and ends it.
+    # An error after the stream began travels inside it, in the API's shape, and ends it.
     log.info(
         "request %s: stream failed with %d",
         live.job.request_id,
         reply.status,
         extra={"request_id": live.job.request_id, "status": reply.status, "provider": live.job.provider},
     )
-    await send({"type": "http.response.body", "body": frame(reply.body), "more_body": False})
+    end = live.framing.error(reply.status, reply.body)
+    await send({"type": "http.response.body", "body": end, "more_body": False})
     return (0, 0, 0.0), True
 
 

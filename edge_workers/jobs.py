@@ -1,32 +1,43 @@
-"""The one arq job a provider worker runs: answer a chat completion for a waiting front."""
+"""The one arq job a provider worker runs: answer a chat completion (or an Anthropic Messages
+request, `Job.api`) for a waiting front."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_workers import metrics
 from edge_workers.joblog import job_fields, log_failure
+from edge_workers.messages import shape_of
 from edge_workers.publishing import Attempt, Publication, ScriptCalls, publish
+from edge_workers.semantic.replies import hit_replies
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
-from shared import keyspace
+from shared import arq_compat, keyspace
 from shared.breaker import outcome_of
 from shared.config import Deployment, ModelTable, Settings
 from shared.errors import error_body
 from shared.flights import fan_out
 from shared.pricing import cost_usd
 from shared.queue import Job, Reply, decode_job, release_slot
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
+
+    from edge_workers.semantic.cache import SemanticCache
 
 log = logging.getLogger("edge.worker")
 _decode_json = msgspec.json.decode
@@ -47,6 +58,7 @@ class WorkerState:
     # Upstream calls in flight by job id, so a front's cancel can stop one (see `cancel_listener`).
     running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
     cache_redis: Redis | None = None  # CACHE_REDIS_URL: the L2 cache's own Redis
+    semantic: SemanticCache | None = None  # set only where a model group has semantic_cache on
 
     async def publish(self, job: Job, pub: Publication) -> None:
         """Send `pub`. A job's last publication (its answer or its failure: the front waits for
@@ -88,19 +100,22 @@ class WorkerState:
             async with self.redis.pipeline(transaction=False) as pipe:
                 calls = ScriptCalls(pipe)
                 calls.add(lambda p: fan_out(p, job, [reply], last=True))
-                pipe.srem(keyspace.running(self.worker_id), job.job_id)
-                if job.slot is not None and job.key_id is not None:
-                    release_slot(pipe, job.key_id, job.slot)
+                self._finish(pipe, job)
                 results = await pipe.execute(raise_on_error=False)
             await calls.after(self.redis, results)
-        elif job.slot is not None and job.key_id is not None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.srem(keyspace.running(self.worker_id), job.job_id)
-                release_slot(pipe, job.key_id, job.slot)
-                await pipe.execute()
         else:
-            await self.redis.srem(keyspace.running(self.worker_id), job.job_id)  # type: ignore[misc]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._finish(pipe, job)
+                await pipe.execute()
         self.held.discard(job.job_id)
+
+    def _finish(self, pipe: Pipeline, job: Job) -> None:
+        """Queue on `pipe` the end of a job that will not be answered: out of this worker's
+        running set, its arq keys gone (edge_workers/runner.py), its key's slot freed."""
+        pipe.srem(keyspace.running(self.worker_id), job.job_id)
+        arq_compat.finish_job(pipe, keyspace.queue(job.provider), job.job_id)
+        if job.slot is not None and job.key_id is not None:
+            release_slot(pipe, job.key_id, job.slot)
 
 
 # A job runs again only when its worker died holding it; after this many runs it is answered
@@ -209,18 +224,33 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
         await state.release(job)
     finally:
         state.running.pop(job.job_id, None)
-    metrics.UPSTREAM_DURATION.labels(state.provider).observe((time.time() - started) * 1000)
+    if result != "hit-semantic":  # answered without an upstream call
+        metrics.UPSTREAM_DURATION.labels(state.provider).observe((time.time() - started) * 1000)
     metrics.JOBS.labels(state.provider, result).inc()
 
 
 async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     body = _decode_json(job.body)
-    api_key = deployment.api_key or state.api_keys.get(deployment.api_key_env, "")  # the file's key wins
     settings = state.settings
     cache = job.cache_key is not None and settings.enable_l2_cache
+    adapter, answer_stream = shape_of(job, deployment)
+    index_entry: Callable[[Pipeline], None] | None = None
+    if state.semantic is not None and cache and job.api == "chat":  # chat completions only
+        probe = state.semantic.probe(job, body)
+        if probe is not None:
+            completion = await state.semantic.lookup(job, probe, state.cache_redis or state.redis)
+            replies = hit_replies(job, completion) if completion is not None else None
+            if replies is not None:
+                await state.publish(job, Publication(replies, attempt=Attempt("neutral")))
+                return "hit-semantic"
+            semantic = state.semantic
+            index_entry = functools.partial(semantic.append, job=job, probe=probe)
+    api_key = deployment.api_key or state.api_keys.get(deployment.api_key_env, "")  # the file's key wins
     if job.stream:
 
         async def send(pub: Publication) -> None:
+            if pub.cache_body is not None:  # the completed stream: its index entry goes with it
+                pub.also = index_entry
             await state.publish(job, pub)
 
         return await stream_answer(
@@ -232,6 +262,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
             send,
             cache,
             (settings.max_upstream_body_bytes, settings.max_upstream_line_bytes),
+            adapter,
+            answer_stream,
         )
     outcome = await call_upstream(
         state.session,
@@ -241,6 +273,7 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
         body,
         job.deadline,
         settings.max_upstream_body_bytes,
+        adapter,
     )
     # A timeout at a deadline the client chose (x-edge-timeout) is not the upstream's failure.
     judged = outcome.attempted and not (outcome.deadline and job.client_deadline)
@@ -251,7 +284,9 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
         else 0.0
     )
     cache_body = outcome.body if outcome.status == 200 and cache else None
-    await state.publish(job, Publication([_final_reply(job, outcome, cost)], cache_body, cost, attempt))
+    also = index_entry if cache_body is not None else None
+    reply = _final_reply(job, outcome, cost)
+    await state.publish(job, Publication([reply], cache_body, cost, attempt, also=also))
     if outcome.status >= 400:  # after the answer: the log is not in its way
         log_failure(
             job, outcome.status, outcome.body, outcome.latency_ms if outcome.latency_ms >= 0 else None

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
 
-from shared import keyspace, outcomes
+from shared import arq_compat, keyspace, outcomes
 from shared.admission import window_bounds
 from shared.breaker import RECORD_LUA, Outcome, record_args
 from shared.costs import with_cost
@@ -47,6 +47,7 @@ class Publication:
     cache_cost: float = 0.0  # stored in front of it, so a hit knows what it saved
     attempt: Attempt | None = None  # set on a job's last publication only
     first_chunks: bool = False  # a stream's first chunks: a re-run must not repeat them
+    also: Callable[[Pipeline], None] | None = None  # more writes for the same round trip (semantic index)
 
 
 Publish = Callable[[Publication], Awaitable[None]]
@@ -86,6 +87,8 @@ async def publish(
                 )
         if job.key_id is not None and job.charge is not None:
             _book_key_usage(calls, job, pub, job.key_id)
+        if pub.also is not None:
+            pub.also(pipe)
         if pub.first_chunks:
             pipe.set(
                 keyspace.stream_started(job.job_id), b"1", ex=max(1, int(job.deadline - time.time()) + 60)
@@ -97,6 +100,7 @@ async def publish(
             pipe.incr(keyspace.served(job.provider))
             _record_outcome(pipe, job, pub, pub.attempt)
             pipe.srem(keyspace.running(worker_id), job.job_id)
+            arq_compat.finish_job(pipe, keyspace.queue(job.provider), job.job_id)  # (edge_workers/runner.py)
             if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
                 release_slot(pipe, job.key_id, job.slot)
         if cache_write is None:
@@ -183,7 +187,8 @@ def _book_key_usage(calls: ScriptCalls, job: Job, pub: Publication, key_id: str)
     cost = sum(r.cost_usd for r in pub.replies)
     prompt = sum(r.prompt_tokens for r in pub.replies)
     completion = sum(r.completion_tokens for r in pub.replies)
-    answered = any(r.status == 200 and r.kind in ("final", "done") for r in pub.replies)
+    # Requests answered upstream: a semantic cache hit is free, like the front's hits.
+    answered = any(r.status == 200 and r.kind in ("final", "done") and r.cache == "miss" for r in pub.replies)
     if not (cost or prompt or completion or answered):
         return
     spend = keyspace.key_spend(key_id, job.charge.period)

@@ -1,4 +1,5 @@
-"""A streamed answer: upstream SSE in, one OpenAI chunk out per upstream event, as it arrives.
+"""A streamed answer: upstream SSE in, one chunk (OpenAI's, or an Anthropic event for a Messages
+client) out per upstream event, as it arrives.
 
 Each chunk is appended to the waiting front's reply stream the moment it is translated (no
 batching, so the gateway adds no buffering delay). The chunks are also assembled into a whole
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import msgspec
@@ -17,7 +18,7 @@ import msgspec
 from edge_workers import metrics
 from edge_workers.joblog import log_failure
 from edge_workers.providers import ADAPTERS
-from edge_workers.providers.base import StreamError, StreamTranslator
+from edge_workers.providers.base import Adapter, StreamError, StreamTranslator
 from edge_workers.publishing import Attempt, Publication, Publish
 from edge_workers.upstream import (
     BodyTooLarge,
@@ -37,8 +38,56 @@ from shared.errors import error_body
 from shared.pricing import cost_usd
 from shared.queue import Job, Reply
 from shared.sse import EventTooLarge, SSEParser
+from shared.wire import Usage
 
 _encode = msgspec.json.Encoder().encode
+
+
+class AnswerStream(Protocol):
+    """One streamed answer in the shape its client asked for (chat chunks, Anthropic events)."""
+
+    def feed(self, event: str, data: bytes) -> list[tuple[bytes, bool]]:
+        """One upstream SSE event -> the bodies to forward, each with whether it carries only
+        usage (for stream_options.include_usage). Raises StreamError for an error event."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """The upstream completed the answer: it is whole and may be cached."""
+        ...
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    def answer(self) -> bytes:
+        """The whole answer, as a non-streamed call would have given it."""
+        ...
+
+
+class ChatAnswerStream:
+    """A chat-completions client's stream: the adapter's chunks, assembled for the cache."""
+
+    def __init__(self, translator: StreamTranslator) -> None:
+        self._translator = translator
+        self._assembler = ChunkAssembler()
+
+    def feed(self, event: str, data: bytes) -> list[tuple[bytes, bool]]:
+        out = []
+        for raw_chunk, chunk in self._translator.feed(event, data):
+            self._assembler.add(chunk)
+            out.append((raw_chunk, not chunk.choices and chunk.usage is not None))
+        return out
+
+    @property
+    def finished(self) -> bool:
+        return self._translator.finished and self._assembler.complete
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._assembler.usage
+
+    def answer(self) -> bytes:
+        return _encode(self._assembler.completion())
 
 
 class _Stream:
@@ -52,17 +101,13 @@ class _Stream:
         self.called_at = 0.0
         self.first_byte_ms = -1.0
 
-    async def chunks(
-        self, translator: StreamTranslator, assembler: ChunkAssembler, events: Iterable[tuple[str, bytes]]
-    ) -> None:
+    async def chunks(self, stream: AnswerStream, events: Iterable[tuple[str, bytes]]) -> None:
         """Forward the chunks of every event that arrived in one network read, in one round trip."""
         replies = []
         try:
             for event, payload in events:
-                for raw_chunk, chunk in translator.feed(event, payload):
-                    assembler.add(chunk)
-                    usage_only = not chunk.choices and chunk.usage is not None
-                    replies.append(Reply(self.job_id, kind="chunk", body=raw_chunk, usage_chunk=usage_only))
+                for body, usage_only in stream.feed(event, payload):
+                    replies.append(Reply(self.job_id, kind="chunk", body=body, usage_chunk=usage_only))
         finally:
             # Chunks that came before an error event in the same read still go out first.
             if replies:
@@ -92,12 +137,17 @@ async def stream_answer(
     publish: Publish,
     cache: bool,
     limits: tuple[int, int],
+    adapter: Adapter | None = None,
+    answer_stream: AnswerStream | None = None,
 ) -> str:
     """Run one streamed answer to its end; returns the outcome for metrics (status or "ok").
-    `limits`: the most bytes the whole stream, and one line of it, may have."""
-    adapter = ADAPTERS[deployment.provider]
+    `limits`: the most bytes the whole stream, and one line of it, may have. `adapter` and
+    `answer_stream` (default: the provider's, chat chunks) are the request's shape."""
+    adapter = adapter or ADAPTERS[deployment.provider]
     out = _Stream(job, publish)
-    prepared = prepare_call(deployment, api_key, job.upstream_model, body, job.deadline, stream=True)
+    prepared = prepare_call(
+        deployment, api_key, job.upstream_model, body, job.deadline, stream=True, adapter=adapter
+    )
     if isinstance(prepared, Outcome):
         return await out.fail(prepared.status, prepared.body, deadline=prepared.deadline)
     request, remaining = prepared
@@ -110,11 +160,10 @@ async def stream_answer(
             if response.status >= 300:
                 raw = await read_body(response, max_body)
                 failed: Outcome = error_outcome(
-                    deployment, response.status, raw, retry_after_of(response.headers)
+                    deployment, response.status, raw, retry_after_of(response.headers), adapter
                 )
                 return await out.fail(failed.status, failed.body, failed.retry_after)
-            translator = adapter.stream_translator()
-            assembler = ChunkAssembler()
+            stream = answer_stream or ChatAnswerStream(adapter.stream_translator())
             parser = SSEParser(max_line)
             out.first_byte_ms = (time.perf_counter() - out.called_at) * 1000
             received = 0
@@ -122,8 +171,8 @@ async def stream_answer(
                 received += len(data)
                 if received > max_body:
                     raise BodyTooLarge
-                await out.chunks(translator, assembler, parser.feed_bytes(data))
-            await out.chunks(translator, assembler, parser.flush())
+                await out.chunks(stream, parser.feed_bytes(data))
+            await out.chunks(stream, parser.flush())
     except (BodyTooLarge, EventTooLarge) as e:
         failed = too_large(deployment, max_line if isinstance(e, EventTooLarge) else max_body)
         return await out.fail(failed.status, failed.body)
@@ -142,10 +191,10 @@ async def stream_answer(
         return await out.fail(
             502, error_body(502, f"upstream {deployment.provider} {what}: {type(e).__name__}")
         )
-    if not translator.finished or not assembler.complete:
+    if not stream.finished:
         return await out.fail(502, error_body(502, f"upstream {deployment.provider} ended the stream early"))
-    completion = _encode(assembler.completion())
-    usage = assembler.usage
+    completion = stream.answer()
+    usage = stream.usage
     cost = cost_usd(deployment.provider, job.upstream_model, usage, deployment)
     done = Reply(
         job.job_id,

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from edge_workers.providers import ADAPTERS, UpstreamRequest
+from edge_workers.providers import ADAPTERS, Adapter, UpstreamRequest
 from shared.config import Deployment
 from shared.errors import EdgeError, deadline_body, error_body
 from shared.wire import Usage
@@ -113,10 +113,11 @@ def prepare_call(
     body: dict[str, Any],
     deadline: float,
     stream: bool,
+    adapter: Adapter | None = None,
 ) -> tuple[UpstreamRequest, float] | Outcome:
     """The upstream request and the seconds left for it, or why no call will be made."""
     try:
-        request = ADAPTERS[deployment.provider].build_request(
+        request = (adapter or ADAPTERS[deployment.provider]).build_request(
             body, upstream_model, deployment, api_key, stream
         )
     except EdgeError as e:
@@ -138,9 +139,11 @@ async def call_upstream(
     body: dict[str, Any],
     deadline: float,
     max_body_bytes: int,
+    adapter: Adapter | None = None,
 ) -> Outcome:
-    adapter = ADAPTERS[deployment.provider]
-    prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, stream=False)
+    """One non-streamed call. `adapter` is the request's shape (default: the provider's, chat)."""
+    adapter = adapter or ADAPTERS[deployment.provider]
+    prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, False, adapter)
     if isinstance(prepared, Outcome):
         return prepared
     request, remaining = prepared
@@ -172,12 +175,14 @@ async def call_upstream(
         except EdgeError as e:
             return Outcome(e.status, e.body(), attempted=True)
         return Outcome(200, completion, usage, attempted=True, latency_ms=latency_ms)
-    failed = error_outcome(deployment, status, raw, retry_after)
+    failed = error_outcome(deployment, status, raw, retry_after, adapter)
     failed.attempted = True
     return failed
 
 
-def error_outcome(deployment: Deployment, status: int, raw: bytes, retry_after: float | None) -> Outcome:
+def error_outcome(
+    deployment: Deployment, status: int, raw: bytes, retry_after: float | None, adapter: Adapter | None = None
+) -> Outcome:
     """A non-2xx upstream answer in the gateway's terms."""
     gw_status = gateway_status(status)
     if status in CREDENTIALS_REFUSED:
@@ -198,7 +203,7 @@ def error_outcome(deployment: Deployment, status: int, raw: bytes, retry_after: 
             error_body(gw_status, message, code="upstream_credentials_refused"),
             retry_after=retry_after,
         )
-    detail = ADAPTERS[deployment.provider].parse_error(status, raw)
+    detail = (adapter or ADAPTERS[deployment.provider]).parse_error(status, raw)
     message = (
         detail.message
         if gw_status == status

@@ -4,8 +4,10 @@
 - it blocks on the provider's wake stream (XREAD) instead of sleeping `poll_delay` between
   polls, so a job is picked up as soon as the front enqueues it; the timed poll stays as a
   fallback;
-- it claims a batch of job ids with one Lua script instead of arq's four round trips per job.
-Everything else (job keys, retries, health-check key, shutdown) is arq's own.
+- it claims a batch of job ids with one Lua script instead of arq's four round trips per job, and
+  runs each without arq's two more (edge_workers/runner.py): the claim returns the job and its
+  try, the final publication deletes its keys.
+Everything else (job keys, tries, health-check key, shutdown) is arq's own.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import secrets
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arq import Worker
 from arq.utils import timestamp_ms
@@ -27,9 +29,11 @@ from prometheus_client import start_http_server
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from edge_workers import runner
 from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
 from edge_workers.publishing import load_scripts
 from edge_workers.recovery import Recovery
+from edge_workers.runner import Claimed
 from edge_workers.upstream import new_session
 from shared import arq_compat, keyspace
 from shared.arq_compat import CLAIM_LUA
@@ -38,7 +42,11 @@ from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
 from shared.redis_connect import arq_pool, pooled_client
 from shared.redis_memory import warn_about_eviction
 from shared.redis_settings import RedisTarget
+from shared.semantic_config import enabled_groups
 from shared.tasks import stop_tasks
+
+if TYPE_CHECKING:
+    from edge_workers.semantic.cache import SemanticCache
 
 log = logging.getLogger("edge.worker")
 
@@ -120,12 +128,14 @@ class EdgeWorker(Worker):
         if free <= 0 or not job_ids:
             return
         held: set[str] = self.ctx["held"]
-        claimed = await self._claim(
+        reply = await self._claim(
             keys=[
                 self.queue_name,
                 arq_compat.IN_PROGRESS_KEY_PREFIX,
                 keyspace.running(self.ctx["worker_id"]),
                 self.ctx["wake_stream"],
+                arq_compat.JOB_KEY_PREFIX,
+                arq_compat.RETRY_KEY_PREFIX,
             ],
             args=[
                 timestamp_ms(),
@@ -137,34 +147,23 @@ class EdgeWorker(Worker):
                 *wake_entries,
             ],
         )
-        for i in range(0, len(claimed), 2):
-            job_id = claimed[i].decode()
-            held.add(job_id)
+        for job in Claimed.from_claim(reply):
+            held.add(job.job_id)
             await arq_compat.take_slot(self)
-            task = self.loop.create_task(self._run(job_id, int(float(claimed[i + 1]))))
+            task = self.loop.create_task(runner.run(self, job))
             task.add_done_callback(self._job_done)
-            self.tasks[job_id] = task
-
-    async def _run(self, job_id: str, score: int) -> None:
-        try:
-            await self.run_job(job_id, score)
-        finally:
-            # A job that ended without its final publication (arq found it expired or over its
-            # tries, or it raised) is still in this worker's running set: take it out.
-            if job_id in self.ctx["held"]:
-                self.ctx["held"].discard(job_id)
-                with contextlib.suppress(RedisError, OSError):
-                    await self.pool.srem(keyspace.running(self.ctx["worker_id"]), job_id)  # type: ignore[misc]
+            self.tasks[job.job_id] = task
 
     def _job_done(self, _: asyncio.Task[None]) -> None:
         arq_compat.release_slot(self)
         self._slot_freed.set()
 
 
-def _api_keys(models: ModelTable) -> dict[str, str]:
-    """Variable name -> API key, read once at start."""
+def _api_keys(models: ModelTable, provider: str) -> dict[str, str]:
+    """Variable name -> API key of this worker's provider's deployments, read once at start (a
+    worker never calls another provider, so another's missing key is none of its business)."""
     keys = {}
-    for name in sorted(models.key_variables()):
+    for name in sorted(models.key_variables(provider)):
         keys[name] = os.environ.get(name, "")
         if not keys[name]:
             log.warning("no API key in $%s", name)
@@ -185,16 +184,34 @@ def _cache_client(settings: Settings) -> Redis | None:
     )
 
 
+def _semantic_cache(provider: str, settings: Settings, models: ModelTable) -> SemanticCache | None:
+    """The semantic cache when a group this provider serves has it on (the model loads here,
+    before the worker starts: a missing model stops it with one line); else None, and nothing
+    of it is imported."""
+    groups = enabled_groups(models, provider)
+    if not groups:
+        return None
+    if not settings.enable_l2_cache:
+        log.warning("semantic_cache ignored: it serves L2 entries and the L2 cache is off")
+        return None
+    from edge_workers.semantic import load
+
+    semantic = load(provider, groups, os.environ)
+    log.info("semantic cache on for %s", ", ".join(f"{g} ({s.mode})" for g, s in sorted(groups.items())))
+    return semantic
+
+
 def build_worker(provider: str, settings: Settings | None = None, models: Any = None) -> EdgeWorker:
     arq_compat.check_arq()  # refuse to start on an arq whose internals moved (see shared.arq_compat)
     if settings is None or models is None:
         settings, models = load_settings()
     held: set[str] = set()  # ids of the jobs this worker claimed and has not answered yet
     job_timeout_s = settings.request_timeout_s + 5
+    semantic = _semantic_cache(provider, settings, models)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        api_keys = _api_keys(models)
-        missing = " ".join(sorted(v for v in models.key_variables(provider) if not api_keys.get(v)))
+        api_keys = _api_keys(models, provider)
+        missing = " ".join(sorted(v for v, key in api_keys.items() if not key))
         recovery = Recovery(
             ctx["redis"],
             provider,
@@ -217,12 +234,16 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             redis=ctx["redis"],
             held=held,
             cache_redis=_cache_client(settings),
+            semantic=semantic,
         )
         ctx["cancel_listener"] = asyncio.create_task(cancel_listener(state))
+        if semantic is not None:  # replays the shared vectors, then follows them
+            ctx["semantic_reader"] = asyncio.create_task(semantic.follow(ctx["redis"]))
         await warn_about_eviction(ctx["redis"], state.cache_redis, log)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        tasks = [ctx[name] for name in ("cancel_listener", "heartbeat") if ctx.get(name) is not None]
+        names = ("cancel_listener", "heartbeat", "semantic_reader")
+        tasks = [ctx[name] for name in names if ctx.get(name) is not None]
         for task in await stop_tasks(tasks):
             log.error("background task %s did not stop", task.get_name())
         recovery: Recovery | None = ctx.get("recovery")
@@ -233,6 +254,8 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             await state.session.close()
             if state.cache_redis is not None:
                 await state.cache_redis.aclose()
+            if state.semantic is not None:
+                state.semantic.close()
 
     worker = EdgeWorker(
         # A job runs again only after its worker died (see edge_workers.recovery) or stopped.

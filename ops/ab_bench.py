@@ -27,16 +27,17 @@ def measure(tree: Path, duration: int) -> dict[str, float]:
     from edge_agent.devstack import MASTER_KEY, DevStack
     from ops.bench import FIXED_BODY, SYSTEM, WRK_SCRIPT, _post, wrk
 
-    script = Path(tempfile.mkdtemp(prefix="edge-ab-")) / "chat.lua"
-    script.write_text(WRK_SCRIPT)
     stack = DevStack(env_overrides={"LOG_LEVEL": "WARNING"})
     try:
+        # Not ops.bench.miss_stack: the base checkout may predate it.
         stack.start_redis()
         stack.start_upstream()
         stack.start_worker("openai")
         front = stack.start_front(wait_path="/health/ready")
         gateway = f"{front.url}/v1/chat/completions"
         direct = f"{stack.upstream_url}/v1/chat/completions"
+        script = Path(tempfile.mkdtemp(prefix="edge-ab-")) / "chat.lua"
+        script.write_text(WRK_SCRIPT)
         env = {**stack.env, "BENCH_SYSTEM": SYSTEM, "BENCH_UNIQUE": "1", "BENCH_KEY": MASTER_KEY}
         _post(gateway, MASTER_KEY, FIXED_BODY)
         wrk(gateway, 4, 1, script, {**env, "BENCH_PREFIX": "warm"})

@@ -1,6 +1,7 @@
 """The gateway benchmark: real processes on this machine, wrk as the load generator.
 
-    ./edge bench [--runs 3] [--duration 5]
+    ./edge bench [--runs 3] [--duration 5] [--front-processes N] [--multiprocess-metrics]
+                 [--only l1,miss64]
 
 Starts redis-server, the fake upstream (zero added latency), one worker and one front, then
 measures, each scenario `--runs` times, reporting medians:
@@ -11,6 +12,13 @@ measures, each scenario `--runs` times, reporting medians:
 - streaming: time to first token and gap between chunks, gateway minus direct, at 1 and 64
   concurrent streams (ops/stream_load.py; the upstream sends 20 chunks 10 ms apart);
 - resident memory (RSS) of the front and the worker after the load.
+
+`--messages` measures instead Anthropic's Messages API's miss at c=1 (to an Anthropic upstream,
+passed through, and to an OpenAI one, translated) next to chat completions'.
+`--front-processes N` runs the front as a group of N processes on the one port (`edge-agent front
+--processes N`); `--multiprocess-metrics` keeps one front process but with prometheus-client's
+multiprocess mode on (what a group's children pay on the hot path); `--only` runs some scenarios
+(l1, miss1, keyed, miss64, stream), for the rows that compare those.
 """
 
 from __future__ import annotations
@@ -43,11 +51,19 @@ local counter = 0
 local unique = os.getenv("BENCH_UNIQUE") == "1"
 local prefix = os.getenv("BENCH_PREFIX") or "p"
 local system = os.getenv("BENCH_SYSTEM") or ""
+local model = os.getenv("BENCH_MODEL") or "gpt-4o-mini"
+local messages_api = os.getenv("BENCH_API") == "messages"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "x")
+if messages_api then wrk.headers["anthropic-version"] = "2023-06-01" end
 local function body(n)
-  return '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"' .. system ..
+  if messages_api then
+    return '{"model":"' .. model .. '","max_tokens":256,"system":"' .. system ..
+           '","messages":[{"role":"user","content":"benchmark ' .. prefix .. ' ' .. n ..
+           '"}],"temperature":0}'
+  end
+  return '{"model":"' .. model .. '","messages":[{"role":"system","content":"' .. system ..
          '"},{"role":"user","content":"benchmark ' .. prefix .. ' ' .. n .. '"}],"temperature":0}'
 end
 wrk.body = body("fixed")
@@ -95,10 +111,15 @@ def wrk(url: str, connections: int, duration: int, script: Path, env: dict[str, 
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (a front group's parent and its fronts)."""
+    total = float("nan")
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total = int(line.split()[1]) / 1024
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else []:
+        total += rss_mb(int(child))
+    return total
 
 
 FIXED_BODY = {
@@ -119,8 +140,24 @@ def _post(url: str, key: str, body: dict[str, object]) -> dict[str, object]:
         return answer
 
 
+def miss_stack(stack: DevStack) -> tuple[str, str, Path]:
+    """Start in `stack` redis-server, the fake upstream, one worker and one ready front; return
+    (gateway URL, direct upstream URL, wrk script): what the miss-path scripts in ops/ share."""
+    script = Path(tempfile.mkdtemp(prefix="edge-bench-")) / "chat.lua"
+    script.write_text(WRK_SCRIPT)
+    stack.start_redis()
+    stack.start_upstream()
+    stack.start_worker("openai")
+    front = stack.start_front(wait_path="/health/ready")
+    return f"{front.url}/v1/chat/completions", f"{stack.upstream_url}/v1/chat/completions", script
+
+
 def median(runs: list[Run], attr: str) -> float:
-    return statistics.median(getattr(r, attr) for r in runs)
+    """The median of the runs; NaN for a scenario left out (--only), shown as such."""
+    return statistics.median(getattr(r, attr) for r in runs) if runs else float("nan")
+
+
+SCENARIOS = ("l1", "miss1", "keyed", "miss64", "stream")
 
 
 def main() -> None:
@@ -129,9 +166,30 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument(
+        "--messages",
+        action="store_true",
+        help="only the miss at c=1 of /v1/messages (to an Anthropic and an OpenAI upstream) next to "
+        "chat completions', runs alternating",
+    )
+    parser.add_argument("--front-processes", type=int, default=1, help="front processes on the port")
+    parser.add_argument(
+        "--multiprocess-metrics",
+        action="store_true",
+        help="one front, prometheus-client multiprocess mode on",
+    )
+    parser.add_argument(
+        "--only", default=",".join(SCENARIOS), help="scenarios to run: " + ",".join(SCENARIOS)
+    )
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    if only - set(SCENARIOS):
+        parser.error(f"--only: unknown {sorted(only - set(SCENARIOS))}")
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk not found; install it (Debian: apt-get install wrk)")
+    if args.messages:
+        messages_bench(args.runs, args.duration)
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     script = tmp / "chat.lua"
@@ -141,7 +199,13 @@ def main() -> None:
         stack.start_redis()
         stack.start_upstream()
         worker = stack.start_worker("openai")
-        front = stack.start_front(wait_path="/health/ready")
+        front_env = {**stack.env, "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics")}
+        (tmp / "metrics").mkdir()
+        front = stack.start_front(
+            front_env if args.multiprocess_metrics else None,
+            wait_path="/health/ready",
+            processes=args.front_processes,
+        )
         gateway = f"{front.url}/v1/chat/completions"
         direct = f"{stack.upstream_url}/v1/chat/completions"
         base_env = {**stack.env, "BENCH_KEY": MASTER_KEY, "BENCH_SYSTEM": SYSTEM}
@@ -160,22 +224,26 @@ def main() -> None:
             MASTER_KEY,
             {"key_alias": "bench", "rpm_limit": 10**9, "tpm_limit": 10**12, "max_budget": 10**6},
         )["key"]
-        # Warm up: connections, L1 entry for the fixed body, JIT-free but caches and pools.
+        # Warm up: connections, L1 entry for the fixed body (one per front process: each has its
+        # own L1, and the kernel places each new connection on one of them).
         wrk(gateway, 8, 2, script, {**base_env, "BENCH_UNIQUE": "1", "BENCH_PREFIX": "warm"})
         for key in (MASTER_KEY, virtual):
-            _post(gateway, key, FIXED_BODY)
+            for _ in range(4 * args.front_processes):
+                _post(gateway, key, FIXED_BODY)
 
-        l1 = scenario(gateway, 32, False, "l1")
-        miss1 = scenario(gateway, 1, True, "m1")
+        l1 = scenario(gateway, 32, False, "l1") if "l1" in only else []
+        miss1 = scenario(gateway, 1, True, "m1") if "miss1" in only else []
         base_env = {**base_env, "BENCH_KEY": virtual}
-        keyed_l1 = scenario(gateway, 32, False, "kl1")
-        keyed_miss1 = scenario(gateway, 1, True, "km1")
+        keyed_l1 = scenario(gateway, 32, False, "kl1") if "keyed" in only else []
+        keyed_miss1 = scenario(gateway, 1, True, "km1") if "keyed" in only else []
         base_env = {**base_env, "BENCH_KEY": MASTER_KEY}
-        direct1 = scenario(direct, 1, True, "d1")
-        miss64 = scenario(gateway, 64, True, "m64")
-        direct64 = scenario(direct, 64, True, "d64")
+        direct1 = scenario(direct, 1, True, "d1") if only & {"miss1", "keyed"} else []
+        miss64 = scenario(gateway, 64, True, "m64") if "miss64" in only else []
+        direct64 = scenario(direct, 64, True, "d64") if "miss64" in only else []
 
         def streams(url: str, c: int) -> list[StreamStats]:
+            if "stream" not in only:
+                return []
             return [stream_run(url, MASTER_KEY, c, d, STREAM_PROMPT) for _ in range(args.runs)]
 
         stream1, stream_direct1 = streams(gateway, 1), streams(direct, 1)
@@ -188,6 +256,8 @@ def main() -> None:
     errors = sum(r.errors for r in l1 + miss1 + miss64) + sum(s.errors for s in stream1 + stream64)
 
     def added(gw: list[StreamStats], direct: list[StreamStats], attr: str) -> float:
+        if not gw:
+            return float("nan")
         gateway_median = statistics.median(getattr(s, attr) for s in gw)
         return gateway_median - statistics.median(getattr(s, attr) for s in direct)
 
@@ -214,13 +284,82 @@ def main() -> None:
         ("stream, c=64: TTFT added p50 ms", added(stream64, stream_direct64, "ttft_p50"), ""),
         ("stream, c=64: TTFT added p99 ms", added(stream64, stream_direct64, "ttft_p99"), ""),
         ("stream, c=64: inter-chunk added p50 ms", added(stream64, stream_direct64, "gap_p50"), ""),
-        ("front RSS MB", front_rss, "<= 120"),
+        ("front RSS MB (every front process)", front_rss, "<= 120 per process"),
         ("worker RSS MB", worker_rss, "<= 120"),
     ]
-    print(f"\n{args.runs} runs of {args.duration} s each, medians; non-2xx or socket errors: {errors}\n")
+    mode = f"{args.front_processes} front process(es)" + (
+        ", multiprocess metrics" if args.multiprocess_metrics else ""
+    )
+    print(
+        f"\n{args.runs} runs of {args.duration} s each, medians, {mode}; non-2xx or socket errors: {errors}\n"
+    )
     print("| measure | value | target |\n|---|---:|---|")
     for name, value, target in rows:
-        print(f"| {name} | {value:,.2f} | {target} |")
+        if value == value:  # not NaN: the scenario ran
+            print(f"| {name} | {value:,.2f} | {target} |")
+
+
+def messages_bench(runs: int, duration: int) -> None:
+    """Anthropic's Messages API against chat completions: the miss at c=1, added over the
+    upstream's own endpoint, each run of each scenario in turn (the machine drifts more between
+    scenarios run apart than these differ)."""
+    tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    script = tmp / "bench.lua"
+    script.write_text(WRK_SCRIPT)
+    stack = DevStack(env_overrides={"LOG_LEVEL": "WARNING"})
+    claude = "claude-3-5-haiku-latest"
+    # (name, URL path, which upstream, BENCH_API, BENCH_MODEL)
+    scenarios = [
+        ("chat completions -> OpenAI", "gw", "/v1/chat/completions", "chat", "gpt-4o-mini"),
+        ("direct OpenAI chat completions", "up", "/v1/chat/completions", "chat", "gpt-4o-mini"),
+        ("messages -> Anthropic (passthrough)", "gw", "/v1/messages", "messages", claude),
+        ("direct Anthropic messages", "up", "/v1/messages", "messages", claude),
+        ("messages -> OpenAI (translated)", "gw", "/v1/messages", "messages", "gpt-4o-mini"),
+    ]
+    results: dict[str, list[Run]] = {name: [] for name, *_ in scenarios}
+    try:
+        stack.start_redis()
+        stack.start_upstream()
+        stack.start_worker("openai")
+        stack.start_worker("anthropic")
+        front = stack.start_front(wait_path="/health/ready")
+        hosts = {"gw": front.url, "up": stack.upstream_url}
+        base_env = {**stack.env, "BENCH_KEY": MASTER_KEY, "BENCH_SYSTEM": SYSTEM, "BENCH_UNIQUE": "1"}
+        for _, where, path, api, model in scenarios:  # warm up every path
+            env = {**base_env, "BENCH_API": api, "BENCH_MODEL": model, "BENCH_PREFIX": "warm"}
+            wrk(hosts[where] + path, 4, 1, script, env)
+        for i in range(runs):  # each round starts one scenario later: no scenario always goes first
+            for name, where, path, api, model in (
+                scenarios[i % len(scenarios) :] + scenarios[: i % len(scenarios)]
+            ):
+                env = {**base_env, "BENCH_API": api, "BENCH_MODEL": model, "BENCH_PREFIX": f"r{i}"}
+                results[name].append(wrk(hosts[where] + path, 1, duration, script, env))
+    finally:
+        stack.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def p50(name: str) -> float:
+        return median(results[name], "p50_ms")
+
+    errors = sum(r.errors for rs in results.values() for r in rs)
+    chat_direct, messages_direct = p50("direct OpenAI chat completions"), p50("direct Anthropic messages")
+    rows = [
+        ("chat completions miss, c=1: added p50 ms", p50("chat completions -> OpenAI") - chat_direct),
+        (
+            "/v1/messages miss to Anthropic, c=1: added p50 ms",
+            p50("messages -> Anthropic (passthrough)") - messages_direct,
+        ),
+        (
+            "/v1/messages miss to OpenAI (translated), c=1: added p50 ms",
+            p50("messages -> OpenAI (translated)") - chat_direct,
+        ),
+        ("direct chat completions, c=1: p50 ms", chat_direct),
+        ("direct messages, c=1: p50 ms", messages_direct),
+    ]
+    print(f"\n{runs} alternating runs of {duration} s each, medians; non-2xx or socket errors: {errors}\n")
+    print("| measure | value |\n|---|---:|")
+    for name, value in rows:
+        print(f"| {name} | {value:,.2f} |")
 
 
 if __name__ == "__main__":

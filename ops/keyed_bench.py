@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_agent.devstack import MASTER_KEY, DevStack
-from ops.bench import FIXED_BODY, SYSTEM, WRK_SCRIPT, _post, wrk
+from ops.bench import FIXED_BODY, SYSTEM, _post, miss_stack, wrk
 
 LIMITS = {
     "rpm": {"rpm_limit": 10**9},
@@ -36,18 +35,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=15)
     parser.add_argument("--key", choices=sorted(LIMITS), default="full")
     args = parser.parse_args()
-    script = Path(tempfile.mkdtemp(prefix="edge-keyed-")) / "chat.lua"
-    script.write_text(WRK_SCRIPT)
     stack = DevStack(env_overrides={"LOG_LEVEL": "WARNING"})
     try:
-        stack.start_redis()
-        stack.start_upstream()
-        stack.start_worker("openai")
-        front = stack.start_front(wait_path="/health/ready")
-        gateway = f"{front.url}/v1/chat/completions"
-        direct = f"{stack.upstream_url}/v1/chat/completions"
+        gateway, direct, script = miss_stack(stack)
         spec = {"key_alias": "bench", **LIMITS[args.key]}
-        virtual = str(_post(f"{front.url}/key/generate", MASTER_KEY, spec)["key"])
+        virtual = str(
+            _post(gateway.replace("/v1/chat/completions", "/key/generate"), MASTER_KEY, spec)["key"]
+        )
         env = {**stack.env, "BENCH_SYSTEM": SYSTEM, "BENCH_UNIQUE": "1"}
         for key in (MASTER_KEY, virtual):  # connections, the key's lazy loads, caches
             _post(gateway, key, FIXED_BODY)

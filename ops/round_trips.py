@@ -23,6 +23,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_agent.devstack import MASTER_KEY, DevStack
+from ops.bench import miss_stack
 
 
 def main() -> None:
@@ -34,14 +35,11 @@ def main() -> None:
     args = parser.parse_args()
     stack = DevStack(env_overrides={"LOG_LEVEL": "WARNING"})
     try:
-        stack.start_redis()
-        stack.start_upstream()
-        stack.start_worker("openai")
-        front = stack.start_front(wait_path="/health/ready")
+        gateway, _, _ = miss_stack(stack)
         assert stack.redis is not None
         r = redis.Redis.from_url(stack.redis.url)
         headers = {"Authorization": f"Bearer {MASTER_KEY}"}
-        with httpx.Client(base_url=front.url, headers=headers, timeout=30) as http:
+        with httpx.Client(headers=headers, timeout=30) as http:
 
             def ask(text: str) -> None:
                 body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
@@ -49,7 +47,7 @@ def main() -> None:
                     body["stream"] = True
                     text += " [[fake:words=20]]"
                     body["messages"] = [{"role": "user", "content": text}]
-                http.post("/v1/chat/completions", json=body).raise_for_status()
+                http.post(gateway, json=body).raise_for_status()
 
             ask("warm-up")
             r.config_resetstat()

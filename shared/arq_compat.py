@@ -17,8 +17,9 @@ from typing import Any
 
 import arq
 from arq import constants
-from arq.jobs import serialize_job
+from arq.jobs import deserialize_job_raw, serialize_job
 from arq.worker import Worker
+from redis.asyncio.client import Pipeline
 
 # arq's key layout, from arq's own constants (never spelled out again elsewhere).
 JOB_KEY_PREFIX: str = constants.job_key_prefix
@@ -30,7 +31,6 @@ HEALTH_CHECK_SUFFIX: str = constants.health_check_key_suffix
 WORKER_METHODS: dict[str, tuple[str, ...]] = {
     "_poll_iteration": ("self",),  # arq's own poll: due jobs, task clean-up, health check
     "_release_sem_dec_counter_on_complete": ("self",),  # frees a slot when a job's task ends
-    "run_job": ("self", "job_id", "score"),  # runs one claimed job (arq's retries, results)
     "start_jobs": ("self", "job_ids"),  # overridden: arq's poll calls it with due job ids
     "main": ("self",),  # overridden: arq's run loop
     # SIGTERM with job_completion_wait: stop picking jobs, finish those held, then stop.
@@ -44,8 +44,16 @@ WORKER_ATTRIBUTES = (
     "poll_delay_s",
     "_pool",
     "allow_pick_jobs",  # False once a drain began (our claim loop honours it too)
+    # What edge_workers/runner.py reads and counts in arq's place when it runs a job.
+    "functions",
+    "max_tries",
+    "job_timeout_s",
+    "jobs_complete",
+    "jobs_failed",
+    "jobs_retried",
 )
 SERIALIZE_JOB_PARAMS = ("function_name", "args", "kwargs", "job_try", "enqueue_time_ms", "serializer")
+DESERIALIZE_JOB_PARAMS = ("r", "deserializer")
 
 
 class ArqIncompatible(RuntimeError):
@@ -65,6 +73,8 @@ def check_arq(worker_class: type[Worker] = Worker) -> None:
     problems.extend(f"Worker.{a} is missing" for a in WORKER_ATTRIBUTES if not hasattr(probe, a))
     if tuple(inspect.signature(serialize_job).parameters) != SERIALIZE_JOB_PARAMS:
         problems.append(f"arq.jobs.serialize_job{inspect.signature(serialize_job)} changed")
+    if tuple(inspect.signature(deserialize_job_raw).parameters) != DESERIALIZE_JOB_PARAMS:
+        problems.append(f"arq.jobs.deserialize_job_raw{inspect.signature(deserialize_job_raw)} changed")
     if problems:
         raise ArqIncompatible(
             f"arq {getattr(arq, 'VERSION', '?')} is not the arq this gateway was built for "
@@ -82,6 +92,21 @@ def _probe_worker(worker_class: type[Worker]) -> Any:
         return worker_class(functions=[noop], handle_signals=False)
     except Exception as e:  # a constructor that changed shape is itself the finding
         raise ArqIncompatible(f"arq's Worker() cannot be built as the gateway builds it: {e}") from e
+
+
+def deserialize_job_data(
+    data: bytes, deserializer: Callable[[bytes], Any]
+) -> tuple[str, tuple[Any, ...], int]:
+    """(function name, args, enqueue time ms) of a job key's value, as arq's worker reads it."""
+    function_name, args, _, _, enqueue_time_ms = deserialize_job_raw(data, deserializer=deserializer)
+    return function_name, args, enqueue_time_ms
+
+
+def finish_job(pipe: Pipeline, queue: str, job_id: str) -> None:
+    """Queue on `pipe` what arq's `finish_job` does for a finished job kept without a result:
+    its keys deleted (job, try count, in-progress lease) and its id off the queue."""
+    pipe.delete(JOB_KEY_PREFIX + job_id, RETRY_KEY_PREFIX + job_id, IN_PROGRESS_KEY_PREFIX + job_id)
+    pipe.zrem(queue, job_id)
 
 
 def serialize_job_data(
@@ -125,21 +150,26 @@ def in_progress_ms(worker: Worker) -> int:
 
 # ---- scripts over arq's keys ----------------------------------------------------------------------
 
+# arq's retry key (a job's try count) lives this long, as arq's `run_job` sets it.
+RETRY_KEY_TTL_S = 88400
+
 # A worker's running set (and its provider's registry and load hash) outlives the last heartbeat
 # by this long: a reaper (see `edge_workers.recovery`) normally takes a dead worker's jobs over
 # within WORKER_DEAD_AFTER_S; this bounds what is left when no worker of the provider remains.
 WORKER_STATE_TTL_S = 30
 
 # Claim, up to a limit, the ids whose job is due and not already running (arq's in-progress key,
-# set as arq's own claim sets it), noting each in the worker's running set; return the claimed ids
-# and their scores. Running jobs stay in arq's queue, so the ids are tried until the limit is met,
-# not just the first few. The wake-stream entries given are deleted: their jobs are claimed now or
+# set as arq's own claim sets it), noting each in the worker's running set; return the claimed ids,
+# their scores, their job data (false when the job key is gone) and their try, counted as arq's
+# `run_job` counts it (INCR of its retry key, kept 88400 s: RETRY_KEY_TTL_S), so that running a
+# job reads nothing more. Running jobs stay in arq's queue, so the ids are tried until the limit
+# is met, not just the first few. The wake-stream entries given are deleted: their jobs are claimed now or
 # cannot be (running or gone), so no other worker needs them and the stream is empty when idle.
-# KEYS: queue, in-progress prefix, running set, wake stream.
+# KEYS: queue, in-progress prefix, running set, wake stream, job-key prefix, retry-key prefix.
 # ARGV: now_ms, in-progress ms, running-set ttl, most to claim, number of ids, ids..., entry ids...
 CLAIM_LUA = """
 local claimed = {}
-local want = tonumber(ARGV[4]) * 2
+local want = tonumber(ARGV[4]) * 4
 local last = 5 + tonumber(ARGV[5])
 for i = 6, last do
   if #claimed >= want then break end
@@ -148,8 +178,12 @@ for i = 6, last do
   if score and tonumber(score) <= tonumber(ARGV[1]) then
     if redis.call('SET', KEYS[2] .. id, '1', 'PX', ARGV[2], 'NX') then
       redis.call('SADD', KEYS[3], id)
+      local tries = redis.call('INCR', KEYS[6] .. id)
+      redis.call('EXPIRE', KEYS[6] .. id, 88400)
       claimed[#claimed + 1] = id
       claimed[#claimed + 1] = score
+      claimed[#claimed + 1] = redis.call('GET', KEYS[5] .. id)
+      claimed[#claimed + 1] = tries
     end
   end
 end

@@ -9,16 +9,17 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
-from shared.cache_policy import CachePolicy
+from shared.cache_policy import CacheMode, CachePolicy
 from shared.config_error import ConfigError
 from shared.config_source import Path, PathError, Source, SourceError, dotted
 from shared.litellm_config import FileSettings, convert, translate
 from shared.redis_settings import RedisTarget, cache_redis_from_env, redis_from_env
 from shared.routing import BreakerSettings, RetrySettings, RouterSettings
+from shared.semantic_config import Mode, SemanticSettings, group_settings
 from shared.wire import validation_error_param
 
 Provider = Literal["openai", "anthropic"]
@@ -71,6 +72,7 @@ class Deployment(msgspec.Struct, frozen=True):
     stream_timeout_s: float | None = None  # ... of a streamed call, instead of timeout_s
     api_key: str = ""  # written in the file itself (LiteLLM allows it); wins over api_key_env
     cache: CachePolicy | None = None  # its model group's cache policy (shared/cache_policy.py)
+    semantic_cache: SemanticSettings | None = None  # for its whole group (shared/semantic_config.py)
 
     def __repr__(self) -> str:  # never a key in a log line
         return f"Deployment({self.id!r}, {self.provider}, {self.model!r}, {self.base_url!r})"
@@ -98,6 +100,7 @@ class _DeploymentIn(msgspec.Struct, forbid_unknown_fields=True):
     stream_timeout_s: Seconds | None = None
     api_key: str | None = None
     cache: CachePolicy | None = None
+    semantic_cache: SemanticSettings | None = None
 
 
 class LoadedConfig(msgspec.Struct, frozen=True):
@@ -108,11 +111,17 @@ class LoadedConfig(msgspec.Struct, frozen=True):
 
 
 # Where a refused value names an enum, the refusal lists the valid values.
-_ENUM_VALUES = {"provider": PROVIDERS}
+# (By the field's name, or its section's and its own: two sections have a `mode`.)
+_ENUM_VALUES: dict[str, tuple[str, ...]] = {
+    "provider": PROVIDERS,
+    "semantic_cache.mode": get_args(Mode),
+    "cache.mode": get_args(CacheMode),
+}
 
 
 def _refusal(source: Source, path: Path, message: str) -> ConfigError:
-    valid = _ENUM_VALUES.get(str(path[-1])) if path else None
+    named = ".".join(str(part) for part in path[-2:])
+    valid = _ENUM_VALUES.get(named) or _ENUM_VALUES.get(str(path[-1])) if path else None
     if valid and message.startswith("Invalid enum value"):
         message += f"; valid: {', '.join(valid)}"
     return ConfigError(f"EDGE_CONFIG {source.where(path)}: {dotted(path)}: {message}")
@@ -154,6 +163,7 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
                 stream_timeout_s=d.stream_timeout_s,
                 api_key=d.api_key or "",
                 cache=d.cache,
+                semantic_cache=d.semantic_cache,
             )
         )
     policies: dict[str, CachePolicy] = {}
@@ -163,6 +173,10 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
     unknown = router.unknown_groups({d.model_name for d in deployments})
     if unknown:
         raise _refusal(source, ("router_settings",), f"names unknown model groups: {', '.join(unknown)}")
+    try:
+        group_settings(deployments, router.semantic_cache)
+    except ValueError as e:
+        raise _refusal(source, ("model_list",), str(e)) from None
     return LoadedConfig(deployments, router, translated.settings, translated.warnings)
 
 
@@ -191,6 +205,8 @@ class ModelTable:
             if d.cache is not None:
                 self._policies.setdefault(d.model_name, d.cache)
         self._by_prefix = by_prefix
+        # Model group -> its semantic cache settings; empty (the default): the cache is off.
+        self.semantic = group_settings(deployments, self.router.semantic_cache)
         # Without a config file, each model asked for is a deployment of its own (its own
         # breaker: one model's failures or timeouts must not close a provider's other models),
         # made from its provider's template below; bounded, the least recently used forgotten.

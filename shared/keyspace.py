@@ -180,3 +180,11 @@ def cache_deletes() -> str:
     """Stream (trimmed): the cache keys or namespaces /cache/delete removed, with their version;
     every front polls it and drops them from its L1 (edge_front/cache_admin.py)."""
     return f"{PREFIX}:cache:deletes"
+
+
+def semantic_vectors() -> str:
+    """Stream: one entry per answer the semantic cache may serve again (its vector, partition,
+    guard features and L2 cache key; never the prompt's text). Workers append in the round trip
+    that publishes the answer and every semantic-enabled worker tails it. Trimmed by approximate
+    MINID to the L2 TTL on each append."""
+    return f"{PREFIX}:semantic"

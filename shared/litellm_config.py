@@ -219,6 +219,8 @@ class _Translator:
             self.max_retries.append(p.max_retries)
         if entry.cache is not None:
             out["cache"] = raw["cache"]
+        if entry.semantic_cache is not None:
+            out["semantic_cache"] = entry.semantic_cache
         return out
 
     def model_list(self, raw: Any) -> list[tuple[int, Any]]:

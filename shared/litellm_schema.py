@@ -3,7 +3,7 @@ the gateway honours; the translator reports every other key as ignored)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -49,6 +49,7 @@ class ModelEntry(msgspec.Struct, frozen=True):
     rpm: PerMinute | None = None
     tpm: PerMinute | None = None
     cache: CachePolicy | None = None  # the gateway's own: its model group's cache policy
+    semantic_cache: Any = None  # the gateway's own setting, passed through (shared/semantic_config.py)
 
 
 class RouterIn(msgspec.Struct, frozen=True):
@@ -66,6 +67,7 @@ class RouterIn(msgspec.Struct, frozen=True):
 
 
 NATIVE_ROUTER_SECTIONS = ("retry", "breaker", "max_queue_depth", "cache")
+NATIVE_ROUTER_SECTIONS = ("retry", "breaker", "max_queue_depth", "semantic_cache")
 
 
 class CacheParams(msgspec.Struct, frozen=True):

@@ -63,6 +63,13 @@ class Job(msgspec.Struct, frozen=True):
     charge: KeyCharge | None = None  # set for every virtual key's job
     # The job leads a flight (shared/flights.py): identical misses wait for its replies too.
     flight: bool = False
+    # The API shape the client asked in and must be answered in: "chat" (chat.completion),
+    # "messages" (an Anthropic message), "count_tokens" (Anthropic's {"input_tokens": N}).
+    api: str = "chat"
+    # Headers of the client's to pass to the upstream: only anthropic-version and anthropic-beta,
+    # for a Messages request to an Anthropic upstream (shared/anthropic_api.FORWARDED_HEADERS).
+    upstream_headers: dict[str, str] | None = None
+    skip_lookup: bool = False  # Cache-Control: no-cache: the worker's semantic cache is skipped too
 
 
 class Reply(msgspec.Struct, frozen=True):
@@ -73,12 +80,13 @@ class Reply(msgspec.Struct, frozen=True):
     job_id: str
     kind: Literal["final", "chunk", "done", "error"] = "final"
     status: int = 200
-    body: bytes = b""  # chat.completion, chunk or error envelope JSON
+    body: bytes = b""  # the answer or chunk in the job's API shape, or an (OpenAI) error envelope
     usage_chunk: bool = False  # the chunk carrying only usage (for stream_options.include_usage)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retry_after: float | None = None
     cost_usd: float = 0.0  # what the answer cost upstream (on `final` 200 and `done` replies)
+    cache: str = "miss"  # x-edge-cache of the answer: "hit-semantic" when a worker's cache served it
 
 
 _job_encoder = msgspec.msgpack.Encoder()

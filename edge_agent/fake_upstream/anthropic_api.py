@@ -218,3 +218,15 @@ class AnthropicApi(BaseApi):
         await out.frame(event("message_delta", message_delta))
         await out.frame(MESSAGE_STOP_FRAME)
         return resp
+
+
+class AnthropicCountTokensApi(AnthropicApi):
+    """`POST /v1/messages/count_tokens`: the prompt's tokens, counted as `/v1/messages` bills them."""
+
+    def validate(self, body: dict[str, Any]) -> web.Response | None:
+        return super().validate({"max_tokens": 1, **body})
+
+    async def respond(
+        self, request: web.Request, body: dict[str, Any], text: str, markers: Markers
+    ) -> web.StreamResponse:
+        return json_response({"input_tokens": prompt_tokens(body["messages"], body.get("system"))})

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from edge_agent.fake_upstream.anthropic_api import AnthropicApi
+from edge_agent.fake_upstream.anthropic_api import AnthropicApi, AnthropicCountTokensApi
 from edge_agent.fake_upstream.common import Settings, Stats, json_response
 from edge_agent.fake_upstream.openai_api import OpenAIApi
 
@@ -73,6 +73,7 @@ def create_app(
 
     app.router.add_post("/v1/chat/completions", OpenAIApi(settings, stats).handle)
     app.router.add_post("/v1/messages", AnthropicApi(settings, stats).handle)
+    app.router.add_post("/v1/messages/count_tokens", AnthropicCountTokensApi(settings, stats).handle)
     app.router.add_get("/_fake/stats", get_stats)
     app.router.add_post("/_fake/reset", reset)
     app.router.add_get("/_fake/config", get_config)

@@ -14,6 +14,7 @@ from edge_agent.fake_upstream.content import Markers, decode, last_user_text, pa
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 JSON_CONTENT_TYPE = "application/json"
+_RECORDED = frozenset({"x-api-key", "authorization"})
 
 
 @dataclass(slots=True)
@@ -37,6 +38,8 @@ class Stats:
     by_field: dict[str, int] = field(default_factory=dict)  # top-level body fields received
     # (path, exact last user text) -> requests seen, for the `[[fake:times=N]]` marker
     times_seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    # path -> the auth and anthropic-* headers of its last request (to check what a gateway forwards)
+    last_headers: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.requests = 0
@@ -46,6 +49,7 @@ class Stats:
         self.by_model.clear()
         self.by_field.clear()
         self.times_seen.clear()
+        self.last_headers.clear()
 
     def count_key(self, path: str, text: str) -> int:
         """Count one more request for the marker key (path, text); returns the new count."""
@@ -62,6 +66,7 @@ class Stats:
             "by_field": dict(self.by_field),
             "cancelled": self.cancelled,
             "failures_injected": self.failures_injected,
+            "last_headers": {path: dict(headers) for path, headers in self.last_headers.items()},
         }
 
 
@@ -187,6 +192,11 @@ class BaseApi:
         stats.requests += 1
         path = request.path
         stats.by_path[path] = stats.by_path.get(path, 0) + 1
+        stats.last_headers[path] = {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() in _RECORDED or name.lower().startswith("anthropic-")
+        }
         try:
             return await self._process(request)
         except (asyncio.CancelledError, ConnectionError):

@@ -40,7 +40,7 @@ from typing import Any
 import msgspec
 
 from edge_workers.providers import anthropic_wire as aw
-from edge_workers.providers.anthropic_request import ANTHROPIC_VERSION, to_messages_request
+from edge_workers.providers.anthropic_request import to_messages_request
 from edge_workers.providers.anthropic_stream import AnthropicChunkStream
 from edge_workers.providers.anthropic_wire import (
     is_response_tool,
@@ -49,6 +49,7 @@ from edge_workers.providers.anthropic_wire import (
     map_usage,
 )
 from edge_workers.providers.base import UpstreamRequest
+from shared.anthropic_api import ANTHROPIC_VERSION
 from shared.config import Deployment
 from shared.errors import EdgeError
 from shared.wire import (

@@ -12,6 +12,7 @@ from edge_workers.providers.anthropic_wire import (
     RESPONSE_TOOL_PREFIX,
     is_response_tool,
 )
+from shared.anthropic_api import ANTHROPIC_TOOL_CHOICE
 from shared.errors import EdgeError
 from shared.wire import (
     AssistantMessage,
@@ -32,7 +33,6 @@ from shared.wire import (
     validation_error_param,
 )
 
-ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 _RESPONSE_TOOL_DESCRIPTION = "Give your final answer by calling this tool; its input is the whole answer."
 _IMAGE_TYPES = ("image/gif", "image/jpeg", "image/png", "image/webp")
@@ -289,10 +289,9 @@ def _tool_choice(
         return aw.ToolChoiceParam(type="tool", name=response_tool, disable_parallel_tool_use=single)
     if choice == "none":
         return aw.ToolChoiceParam(type="none")
-    if choice == "required":
-        return aw.ToolChoiceParam(type="any", disable_parallel_tool_use=single)
-    if choice == "auto" or single:
-        return aw.ToolChoiceParam(type="auto", disable_parallel_tool_use=single)
+    if choice is not None or single:
+        kind = ANTHROPIC_TOOL_CHOICE[choice or "auto"]  # "required" is Anthropic's "any"
+        return aw.ToolChoiceParam(type=kind, disable_parallel_tool_use=single)  # type: ignore[arg-type]
     return None
 
 

@@ -30,6 +30,7 @@ from msgspec import Struct
 from edge_workers.providers import anthropic_wire as aw
 from edge_workers.providers.anthropic_wire import is_response_tool, map_error, map_stop_reason, map_usage
 from edge_workers.providers.base import StreamError
+from shared.anthropic_api import ERROR_STATUS
 from shared.wire import (
     ChatCompletionChunk,
     ChunkChoice,
@@ -120,20 +121,6 @@ _decode_event = msgspec.json.Decoder(_Event).decode
 _decode_envelope = msgspec.json.Decoder(_Envelope).decode
 _encode = msgspec.json.Encoder().encode
 
-# The HTTP status Anthropic answers with for each error type, for when the error arrives mid-stream.
-_ERROR_STATUS: dict[str, int] = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
-
 
 class AnthropicStreamError(StreamError):
     """The stream failed: an `error` event from Anthropic, or an event the gateway cannot read.
@@ -206,7 +193,7 @@ class AnthropicStreamTranslator:
                     id=self._id, created=self._created, model=self._model, choices=[], usage=usage
                 )
             ]
-        status = _ERROR_STATUS.get(ev.error.type, 500)
+        status = ERROR_STATUS.get(ev.error.type, 500)
         raise AnthropicStreamError(map_error(status, ev.error.type, ev.error.message), status)
 
     def _block_start(self, index: int, block: aw.ContentBlock) -> list[ChatCompletionChunk]:

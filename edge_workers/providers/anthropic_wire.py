@@ -15,7 +15,10 @@ from typing import Any, Literal
 
 from msgspec import Struct, field
 
-from shared.wire import ErrorDetail, PromptTokensDetails, Usage
+from shared.anthropic_api import map_error, map_stop_reason
+from shared.wire import PromptTokensDetails, Usage
+
+__all__ = ["anthropic_usage", "is_response_tool", "map_error", "map_stop_reason", "map_usage"]
 
 # ---- request: content blocks ------------------------------------------------------------
 
@@ -147,38 +150,7 @@ class ErrorResponse(Struct):
 
 
 # ---- vocabularies in OpenAI's terms -------------------------------------------------------
-
-_STOP_REASONS: dict[str, str] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",  # a server-tool loop paused; what was said so far is the answer
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-
-# Anthropic error type -> OpenAI (type, code).
-_ERRORS: dict[str, tuple[str, str | None]] = {
-    "invalid_request_error": ("invalid_request_error", None),
-    "authentication_error": ("authentication_error", None),
-    "permission_error": ("permission_error", None),
-    "not_found_error": ("invalid_request_error", "not_found"),
-    "rate_limit_error": ("rate_limit_error", "rate_limit_exceeded"),
-    "request_too_large": ("invalid_request_error", "request_too_large"),
-    "api_error": ("server_error", None),
-    "overloaded_error": ("server_error", "overloaded"),
-    "billing_error": ("insufficient_quota", "insufficient_quota"),
-    "timeout_error": ("timeout_error", "request_timeout"),
-}
-
-
-def map_stop_reason(reason: str | None) -> str | None:
-    """Anthropic stop_reason -> OpenAI finish_reason. None stays None (a stream not done yet);
-    a reason Anthropic adds later reads as "stop" rather than failing the answer."""
-    if reason is None:
-        return None
-    return _STOP_REASONS.get(reason, "stop")
+# Stop reasons and error types are tables in shared/anthropic_api.py, read both ways.
 
 
 def map_usage(usage: AnthropicUsage) -> Usage:
@@ -195,11 +167,17 @@ def map_usage(usage: AnthropicUsage) -> Usage:
     return out
 
 
-def map_error(status: int, error_type: str, message: str) -> ErrorDetail:
-    """An Anthropic error -> OpenAI's terms. An unknown type goes by status and keeps its name as code."""
-    fallback = ("server_error" if status >= 500 else "invalid_request_error", error_type or None)
-    type_, code = _ERRORS.get(error_type, fallback)
-    return ErrorDetail(message=message or f"upstream answered {status}", type=type_, code=code)
+def anthropic_usage(usage: Usage | None) -> AnthropicUsage:
+    """`map_usage` read backwards: OpenAI's prompt_tokens include the cached ones, Anthropic's
+    input_tokens do not."""
+    if usage is None:
+        return AnthropicUsage()
+    details = usage.prompt_tokens_details
+    read = written = None
+    if isinstance(details, PromptTokensDetails):
+        read, written = details.cached_tokens, details.cache_write_tokens
+    fresh = max(0, usage.prompt_tokens - (read or 0) - (written or 0))
+    return AnthropicUsage(fresh, usage.completion_tokens, written, read)
 
 
 RESPONSE_TOOL_PREFIX = "response_format__"

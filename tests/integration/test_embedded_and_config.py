@@ -101,6 +101,36 @@ def test_up_starts_everything_prints_a_working_curl_and_stops_on_ctrl_c() -> Non
         assert _port_free(p)
 
 
+def test_up_with_two_front_processes_serves_from_both_and_stops_them_all() -> None:
+    port = free_port()
+    proc, output = _start_up("--port", str(port), "--front-processes", "2")
+    fronts: list[int] = []
+    try:
+        assert "edge-agent is up" in output, output
+        model, key = _curl_model_and_key(output)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        assert client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
+
+        def ids() -> set[str]:  # a new connection each: the kernel picks the process
+            return {
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()["front_id"] for _ in range(20)
+            }
+
+        def both() -> set[str] | None:
+            found = ids()
+            return found if len(found) == 2 else None
+
+        seen = wait_until(both, "both front processes")
+        fronts = [int(front_id.split("-")[-2]) for front_id in seen]
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert rest.strip().splitlines()[-1] == "edge-agent: stopped", rest
+    assert fronts and all(_gone(pid) for pid in fronts)
+    assert _port_free(port)
+
+
 def test_up_and_front_refuse_a_port_in_use_at_once() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -59,7 +59,8 @@ def test_requests_are_timed_by_provider_model_and_tier_and_streams_by_first_toke
     messages = [{"role": "user", "content": f"timed {uuid.uuid4()}"}]
     client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
     client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
-    stream = [{"role": "user", "content": f"streamed {uuid.uuid4()}"}]
+    # Chunks apart in time: ones that arrive together go out in one write, with no gap between.
+    stream = [{"role": "user", "content": f"streamed {uuid.uuid4()} [[fake:chunk_delay_ms=20]]"}]
     list(client.chat.completions.create(model="gpt-4o-mini", messages=stream, stream=True))  # type: ignore[arg-type]
     samples = metrics(front)
     counts = {

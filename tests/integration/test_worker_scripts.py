@@ -11,12 +11,15 @@ import pytest
 import redis
 
 from edge_agent.redis_server import RedisServer
+from edge_workers.runner import Claimed
 from shared import keyspace
 from shared.arq_compat import (
     CLAIM_LUA,
     IN_PROGRESS_KEY_PREFIX,
     JOB_KEY_PREFIX,
     REAP_LUA,
+    RETRY_KEY_PREFIX,
+    RETRY_KEY_TTL_S,
     WORKER_STATE_TTL_S,
 )
 from shared.queue import WAKE_STREAM_MAXLEN
@@ -49,10 +52,12 @@ def claim(
             IN_PROGRESS_KEY_PREFIX,
             keyspace.running(worker),
             keyspace.wake("openai"),
+            JOB_KEY_PREFIX,
+            RETRY_KEY_PREFIX,
         ],
         args=[now_ms, LEASE_MS, WORKER_STATE_TTL_S, most, len(ids), *ids, *wake_entries],
     )
-    return [(out[i].decode(), float(out[i + 1])) for i in range(0, len(out), 2)]
+    return [(job.job_id, float(job.score)) for job in Claimed.from_claim(out)]
 
 
 def reap(r: redis.Redis, dead: str, now_ms: int) -> list[str]:
@@ -96,9 +101,31 @@ def test_claim_takes_only_due_jobs_not_already_in_progress(r: redis.Redis) -> No
     assert 0 < r.pttl(IN_PROGRESS_KEY_PREFIX + "due") <= LEASE_MS
     assert not r.exists(IN_PROGRESS_KEY_PREFIX + "later")
     assert not r.exists(IN_PROGRESS_KEY_PREFIX + "gone")
-    assert r.zcard(queue) == 3  # claiming leaves the queue to arq's run_job
+    assert r.zcard(queue) == 3  # claiming leaves the job in the queue until it is finished
     # The running set expires unless heartbeats keep it: nothing outlives a worker nobody reaps.
     assert 0 < r.ttl(keyspace.running("w1")) <= WORKER_STATE_TTL_S
+
+
+def test_claim_returns_each_job_with_its_data_and_counted_try(r: redis.Redis) -> None:
+    script = r.register_script(CLAIM_LUA)
+    r.zadd(keyspace.queue("openai"), {"j": 1_000, "gone": 1_000})
+    r.set(JOB_KEY_PREFIX + "j", b"payload")
+    keys = [
+        keyspace.queue("openai"),
+        IN_PROGRESS_KEY_PREFIX,
+        keyspace.running("w1"),
+        keyspace.wake("openai"),
+        JOB_KEY_PREFIX,
+        RETRY_KEY_PREFIX,
+    ]
+    out = script(keys=keys, args=[2_000, LEASE_MS, WORKER_STATE_TTL_S, 10, 2, "j", "gone"])
+    first, gone = Claimed.from_claim(out)
+    assert (first.job_id, first.data, first.job_try) == ("j", b"payload", 1)
+    assert (gone.job_id, gone.data, gone.job_try) == ("gone", None, 1)  # its key expired: runner drops it
+    assert 0 < r.ttl(RETRY_KEY_PREFIX + "j") <= RETRY_KEY_TTL_S
+    r.delete(IN_PROGRESS_KEY_PREFIX + "j")  # its worker died; the reaper let it go
+    (again,) = Claimed.from_claim(script(keys=keys, args=[2_000, LEASE_MS, WORKER_STATE_TTL_S, 10, 1, "j"]))
+    assert again.job_try == 2  # arq's count of runs, as its run_job would have made it
 
 
 def test_a_claimed_job_is_never_claimed_twice(r: redis.Redis) -> None:

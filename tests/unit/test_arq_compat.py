@@ -26,7 +26,7 @@ def test_each_private_worker_method_is_pinned_by_name_and_signature(name: str) -
     assert tuple(inspect.signature(method).parameters) == arq_compat.WORKER_METHODS[name]
 
 
-@pytest.mark.parametrize("missing", ["_release_sem_dec_counter_on_complete", "_poll_iteration", "run_job"])
+@pytest.mark.parametrize("missing", ["_release_sem_dec_counter_on_complete", "_poll_iteration", "start_jobs"])
 def test_a_worker_class_without_a_private_method_is_refused_with_its_name(missing: str) -> None:
     class Renamed(Worker):
         pass
@@ -38,10 +38,10 @@ def test_a_worker_class_without_a_private_method_is_refused_with_its_name(missin
 
 def test_a_changed_signature_is_refused() -> None:
     class Changed(Worker):
-        async def run_job(self, job_id: str, score: int, extra: int = 0) -> None:  # type: ignore[override]
+        async def start_jobs(self, job_ids: list[bytes], extra: int = 0) -> None:  # type: ignore[override]
             return None
 
-    with pytest.raises(arq_compat.ArqIncompatible, match="run_job"):
+    with pytest.raises(arq_compat.ArqIncompatible, match="start_jobs"):
         arq_compat.check_arq(Changed)
 
 

@@ -519,6 +519,7 @@ def test_stats_reset_and_cancelled(server: BackgroundServer, client: httpx.Clien
         "by_field": {"model": 3, "messages": 3, "max_tokens": 1},
         "cancelled": 0,
         "failures_injected": 0,
+        "last_headers": {"/v1/chat/completions": OPENAI_HEADERS, "/v1/messages": ANTHROPIC_HEADERS},
     }
 
     with pytest.raises(httpx.ReadTimeout):
@@ -538,6 +539,7 @@ def test_stats_reset_and_cancelled(server: BackgroundServer, client: httpx.Clien
         "by_field": {},
         "cancelled": 0,
         "failures_injected": 0,
+        "last_headers": {},
     }
     assert client.get("/health").status_code == 200
 
@@ -561,3 +563,21 @@ def test_cli_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     args = parser.parse_args(["--latency-ms", "5", "--require-key", "k"])
     assert (args.host, args.port, args.latency_ms, args.jitter_ms) == ("127.0.0.1", 9123, 5.0, 0.0)
     assert (args.error_rate, args.error_status, args.require_key) == (0.0, 500, "k")
+
+
+def test_count_tokens(client: httpx.Client) -> None:
+    body = {
+        "model": "claude-sonnet-4",
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "one two"}],
+    }
+    counted = client.post("/v1/messages/count_tokens", json=body, headers=ANTHROPIC_HEADERS)
+    assert counted.status_code == 200 and counted.json() == {
+        "input_tokens": 2 + 3 + 2
+    }  # words + 3 per message
+    assert (
+        client.post("/v1/messages/count_tokens", json={"model": "m"}, headers=ANTHROPIC_HEADERS).status_code
+        == 400
+    )
+    refused = client.post("/v1/messages/count_tokens", json=body, headers={"anthropic-version": "2023-06-01"})
+    assert refused.status_code == 401

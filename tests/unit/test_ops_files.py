@@ -8,6 +8,7 @@ routes, the metric names it defines and the Redis queue keys.
 from __future__ import annotations
 
 import ast
+import copy
 import fnmatch
 import json
 import re
@@ -17,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -229,6 +231,17 @@ def test_dockerfile_copies_files_that_exist_and_are_not_dockerignored() -> None:
         assert pattern.rstrip("*") in copied, f"package {pattern} is not copied into the image"
 
 
+def test_dockerfile_builds_offline() -> None:
+    # `# syntax=...` makes BuildKit pull a frontend image from a registry before building.
+    assert not re.search(r"^#\s*syntax\s*=", DOCKERFILE.read_text(), re.M | re.I)
+
+
+def test_the_lock_installs_on_debian_12_python() -> None:
+    # redis-py needs async-timeout below Python 3.11.3; Debian 12 (and its images) has 3.11.2.
+    pins = (ROOT / "requirements.lock").read_text().splitlines()
+    assert any(p.startswith("async-timeout==") and 'python_full_version < "3.11.3"' in p for p in pins)
+
+
 def test_dockerfile_installs_lock_then_project_without_deps() -> None:
     runs = " ".join(dockerfile_args("RUN"))
     assert "-r requirements.lock" in runs
@@ -270,11 +283,30 @@ def test_compose_services_and_profiles() -> None:
     assert "redis-cli" in svcs["redis"]["healthcheck"]["test"]
 
 
+def test_compose_redis_keeps_an_append_only_file_on_a_volume() -> None:
+    redis = services()["redis"]
+    command = argv(redis["command"])
+    assert command[command.index("--appendonly") + 1] == "yes"
+    data = command[command.index("--dir") + 1]
+    volume = next(v for v in redis["volumes"] if v.endswith(f":{data}"))
+    assert volume.split(":")[0] in compose()["volumes"], "a named volume, kept by `down`"
+
+
+def test_compose_says_it_needs_compose_v2() -> None:
+    # Compose v1 (docker-compose 1.x) rejects the top-level `name:`.
+    if "name" in compose():
+        assert "Compose v2" in COMPOSE.read_text()
+        assert "Compose v2" in (ROOT / "README.md").read_text()
+
+
 def test_compose_front() -> None:
     front = services()["front"]
     assert argv(front["command"])[0] == "front"
     assert any(str(p).endswith(":8080") for p in front["ports"])
-    assert ":?" in front["environment"]["EDGE_MASTER_KEY"], "EDGE_MASTER_KEY must be required"
+    # Required by the front itself, not by compose interpolation (which would break `down`).
+    assert ":?" not in COMPOSE.read_text(), "a ${VAR:?} makes every compose command fail without VAR"
+    assert front["environment"]["EDGE_MASTER_KEY"] == "${EDGE_MASTER_KEY:-}"
+    assert "EDGE_MASTER_KEY" in (ROOT / ".env.example").read_text()
     assert front["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
@@ -591,3 +623,49 @@ def test_dashboard_shows_stream_latency_and_live_workers() -> None:
         "llm_edge_live_workers",
     ):
         assert metric in exprs, metric
+
+
+# Kinds without a schema in kubernetes-validate (custom resources, kustomize's own file); their
+# structure is checked by the tests above.
+UNSCHEMED_KINDS = {"ScaledObject", "Kustomization"}
+K8S_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())  # the oldest supported, the newest
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_k8s_manifests_pass_strict_schema_validation(version: str) -> None:
+    """As `kubernetes-validate --strict -k VERSION ops/k8s/*.yaml` does: every field known to the
+    Kubernetes API of that version, none misspelt or misplaced."""
+    checked = set()
+    for name, doc in k8s_documents():
+        if doc["kind"] in UNSCHEMED_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} against {version}: {e.message}")
+        checked.add(doc["kind"])
+    assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= checked
+
+
+def test_strict_validation_catches_a_misplaced_field() -> None:
+    front = copy.deepcopy(k8s_objects("Deployment")["front"])
+    front["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}  # misspelt
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(front, K8S_VERSIONS[-1], strict=True)
+
+
+def test_k8s_a_disruption_budget_per_tier() -> None:
+    """The front and each worker pool have a budget that selects exactly their pods; Redis (one
+    pod) has none, which would block every node drain."""
+    pod_labels = {
+        name: d["spec"]["template"]["metadata"]["labels"] for name, d in k8s_objects("Deployment").items()
+    }
+    covered = {}
+    for pdb in k8s_objects("PodDisruptionBudget").values():
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        [target] = [d for d, labels in pod_labels.items() if selector.items() <= labels.items()]
+        covered[target] = pdb["spec"]
+    assert set(covered) == {"front", *WORKER_SERVICES}
+    assert covered["front"].get("minAvailable") == 1
+    for worker in WORKER_SERVICES:  # a pool scaled to one must still be drainable
+        assert covered[worker].get("maxUnavailable") == 1 and "minAvailable" not in covered[worker]
