@@ -66,8 +66,7 @@ class RouterIn(msgspec.Struct, frozen=True):
     retry_after: NonNegative | None = None
 
 
-NATIVE_ROUTER_SECTIONS = ("retry", "breaker", "max_queue_depth", "cache")
-NATIVE_ROUTER_SECTIONS = ("retry", "breaker", "max_queue_depth", "semantic_cache")
+NATIVE_ROUTER_SECTIONS = ("retry", "breaker", "max_queue_depth", "semantic_cache", "cache")
 
 
 class CacheParams(msgspec.Struct, frozen=True):
