@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -340,3 +341,28 @@ def test_an_entry_written_before_store_times_is_still_served(stack: DevStack) ->
         client.close()
     tier, headers = ask(b, "plain", other)
     assert tier == "hit-l2" and "age" not in headers
+
+
+def test_the_messages_api_follows_the_same_controls(stack: DevStack) -> None:
+    a, b = fronts(stack)
+    key = new_key(a, "messages-ns")
+    time.sleep(1)
+
+    def ask_messages(
+        front: Front, msgs: list[dict[str, str]], model: str = "plain", **kwargs: Any
+    ) -> httpx.Headers:
+        client = anthropic.Anthropic(base_url=front.url, api_key=key, max_retries=0)
+        raw = client.messages.with_raw_response.create(model=model, max_tokens=100, messages=msgs, **kwargs)  # type: ignore[arg-type]
+        raw.parse()
+        return raw.headers
+
+    msgs = messages()
+    assert ask_messages(a, msgs)["x-edge-cache"] == "miss"
+    hit = ask_messages(b, msgs, extra_headers={"Cache-Control": "max-age=60"})
+    assert hit["x-edge-cache"] == "hit-l2" and int(hit["age"]) <= 1
+    never = messages()
+    assert [ask_messages(a, never, "never")["x-edge-cache"] for _ in range(2)] == ["miss", "miss"]
+    answer = delete(a, {"namespace": "key:messages-ns"})
+    assert answer.status_code == 200 and answer.json()["deleted"] == 1
+    time.sleep(1.0)
+    assert ask_messages(b, msgs)["x-edge-cache"] == "miss"  # gone from b's L1 and from L2
