@@ -154,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(handler=cmd_worker)
 
-    fake = sub.add_parser("fake-upstream", help="run a fake OpenAI + Anthropic upstream for tests and demos")
+    fake = sub.add_parser(
+        "fake-upstream",
+        help="run a fake upstream (OpenAI, Anthropic, Gemini, Azure OpenAI) for tests and demos",
+    )
     add_arguments(fake)
     fake.set_defaults(handler=cmd_fake_upstream)
 

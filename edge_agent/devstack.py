@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from edge_agent.children import spawn, stop_processes
+from edge_agent.fake_upstream.app import base_urls
 from edge_agent.probes import PortTaken, answers_200, wait_listening, workers_ready
 from edge_agent.redis_server import RedisServer, free_port
 
@@ -80,10 +81,11 @@ class DevStack:
         env.update(
             {
                 "EDGE_MASTER_KEY": MASTER_KEY,
-                "OPENAI_BASE_URL": f"http://127.0.0.1:{self.upstream_port}/v1",
-                "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{self.upstream_port}",
+                **base_urls(self.upstream_port),
                 "OPENAI_API_KEY": "sk-upstream-openai",
                 "ANTHROPIC_API_KEY": "sk-upstream-anthropic",
+                "GEMINI_API_KEY": "upstream-gemini-key",
+                "AZURE_OPENAI_API_KEY": "upstream-azure-key",
                 "PYTHONUNBUFFERED": "1",
                 "LOG_LEVEL": "WARNING",
                 "HOST": "127.0.0.1",  # where workers serve their metrics (fronts get --host)
@@ -207,7 +209,7 @@ class DevStack:
         )
         return Front(port, proc)
 
-    def start(self, providers: tuple[str, ...] = ("openai", "anthropic")) -> Front:
+    def start(self, providers: tuple[str, ...] = ("openai", "anthropic", "gemini")) -> Front:
         self.start_redis()
         self.start_upstream()
         for provider in providers:

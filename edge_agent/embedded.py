@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from types import FrameType
 
 from edge_agent.children import spawn, stop_processes
+from edge_agent.fake_upstream.app import base_urls
 from edge_agent.listen import bind_listener
 from edge_agent.probes import PortTaken, answers_200, wait_listening, workers_ready
 from edge_agent.redis_server import RedisServer, free_port
-from shared.config import API_KEY_ENV, PROVIDERS, ModelTable, load_settings
+from shared.config import API_KEY_ENV, DEFAULT_CATALOG, PROVIDERS, ModelTable, load_settings
 
 READY_TIMEOUT_S = 60.0  # a bound on a hang: two cores starting Redis, workers and a front take seconds
 
@@ -65,13 +66,13 @@ def _providers(env: dict[str, str], models: ModelTable) -> list[str]:
     deployments name their own key variables); without, those whose key is set."""
     if env.get("EDGE_CONFIG"):
         return sorted(models.providers())
-    return [p for p in PROVIDERS if env.get(API_KEY_ENV[p])]
+    return [p for p in sorted(models.providers()) if env.get(API_KEY_ENV[p])]
 
 
 def _example_model(env: dict[str, str], models: ModelTable, providers: list[str]) -> str:
     """A model the curl can ask for: the config's first, else the default catalogue's."""
     if not env.get("EDGE_CONFIG"):
-        return "gpt-4o-mini" if "openai" in providers else "claude-sonnet-4-5"
+        return "gpt-4o-mini" if "openai" in providers else DEFAULT_CATALOG[providers[0]][0]
     return next(name for name, provider in models.public_models() if provider in providers)
 
 
@@ -112,11 +113,10 @@ def run_stack(host: str, port: int, workers: int, front_processes: int = 1) -> N
         if not providers:
             fake, fake_port = _start_fake_upstream(env)
             upstream.append(fake)
-            env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{fake_port}/v1"
-            env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{fake_port}"
+            env.update(base_urls(fake_port))
             for p in PROVIDERS:
                 env[API_KEY_ENV[p]] = "fake-upstream-key"
-            providers = list(PROVIDERS)
+            providers = sorted(models.providers())  # those a model name routes to (not Azure)
             print(
                 f"edge-agent: no provider key set; answering from a fake upstream on port {fake_port}",
                 flush=True,

@@ -16,6 +16,7 @@ import aiohttp
 import msgspec
 
 from edge_workers import metrics
+from edge_workers.estimate import estimate_usage
 from edge_workers.joblog import log_failure
 from edge_workers.providers import ADAPTERS
 from edge_workers.providers.base import Adapter, StreamError, StreamTranslator
@@ -38,7 +39,7 @@ from shared.errors import error_body
 from shared.pricing import cost_usd
 from shared.queue import Job, Reply
 from shared.sse import EventTooLarge, SSEParser
-from shared.wire import Usage
+from shared.wire import ChatCompletionChunk, Usage
 
 _encode = msgspec.json.Encoder().encode
 
@@ -88,6 +89,23 @@ class ChatAnswerStream:
 
     def answer(self) -> bytes:
         return _encode(self._assembler.completion())
+
+    def estimate_usage(self, body: dict[str, Any], deployment_id: str) -> bytes | None:
+        """When the upstream sent no usage (a server without stream_options): estimate it, keep
+        it for the cached answer, and return the usage-only chunk the stream would have ended
+        with. None when the upstream did send usage."""
+        assembler = self._assembler
+        if assembler.usage is not None:
+            return None
+        assembler.usage = estimate_usage(body, assembler.completion(), deployment_id)
+        chunk = ChatCompletionChunk(
+            id=assembler.id,
+            created=assembler.created,
+            model=assembler.model,
+            choices=[],
+            usage=assembler.usage,
+        )
+        return _encode(chunk)
 
 
 class _Stream:
@@ -193,6 +211,11 @@ async def stream_answer(
         )
     if not stream.finished:
         return await out.fail(502, error_body(502, f"upstream {deployment.provider} ended the stream early"))
+    replies: list[Reply] = []
+    if isinstance(stream, ChatAnswerStream):
+        usage_chunk = stream.estimate_usage(body, deployment.id)
+        if usage_chunk is not None:
+            replies.append(Reply(job.job_id, kind="chunk", body=usage_chunk, usage_chunk=True))
     completion = stream.answer()
     usage = stream.usage
     cost = cost_usd(deployment.provider, job.upstream_model, usage, deployment)
@@ -204,7 +227,8 @@ async def stream_answer(
         completion_tokens=usage.completion_tokens if usage else 0,
         cost_usd=cost,
     )
-    await publish(Publication([done], completion if cache else None, cost, Attempt("ok", out.first_byte_ms)))
+    replies.append(done)
+    await publish(Publication(replies, completion if cache else None, cost, Attempt("ok", out.first_byte_ms)))
     if cost:
         metrics.COST.labels(deployment.provider, job.upstream_model).inc(cost)
     return "ok"

@@ -14,12 +14,15 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from edge_workers.estimate import estimate_usage
 from edge_workers.providers import ADAPTERS, Adapter, UpstreamRequest
+from edge_workers.providers.base import upstream_status
 from shared.config import Deployment
 from shared.errors import EdgeError, deadline_body, error_body
-from shared.wire import Usage
+from shared.wire import ChatCompletion, Usage
 
 log = logging.getLogger("edge.worker")
+_decode_completion = msgspec.json.Decoder(ChatCompletion).decode
 
 
 class Outcome(msgspec.Struct):
@@ -174,16 +177,29 @@ async def call_upstream(
             completion, usage = adapter.parse_response(raw)
         except EdgeError as e:
             return Outcome(e.status, e.body(), attempted=True)
+        if usage is None:  # a compatible server that counts nothing: estimated for limits and costs
+            usage = _estimated(body, completion, deployment)
         return Outcome(200, completion, usage, attempted=True, latency_ms=latency_ms)
     failed = error_outcome(deployment, status, raw, retry_after, adapter)
     failed.attempted = True
     return failed
 
 
+def _estimated(body: dict[str, Any], completion: bytes, deployment: Deployment) -> Usage | None:
+    try:  # a chat completion (an answer in another API's shape always carries usage)
+        decoded = _decode_completion(completion)
+    except msgspec.DecodeError:
+        return None
+    return estimate_usage(body, decoded, deployment.id)
+
+
 def error_outcome(
     deployment: Deployment, status: int, raw: bytes, retry_after: float | None, adapter: Adapter | None = None
 ) -> Outcome:
     """A non-2xx upstream answer in the gateway's terms."""
+    provider = ADAPTERS[deployment.provider]  # what a status means is the provider's, whatever the API
+    status, retry_after = upstream_status(provider, status, raw, retry_after)
+    adapter = adapter or provider
     gw_status = gateway_status(status)
     if status in CREDENTIALS_REFUSED:
         # The upstream's message may quote the (masked) provider key: it stays in no answer.
@@ -203,7 +219,7 @@ def error_outcome(
             error_body(gw_status, message, code="upstream_credentials_refused"),
             retry_after=retry_after,
         )
-    detail = (adapter or ADAPTERS[deployment.provider]).parse_error(status, raw)
+    detail = adapter.parse_error(status, raw)
     message = (
         detail.message
         if gw_status == status

@@ -13,6 +13,9 @@ measures, each scenario `--runs` times, reporting medians:
   concurrent streams (ops/stream_load.py; the upstream sends 20 chunks 10 ms apart);
 - resident memory (RSS) of the front and the worker after the load.
 
+`--providers [openai,anthropic,gemini,azure]` measures instead each provider's miss path, a
+row per provider (ops/provider_bench.py).
+
 `--messages` measures instead Anthropic's Messages API's miss at c=1 (to an Anthropic upstream,
 passed through, and to an OpenAI one, translated) next to chat completions'.
 `--front-processes N` runs the front as a group of N processes on the one port (`edge-agent front
@@ -181,12 +184,23 @@ def main() -> None:
     parser.add_argument(
         "--only", default=",".join(SCENARIOS), help="scenarios to run: " + ",".join(SCENARIOS)
     )
+    parser.add_argument(
+        "--providers",
+        nargs="?",
+        const="openai,anthropic,gemini,azure",
+        help="only each provider's miss path, a row per provider (comma-separated; default all)",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     if only - set(SCENARIOS):
         parser.error(f"--only: unknown {sorted(only - set(SCENARIOS))}")
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk not found; install it (Debian: apt-get install wrk)")
+    if args.providers:
+        from ops.provider_bench import run as provider_run
+
+        provider_run(args.providers.split(","), args.runs, args.duration)
+        return
     if args.messages:
         messages_bench(args.runs, args.duration)
         return

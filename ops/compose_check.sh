@@ -149,6 +149,7 @@ dc config --quiet && echo "config: ok"
 dc ps >/dev/null && echo "ps: ok"
 
 export OPENAI_BASE_URL=http://fake-upstream:8090/v1 ANTHROPIC_BASE_URL=http://fake-upstream:8090
+export GEMINI_BASE_URL=http://fake-upstream:8090/v1beta GEMINI_API_KEY=fake
 export OPENAI_API_KEY=fake ANTHROPIC_API_KEY=fake EDGE_MASTER_KEY=sk-edge-demo EDGE_FRONT_PROCESSES=2
 
 log "2. docker compose --profile demo build (BuildKit) and up"
@@ -164,7 +165,7 @@ wait_for() {  # wait_for "ok N M"
 }
 wait_for "ok 1 1"
 health; echo
-for model in gpt-4o-mini claude-3-5-haiku-latest; do
+for model in gpt-4o-mini claude-3-5-haiku-latest gemini-2.5-flash; do
   out=$(curl -sS -m 30 -w '\n%{http_code}' "http://127.0.0.1:$PORT/v1/chat/completions" \
         -H "Authorization: Bearer $EDGE_MASTER_KEY" -H 'Content-Type: application/json' \
         -d "{\"model\":\"$model\",\"messages\":[{\"role\":\"user\",\"content\":\"hello from compose\"}]}")

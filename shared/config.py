@@ -22,27 +22,46 @@ from shared.routing import BreakerSettings, RetrySettings, RouterSettings
 from shared.semantic_config import Mode, SemanticSettings, group_settings
 from shared.wire import validation_error_param
 
-Provider = Literal["openai", "anthropic"]
-PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic")
+Provider = Literal["openai", "anthropic", "gemini", "azure"]
+PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic", "gemini", "azure")
 
 DEFAULT_BASE_URLS: dict[str, str] = {
-    # As the official SDKs read them: OpenAI's with /v1, Anthropic's without.
+    # As the official SDKs read them: OpenAI's with /v1, Anthropic's without, Gemini's with its
+    # API version. Azure has none: each resource has its own (https://<resource>.openai.azure.com).
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+    "azure": "",
 }
-BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
-API_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+BASE_URL_ENV = {
+    "openai": "OPENAI_BASE_URL",
+    "anthropic": "ANTHROPIC_BASE_URL",
+    "gemini": "GEMINI_BASE_URL",
+    "azure": "AZURE_OPENAI_ENDPOINT",
+}
+API_KEY_ENV = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "azure": "AZURE_OPENAI_API_KEY",
+}
 
-# Without a config file, models are routed by name prefix.
+# Without a config file, models are routed by name prefix (Azure serves deployments a config
+# file names, so no name routes to it).
 DEFAULT_PREFIXES: dict[str, tuple[str, ...]] = {
     "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-"),
     "anthropic": ("claude-",),
+    "gemini": ("gemini-",),
 }
 # What GET /v1/models lists when no config file names the models.
 DEFAULT_CATALOG: dict[str, tuple[str, ...]] = {
     "openai": ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3", "o4-mini"),
     "anthropic": ("claude-sonnet-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest"),
+    "gemini": ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash"),
 }
+# An OpenAI-compatible server's quirks (README "Providers"): which name it reads the answer
+# limit under, and whether it takes `stream_options` (without it, streams may carry no usage).
+MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
 
 
 # Without a config file: how many model names keep a deployment (and a breaker) of their own.
@@ -72,6 +91,10 @@ class Deployment(msgspec.Struct, frozen=True):
     stream_timeout_s: float | None = None  # ... of a streamed call, instead of timeout_s
     api_key: str = ""  # written in the file itself (LiteLLM allows it); wins over api_key_env
     cache: CachePolicy | None = None  # its model group's cache policy (shared/cache_policy.py)
+    api_version: str | None = None  # Azure: the api-version query, or "v1" for /openai/v1
+    auth: Literal["api-key", "bearer"] | None = None  # Azure: its api-key header or a bearer token
+    stream_options: bool = True  # OpenAI-compatible: send stream_options.include_usage
+    max_tokens_field: MaxTokensField | None = None  # OpenAI-compatible: rename the answer limit
     semantic_cache: SemanticSettings | None = None  # for its whole group (shared/semantic_config.py)
 
     def __repr__(self) -> str:  # never a key in a log line
@@ -100,6 +123,10 @@ class _DeploymentIn(msgspec.Struct, forbid_unknown_fields=True):
     stream_timeout_s: Seconds | None = None
     api_key: str | None = None
     cache: CachePolicy | None = None
+    api_version: str | None = None
+    auth: Literal["api-key", "bearer"] | None = None
+    stream_options: bool = True
+    max_tokens_field: MaxTokensField | None = None
     semantic_cache: SemanticSettings | None = None
 
 
@@ -144,7 +171,10 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
     for i, d in entries:
         base_url = d.base_url or lookup.get(BASE_URL_ENV[d.provider]) or DEFAULT_BASE_URLS[d.provider]
         if not base_url.startswith(("http://", "https://")):
-            raise _refusal(source, ("model_list", i), "base_url must start with http:// or https://")
+            why = "base_url must start with http:// or https://"
+            if d.provider == "azure" and not base_url:
+                why = "azure needs a base_url (https://<resource>.openai.azure.com) or AZURE_OPENAI_ENDPOINT"
+            raise _refusal(source, ("model_list", i), why)
         deployments.append(
             Deployment(
                 model_name=d.model_name,
@@ -163,6 +193,10 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
                 stream_timeout_s=d.stream_timeout_s,
                 api_key=d.api_key or "",
                 cache=d.cache,
+                api_version=d.api_version,
+                auth=d.auth,
+                stream_options=d.stream_options,
+                max_tokens_field=d.max_tokens_field,
                 semantic_cache=d.semantic_cache,
             )
         )
@@ -258,7 +292,7 @@ class ModelTable:
         found = self._by_id.get(deployment_id) or self._routed.get(deployment_id)
         if found is None and self._by_prefix:
             provider, _, model = deployment_id.partition(":")
-            if provider in self._templates and model.startswith(DEFAULT_PREFIXES[provider]):
+            if provider in self._templates and model.startswith(DEFAULT_PREFIXES.get(provider, ())):
                 return self._routed_model(provider, model)
         return found
 
@@ -281,7 +315,7 @@ class ModelTable:
     def providers(self) -> set[str]:
         if self._exact:
             return {ds[0].provider for ds in self._exact.values()}
-        return set(PROVIDERS)
+        return set(DEFAULT_PREFIXES)  # the providers a model name can be routed to
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:

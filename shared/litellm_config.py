@@ -13,6 +13,7 @@ from typing import Any, TypeVar, get_args
 
 import msgspec
 
+from shared.compat import SERVICES
 from shared.config_source import Path, PathError, dotted, parse_dotted
 from shared.litellm_schema import (
     NATIVE_ROUTER_SECTIONS,
@@ -48,11 +49,17 @@ NEEDS_API_BASE = OPENAI_COMPATIBLE - {"openai"}
 BARE_NAMES: dict[str, tuple[str, ...]] = {
     "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-", "ft:gpt-"),
     "anthropic": ("claude-",),
+    "gemini": ("gemini-",),
 }
+# LiteLLM provider prefixes served by an adapter of their own.
+NATIVE = frozenset({"anthropic", "gemini", "azure"})
 NOT_SERVED_WHY = {
     "text-completion-openai": "the legacy completions API is not served here, only chat completions",
 }
-SERVED = "served here: openai/, anthropic/ and OpenAI-compatible hosted_vllm/, lm_studio/, llamafile/"
+SERVED = (
+    "served here: openai/, anthropic/, gemini/, azure/ and OpenAI-compatible hosted_vllm/, lm_studio/, "
+    "llamafile/, groq/, mistral/, together_ai/, deepseek/, openrouter/"
+)
 CALLBACKS = "no callbacks here; see tracing"
 REDIS_SETTING = "the gateway's one Redis is REDIS_URL"
 REASONS: dict[str, str] = {
@@ -119,9 +126,9 @@ def resolve_model(model: str, custom_provider: str | None) -> tuple[str, str, st
 
 
 def _served(litellm_provider: str) -> str | None:
-    if litellm_provider in OPENAI_COMPATIBLE:
+    if litellm_provider in OPENAI_COMPATIBLE or litellm_provider in SERVICES:
         return "openai"
-    return "anthropic" if litellm_provider == "anthropic" else None
+    return litellm_provider if litellm_provider in NATIVE else None
 
 
 def strategy(value: str, path: Path) -> Strategy:
@@ -185,7 +192,13 @@ class _Translator:
             )
             return None
         out: dict[str, Any] = {"model_name": entry.model_name, "provider": provider, "model": model}
+        service = SERVICES.get(family)
+        if service is not None:  # a hosted OpenAI-compatible service: its URL, key and quirks
+            out.update(base_url=service.base_url, api_key_env=service.key_env, **service.switches)
         base_raw = p.api_base or p.base_url
+        if provider == "azure":  # LiteLLM's own variables for Azure, where the entry names none
+            base_raw = base_raw or self.env.get("AZURE_API_BASE")
+            out["api_key_env"] = "AZURE_API_KEY"
         if base_raw:
             base = self.from_env(base_raw, (*params_path, "api_base" if p.api_base else "base_url"))
             if provider == "anthropic":  # LiteLLM's Anthropic api_base may name the endpoint
@@ -199,7 +212,23 @@ class _Translator:
             else:
                 out["api_key"] = p.api_key
         if p.api_version is not None:
-            self.warn((*params_path, "api_version"), "ignored (only Azure uses it; azure/ is not served yet)")
+            if provider == "azure":
+                out["api_version"] = p.api_version
+            else:
+                self.warn((*params_path, "api_version"), "ignored (only azure/ uses it)")
+        if p.azure_ad_token is not None:
+            if provider != "azure":
+                raise PathError((*params_path, "azure_ad_token"), "only azure/ models take an azure_ad_token")
+            if p.api_key is not None:
+                raise PathError(
+                    (*params_path, "azure_ad_token"), "give an api_key or an azure_ad_token, not both"
+                )
+            token = p.azure_ad_token
+            out["auth"] = "bearer"
+            if token.startswith(ENV_PREFIX):
+                out["api_key_env"] = token.removeprefix(ENV_PREFIX)
+            else:
+                out["api_key"] = token
         for name, value in (
             ("rpm", p.rpm or entry.rpm),
             ("tpm", p.tpm or entry.tpm),

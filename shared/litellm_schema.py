@@ -24,6 +24,7 @@ class LiteLLMParams(msgspec.Struct, frozen=True):
     base_url: str | None = None  # LiteLLM's alias of api_base
     custom_llm_provider: str | None = None
     api_version: str | None = None
+    azure_ad_token: str | None = None  # azure: a bearer token instead of an api-key
     rpm: PerMinute | None = None
     tpm: PerMinute | None = None
     timeout: Seconds | None = None

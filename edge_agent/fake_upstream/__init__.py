@@ -1,7 +1,11 @@
-"""A fake OpenAI + Anthropic upstream: a real aiohttp server for tests, benchmarks and the demo.
+"""A fake OpenAI + Anthropic + Gemini + Azure OpenAI upstream: a real aiohttp server for tests,
+benchmarks and the demo.
 
-Endpoints: `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic), and, outside
-both APIs, `GET /_fake/stats`, `POST /_fake/reset`, `GET|POST /_fake/config`, `GET /health`.
+Endpoints: `POST /v1/chat/completions` (OpenAI), `POST /v1/messages` (Anthropic),
+`POST /v1beta/models/{model}:generateContent|streamGenerateContent` (Gemini, `gemini_api.py`),
+`POST /openai/deployments/{deployment}/chat/completions` and `/openai/v1/chat/completions`
+(Azure, `azure_api.py`), and, outside the APIs, `GET /_fake/stats`, `POST /_fake/reset`,
+`GET|POST /_fake/config`, `GET /health`. `base_urls(port)` names each provider's base URL on it.
 
 Answers are deterministic (a function of the messages). OpenAI's `response_format` is honoured
 (json_schema: a document valid against the schema, see `schema.py`; json_object: a small object),
@@ -19,10 +23,19 @@ ones are answered normally. `POST /_fake/reset` clears those counts.
 from edge_agent.fake_upstream.app import (
     BackgroundServer,
     add_arguments,
+    base_urls,
     create_app,
     main_from_args,
     run,
     start_runner,
 )
 
-__all__ = ["BackgroundServer", "add_arguments", "create_app", "main_from_args", "run", "start_runner"]
+__all__ = [
+    "BackgroundServer",
+    "add_arguments",
+    "base_urls",
+    "create_app",
+    "main_from_args",
+    "run",
+    "start_runner",
+]

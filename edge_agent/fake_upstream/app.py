@@ -15,12 +15,26 @@ import msgspec
 from aiohttp import web
 
 from edge_agent.fake_upstream.anthropic_api import AnthropicApi, AnthropicCountTokensApi
+from edge_agent.fake_upstream.azure_api import AzureApi
 from edge_agent.fake_upstream.common import Settings, Stats, json_response
+from edge_agent.fake_upstream.gemini_api import GeminiApi
 from edge_agent.fake_upstream.openai_api import OpenAIApi
 
 SETTINGS_KEY = web.AppKey("fake_upstream_settings", Settings)
 STATS_KEY = web.AppKey("fake_upstream_stats", Stats)
 _CONFIG_FIELDS = {"latency_ms": float, "jitter_ms": float, "error_rate": float, "error_status": int}
+
+
+def base_urls(port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """Each provider's base URL variable, pointed at a fake upstream on `port` (for `up`, the
+    dev stack and the benchmark: one place says where each API lives in the fake)."""
+    root = f"http://{host}:{port}"
+    return {
+        "OPENAI_BASE_URL": f"{root}/v1",
+        "ANTHROPIC_BASE_URL": root,
+        "GEMINI_BASE_URL": f"{root}/v1beta",
+        "AZURE_OPENAI_ENDPOINT": root,
+    }
 
 
 def create_app(
@@ -74,6 +88,12 @@ def create_app(
     app.router.add_post("/v1/chat/completions", OpenAIApi(settings, stats).handle)
     app.router.add_post("/v1/messages", AnthropicApi(settings, stats).handle)
     app.router.add_post("/v1/messages/count_tokens", AnthropicCountTokensApi(settings, stats).handle)
+    gemini = GeminiApi(settings, stats).handle
+    app.router.add_post("/v1beta/models/{target}", gemini)
+    app.router.add_post("/v1/models/{target}", gemini)
+    azure = AzureApi(settings, stats).handle
+    app.router.add_post("/openai/deployments/{deployment}/chat/completions", azure)
+    app.router.add_post("/openai/v1/chat/completions", azure)
     app.router.add_get("/_fake/stats", get_stats)
     app.router.add_post("/_fake/reset", reset)
     app.router.add_get("/_fake/config", get_config)

@@ -177,6 +177,9 @@ class BaseApi:
     ) -> web.Response:
         raise NotImplementedError
 
+    def model_of(self, request: web.Request, body: dict[str, Any]) -> str:
+        return str(body["model"])
+
     def marker_text(self, body: dict[str, Any]) -> str:
         return last_user_text(body["messages"])
 
@@ -217,7 +220,7 @@ class BaseApi:
         rejected = self.validate(body)
         if rejected is not None:
             return rejected
-        model = str(body["model"])
+        model = self.model_of(request, body)
         by_model = self.stats.by_model
         by_model[model] = by_model.get(model, 0) + 1
         for name in body:  # what the gateway forwarded (tests check what it must not)
@@ -242,6 +245,10 @@ class BaseApi:
             self.stats.failures_injected += 1
             drop_connection(request)
             return web.Response()
+        if markers.reject_fields:
+            sent = sorted(set(markers.reject_fields.split(",")) & body.keys())
+            if sent:
+                return self.error(422, f"Extra inputs are not permitted: {', '.join(sent)}")
         if markers.status is not None:
             self.stats.failures_injected += 1
             echoed = f"Refused prompt: {strip_markers(text).strip()}" if markers.echo_error else None

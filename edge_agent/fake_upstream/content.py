@@ -52,6 +52,11 @@ class Markers:
     sse_no_newlines_mb: int | None = None  # a 2xx event stream of N MiB that never ends a line
     error_code: str | None = None  # the OpenAI `code` of a `status` error, e.g. context_length_exceeded
     echo_error: bool = False  # a `status` error's message quotes the prompt (as real upstreams may)
+    blocked: str | None = None  # Gemini: "prompt" (promptFeedback) or "answer" (finishReason SAFETY)
+    # Fields this request must not carry (comma-separated), answered 422 as Mistral does: shows
+    # that a deployment's compat switches keep them out.
+    reject_fields: str | None = None
+    no_usage: bool = False  # OpenAI API: an answer without `usage` (as some compatible servers send)
 
     def without_failures(self) -> Markers:
         """These markers with the failure ones (status, drop, timeout, delay_ms, stream_*) cleared."""
@@ -78,9 +83,9 @@ _INT_MARKERS = frozenset(
         "sse_no_newlines_mb",
     }
 )
-_STR_MARKERS = frozenset({"bad_body", "error_code"})
+_STR_MARKERS = frozenset({"bad_body", "error_code", "blocked", "reject_fields"})
 _FLOAT_MARKERS = frozenset({"retry_after", "delay_ms", "chunk_delay_ms"})
-_FLAG_MARKERS = frozenset({"timeout", "drop", "echo_error"})
+_FLAG_MARKERS = frozenset({"timeout", "drop", "echo_error", "no_usage"})
 
 
 def parse_markers(text: str) -> Markers:

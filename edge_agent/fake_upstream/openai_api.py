@@ -102,6 +102,7 @@ def pick_tool(body: dict[str, Any]) -> tuple[str, Any] | None:
 
 class OpenAIApi(BaseApi):
     retry_after_ms_header = True
+    stream_preamble = b""  # written before the first chunk (Azure's prompt_filter_results)
 
     def check_headers(self, request: web.Request) -> web.Response | None:
         auth = request.headers.get("Authorization", "")
@@ -192,18 +193,19 @@ class OpenAIApi(BaseApi):
                     "finish_reason": _finish_reason(result),
                 }
             )
-        return json_response(
-            {
-                "id": "chatcmpl-" + random_id(24),
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": choices,
-                "usage": _usage(prompt, completion_tokens),
-                "service_tier": "default",
-                "system_fingerprint": FINGERPRINT,
-            }
-        )
+        answer = {
+            "id": "chatcmpl-" + random_id(24),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": choices,
+            "usage": _usage(prompt, completion_tokens),
+            "service_tier": "default",
+            "system_fingerprint": FINGERPRINT,
+        }
+        if markers.no_usage:
+            del answer["usage"]
+        return json_response(answer)
 
     async def _stream(
         self,
@@ -239,6 +241,8 @@ class OpenAIApi(BaseApi):
             return b"data: " + encode(obj) + b"\n\n"
 
         out = Streamer(request, resp, markers, STREAM_ERROR_FRAME, self.stats)
+        if self.stream_preamble:
+            await out.frame(self.stream_preamble)
         completion_tokens = 0
         last = len(results) - 1
         for i, result in enumerate(results):

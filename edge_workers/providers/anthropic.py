@@ -48,7 +48,7 @@ from edge_workers.providers.anthropic_wire import (
     map_stop_reason,
     map_usage,
 )
-from edge_workers.providers.base import UpstreamRequest
+from edge_workers.providers.base import UpstreamRequest, unreadable_error
 from shared.anthropic_api import ANTHROPIC_VERSION
 from shared.config import Deployment
 from shared.errors import EdgeError
@@ -140,8 +140,7 @@ class AnthropicAdapter:
         try:
             error = _decode_error(body).error
         except msgspec.DecodeError:
-            text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
-            return ErrorDetail(message=f"upstream answered {status}: {text}", type="upstream_error")
+            return unreadable_error(status, body)
         return map_error(status, error.type, error.message)
 
     def stream_translator(self) -> AnthropicChunkStream:

@@ -171,7 +171,7 @@ def _user_blocks(content: str | list[UserPart], i: int) -> list[aw.ContentBlockP
     return blocks
 
 
-def _data_url(url: str, where: str) -> tuple[str, str]:
+def parse_data_url(url: str, where: str) -> tuple[str, str]:
     """`data:<media type>[;params];base64,<data>` -> (media type, base64 data)."""
     header, comma, data = url.removeprefix("data:").partition(",")
     media, *params = header.split(";")
@@ -182,7 +182,7 @@ def _data_url(url: str, where: str) -> tuple[str, str]:
 
 def _image_source(url: str, where: str) -> aw.Base64Source | aw.URLSource:
     if url.startswith("data:"):
-        media, data = _data_url(url, where)
+        media, data = parse_data_url(url, where)
         if media not in _IMAGE_TYPES:
             raise _unsupported(where, f"Anthropic accepts images as {', '.join(_IMAGE_TYPES)}; got {media}")
         return aw.Base64Source(media_type=media, data=data)
@@ -194,7 +194,7 @@ def _image_source(url: str, where: str) -> aw.Base64Source | aw.URLSource:
 def _document(part: FilePart, where: str) -> aw.DocumentBlockParam:
     data = part.file.file_data
     if data and data.startswith("data:"):
-        media, b64 = _data_url(data, where)
+        media, b64 = parse_data_url(data, where)
         if media == "application/pdf":
             source = aw.Base64Source(media_type=media, data=b64)
             return aw.DocumentBlockParam(source=source, title=part.file.filename)
@@ -215,7 +215,9 @@ def _assistant_blocks(m: AssistantMessage, i: int) -> list[aw.ContentBlockParam]
         texts = [p.text for p in m.content or [] if isinstance(p, TextPart)]
     blocks: list[aw.ContentBlockParam] = [aw.TextBlockParam(text=t) for t in texts if t.strip()]
     for k, call in enumerate(m.tool_calls or []):
-        arguments = _arguments(call.function.arguments, f"messages[{i}].tool_calls[{k}].function.arguments")
+        arguments = tool_arguments(
+            call.function.arguments, f"messages[{i}].tool_calls[{k}].function.arguments"
+        )
         blocks.append(aw.ToolUseBlockParam(id=_tool_id(call.id), name=call.function.name, input=arguments))
     return blocks
 
@@ -224,7 +226,7 @@ def _tool_id(call_id: str) -> str:
     return _NOT_ID_CHARS.sub("_", call_id)
 
 
-def _arguments(raw: str, where: str) -> dict[str, Any]:
+def tool_arguments(raw: str, where: str) -> dict[str, Any]:
     if not raw.strip():  # some clients send "" for a call without arguments
         return {}
     try:

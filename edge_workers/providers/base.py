@@ -32,6 +32,12 @@ class StreamTranslator(Protocol):
         ...
 
 
+def unreadable_error(status: int, body: bytes) -> ErrorDetail:
+    """An error body in no shape the provider documents (a proxy's HTML page, plain text)."""
+    text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
+    return ErrorDetail(message=f"upstream answered {status}: {text}", type="upstream_error")
+
+
 class UpstreamRequest(msgspec.Struct):
     url: str
     headers: dict[str, str]
@@ -62,3 +68,13 @@ class Adapter(Protocol):
     def stream_translator(self) -> StreamTranslator:
         """A fresh translator for one streamed answer."""
         ...
+
+
+def upstream_status(
+    adapter: Adapter, status: int, body: bytes, retry_after: float | None
+) -> tuple[int, float | None]:
+    """The status and Retry-After an error answer means. An adapter may define
+    `upstream_status(status, body, retry_after)` for a provider that says them in its body
+    (Gemini: a refused API key is a 400, a 429's wait is in the body's RetryInfo)."""
+    hook = getattr(adapter, "upstream_status", None)
+    return hook(status, body, retry_after) if hook is not None else (status, retry_after)

@@ -28,7 +28,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     try:
         dev.start_redis()
         dev.start_upstream()
-        dev.session_workers = {p: dev.start_worker(p) for p in ("openai", "anthropic")}  # type: ignore[attr-defined]
+        # A worker for every provider a model name routes to: /health counts each of them.
+        providers = ("openai", "anthropic", "gemini")
+        dev.session_workers = {p: dev.start_worker(p) for p in providers}  # type: ignore[attr-defined]
         dev.front = dev.start_front()  # type: ignore[attr-defined]
         yield dev
     finally:

@@ -17,9 +17,10 @@ import pytest
 from edge_agent.devstack import DevStack
 from edge_agent.probes import wait_http
 from edge_agent.redis_server import RedisServer, free_port
+from shared.config import API_KEY_ENV
 from tests.integration.conftest import wait_until
 
-CONFIG_VARS = ("REDIS_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "EDGE_MASTER_KEY", "EDGE_CONFIG")
+CONFIG_VARS = ("REDIS_URL", *API_KEY_ENV.values(), "AZURE_OPENAI_ENDPOINT", "EDGE_MASTER_KEY", "EDGE_CONFIG")
 
 
 def _bare_env() -> dict[str, str]:
@@ -79,15 +80,15 @@ def test_up_starts_everything_prints_a_working_curl_and_stops_on_ctrl_c() -> Non
         assert model == "gpt-4o-mini"
         redis_port = int(re.search(r"redis-server on redis://127\.0\.0\.1:(\d+)", output).group(1))  # type: ignore[union-attr]
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
-        # Both right away: `up` is ready only once every provider's worker is.
-        for model in ("gpt-4o-mini", "claude-sonnet-4-5"):
+        # All right away: `up` is ready only once every provider's worker is.
+        for model in ("gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash"):
             answer = client.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": "Hello!"}]
             )
             assert answer.choices[0].message.content
         # Each worker's metrics port is printed and answers with that worker's metrics.
-        printed = dict(re.findall(r"(openai|anthropic) worker \(pid \d+\): (http://\S+/metrics)", output))
-        assert set(printed) == {"openai", "anthropic"}, output
+        printed = dict(re.findall(r"(\w+) worker \(pid \d+\): (http://\S+/metrics)", output))
+        assert set(printed) == {"openai", "anthropic", "gemini"}, output  # no model name routes to azure
         for url in printed.values():
             assert "llm_edge_queue_wait_ms" in httpx.get(url, timeout=10).text
     finally:

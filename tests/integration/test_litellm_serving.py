@@ -44,13 +44,13 @@ model_list:
       {model: claude-3-5-haiku-latest, api_base: "HOST_URL/v1/messages", api_key: sk-upstream-litellm}
   - model_name: vllm
     litellm_params: {model: hosted_vllm/org/model-vllm, api_base: "HOST_URL/v1", api_key: sk-upstream-litellm}
-  - model_name: on-azure
-    litellm_params: {model: azure/gpt-4, api_base: "https://x.openai.azure.com", api_version: "2024-06-01"}
+  - model_name: on-vertex
+    litellm_params: {model: vertex_ai/gemini-1.5-pro, api_base: "https://x.example.com"}
 router_settings:
   routing_strategy: simple-shuffle
   num_retries: 2
   timeout: 60
-  fallbacks: [{prefixed: [bare, on-azure]}]
+  fallbacks: [{prefixed: [bare, on-vertex]}]
   context_window_fallbacks: [{bare: [claude]}]
   allowed_fails: 3
   cooldown_time: 10
@@ -126,7 +126,7 @@ def test_a_litellm_config_is_served_unchanged(gateway: Gateway) -> None:
         assert (raw.headers["x-edge-provider"], raw.headers["x-edge-model"]) == (provider, upstream_model)
         assert raw.parse().choices[0].message.content
     with pytest.raises(openai.NotFoundError):
-        _ask(front, "on-azure")  # skipped: its provider is not served here
+        _ask(front, "on-vertex")  # skipped: its provider is not served here
     with pytest.raises(openai.AuthenticationError):
         _ask(front, "bare", key="sk-edge-test-key")
 
@@ -163,7 +163,7 @@ def test_config_check_prints_what_would_be_served_and_exits_by_the_outcome(gatew
     assert "rpm 1000, tpm 1000000, timeout 30s" in out and "key written in the file" in out
     assert "strategy: weighted" in out and "fallbacks: prefixed -> bare" in out
     assert "litellm_settings.success_callback: ignored (no callbacks here; see tracing)" in out
-    assert "model 'on-azure' (azure/gpt-4) skipped" in out and "warnings (3):" in out
+    assert "model 'on-vertex' (vertex_ai/gemini-1.5-pro) skipped" in out and "warnings (3):" in out
 
     strict = _check(path, "--strict", FAKE_OPENAI_BASE="http://127.0.0.1:1/v1")
     assert strict.returncode == 1 and "error: --strict: 3 warnings" in strict.stdout

@@ -33,13 +33,13 @@ model_list:
     litellm_params: {model: claude-3-5-haiku-latest, api_base: "https://api.anthropic.com/v1/messages"}
   - model_name: local
     litellm_params: {model: hosted_vllm/meta-llama/Llama-3-8B, api_base: "http://vllm:8000/v1"}
-  - model_name: azure-gpt
-    litellm_params: {model: azure/gpt-4, api_base: "https://x.openai.azure.com", api_version: "2024"}
+  - model_name: vertex-gpt
+    litellm_params: {model: vertex_ai/gemini-1.5-pro, api_base: "https://x.example.com", api_version: "2024"}
 router_settings:
   routing_strategy: cost-based-routing
   num_retries: 2
   timeout: 45
-  fallbacks: [{gpt-4o: [claude, azure-gpt]}]
+  fallbacks: [{gpt-4o: [claude, vertex-gpt]}]
   context_window_fallbacks: [{claude: [gpt-4o]}]
   allowed_fails: 3
   cooldown_time: 20
@@ -76,7 +76,7 @@ def _refusal(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> st
 def test_every_litellm_params_form_becomes_a_deployment(tmp_path: Path) -> None:
     loaded = _load(tmp_path, FULL)
     by_id = {d.id: d for d in loaded.deployments}
-    assert set(by_id) == {"gpt-4o#0", "gpt-4o#1", "claude#2", "local#3"}  # azure skipped
+    assert set(by_id) == {"gpt-4o#0", "gpt-4o#1", "claude#2", "local#3"}  # vertex_ai skipped
     first = by_id["gpt-4o#0"]
     assert (first.provider, first.model, first.base_url) == ("openai", "gpt-4o", "http://127.0.0.1:9999/v1")
     assert (first.api_key_env, first.api_key, first.rpm, first.tpm) == ("MY_OPENAI_KEY", "", 100, 20000)
@@ -124,7 +124,7 @@ def test_every_ignored_key_and_skipped_model_is_named_by_path(tmp_path: Path) ->
         "general_settings.database_url",
     }
     skipped = next(w for w in warnings if w.startswith("model_list[4]"))
-    assert "'azure-gpt'" in skipped and "'azure'" in skipped
+    assert "'vertex-gpt'" in skipped and "'vertex_ai'" in skipped
 
 
 @pytest.mark.parametrize(
@@ -212,7 +212,8 @@ def test_refusals_carry_line_column_and_valid_values(tmp_path: Path) -> None:
     assert "valid: priority, weighted, least-latency, lowest-cost, simple-shuffle" in message
     message = _refusal(tmp_path, "model_list:\n  - {model_name: m, provider: mistral}\n")
     assert ":2:21: model_list[0].provider: Invalid enum value 'mistral'; valid: openai, anthropic" in message
-    message = _refusal(tmp_path, "model_list:\n  - {model_name: m, litellm_params: {model: azure/gpt-4}}\n")
+    assert "valid: openai, anthropic, gemini, azure" in message
+    message = _refusal(tmp_path, "model_list:\n  - {model_name: m, litellm_params: {model: vertex_ai/g}}\n")
     assert "no model left to serve: model_list[0].litellm_params.model: model 'm'" in message
     message = _refusal(tmp_path, "model_list:\n  - {model_name: m, litellm_params: {model: hosted_vllm/x}}\n")
     assert "model_list[0].litellm_params: hosted_vllm/ models need an api_base" in message
