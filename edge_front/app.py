@@ -14,6 +14,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from edge_front import access_log, admin, cache_admin, health, messages, metrics
+from edge_front import tracing as front_tracing
 from edge_front.auth import (
     FORBIDDEN_ADMIN_BODY,
     KEYS_LOADING_BODY,
@@ -30,6 +31,7 @@ from edge_front.keys import MASTER, Identity, KeyCache, KeysNotLoaded
 from edge_front.lost_jobs import LostJobsWatch
 from edge_front.orphans import NoWorkerWatch
 from edge_front.state import FrontState
+from shared import tracing
 from shared.config import ModelTable, Settings
 from shared.errors import error_body
 from shared.redis_memory import warn_about_eviction
@@ -146,7 +148,9 @@ class EdgeApp:
         return checked
 
 
-def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
+def create_app(settings: Settings, models: ModelTable) -> EdgeApp | front_tracing.TracedApp:
+    tracing.setup("edge-front")  # ENABLE_TRACING, OTEL_*: off, nothing of it is imported
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = FrontState.create(settings, models)
@@ -186,4 +190,4 @@ def create_app(settings: Settings, models: ModelTable) -> EdgeApp:
     )
     access_log.configure(settings)
     edge = EdgeApp(app, settings.master_key)
-    return edge
+    return front_tracing.TracedApp(edge) if tracing.ON else edge

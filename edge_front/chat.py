@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from edge_front import access_log, metrics
+from edge_front import tracing as front_tracing
 from edge_front.access_log import RequestFacts
 from edge_front.apis import Api, Parsed, parse_json
 from edge_front.dispatch import L2Hit, Miss, Served, dispatch
@@ -26,7 +27,7 @@ from edge_front.keys import Identity
 from edge_front.reservation import completion_tokens
 from edge_front.state import FrontState
 from edge_front.streams import CHAT_SSE, LiveStream, relay, replay_body, send_sse
-from shared import keyspace
+from shared import keyspace, tracing
 from shared.admission import KeyLimits
 from shared.cache_keys import cache_key
 from shared.cache_policy import decide, strip_body_field
@@ -109,6 +110,7 @@ async def chat_completions(
         # The client gets an envelope, never a traceback; the log gets the traceback.
         log.exception("request %s: unexpected error", request_id, extra={"request_id": request_id})
         result = _error(EdgeError(500, "The gateway failed to handle this request."), request_id, labels)
+    building = front_tracing.response_build() if tracing.ON else None
     try:
         if isinstance(result, LiveStream):
             status = 200
@@ -134,12 +136,16 @@ async def chat_completions(
             await send_json(send, status, body, [*base, *extra])
     finally:
         metrics.ACTIVE.dec()
+        if building is not None:
+            building.end()
     elapsed_ms = (time.perf_counter() - started) * 1000
     model = metrics.model_label(labels.model)
     metrics.REQUESTS.labels(labels.provider, model, str(status)).inc()
     metrics.DURATION.labels(labels.provider, model, labels.cache).observe(elapsed_ms)
     if state.settings.access_log:  # off, this check is all the access log costs
         access_log.write(state.settings, request_id, identity.key_id, labels, status, elapsed_ms)
+    if tracing.ON:
+        front_tracing.request_facts(request_id, identity.key_id, labels)
 
 
 async def _handle(
@@ -180,7 +186,16 @@ async def _handle(
     # With L2 in the queue's Redis, the miss script looks there (one round trip for a miss).
     script_lookup = decision.lookup and settings.enable_l2_cache and not settings.cache_redis
     if decision.lookup:
-        hit = await _lookup(state, key, oldest, l2=not script_lookup)
+        if tracing.ON:
+            hit = await front_tracing.cache_lookup(
+                state,
+                key,
+                lambda state, key: _l1_get(state, key, oldest),
+                lambda state, key: _l2_get(state, key, oldest),
+                l2=not script_lookup,
+            )
+        else:
+            hit = await _lookup(state, key, oldest, l2=not script_lookup)
         if hit is not None:
             answer = await _from_cache(state, key, hit, group[0], parsed, api, labels, request_id)
             if answer is not None:
@@ -248,7 +263,10 @@ async def _handle(
         labels.cache = reply.cache  # "hit-semantic" when a worker's semantic cache answered
     if reply.status == 200:
         if write_key is not None:
-            state.l1.set(write_key, reply.body, reply.cost_usd, ttl_s=decision.ttl_s)
+            if tracing.ON:
+                front_tracing.cache_write(state.l1, write_key, reply.body, reply.cost_usd, decision.ttl_s)
+            else:
+                state.l1.set(write_key, reply.body, reply.cost_usd, ttl_s=decision.ttl_s)
         if served.joined:  # another request's upstream call: its tokens and cost are counted there
             if stream:
                 return Replay(api.replay(reply.body, include_usage), [_JOINED, *served_headers], "joined")
@@ -391,8 +409,16 @@ async def _evict(state: FrontState, key: str) -> None:
 async def _lookup(
     state: FrontState, key: str, oldest: float | None, l2: bool = True
 ) -> tuple[str, bytes, float] | None:
-    """A hit as (tier, answer, stored), from L1 or (`l2`) L2; only one stored at `oldest` or
-    later, when given (max-age)."""
+    """A hit as (tier, answer, stored), from L1, then L2 when it is on and `l2`; only one stored
+    at `oldest` or later, when given (max-age). (`edge_front.tracing.cache_lookup` does the same
+    in spans.)"""
+    hit = _l1_get(state, key, oldest)
+    if hit is None and l2 and state.settings.enable_l2_cache:
+        hit = await _l2_get(state, key, oldest)
+    return hit
+
+
+def _l1_get(state: FrontState, key: str, oldest: float | None) -> tuple[str, bytes, float] | None:
     entry = state.l1.get(key)
     if entry is not None and oldest is not None and entry[2] < oldest:
         entry = None  # too old for this request; kept for others
@@ -401,8 +427,10 @@ async def _lookup(
         metrics.CACHE_SAVINGS.inc(entry[1])
         return "hit-l1", entry[0], entry[2]
     metrics.CACHE_MISSES.labels("l1").inc()
-    if not l2 or not state.settings.enable_l2_cache:
-        return None
+    return None
+
+
+async def _l2_get(state: FrontState, key: str, oldest: float | None) -> tuple[str, bytes, float] | None:
     try:
         value = await state.cache_redis.get(keyspace.cache_entry(key))
     except (TimeoutError, RedisError, OSError):

@@ -18,11 +18,12 @@ from redis.exceptions import RedisError
 from starlette.types import Receive
 
 from edge_front import metrics
+from edge_front import tracing as front_tracing
 from edge_front.http import ClientDisconnected
 from edge_front.reservation import worst_case_usd
 from edge_front.state import FrontState
 from edge_front.streams import LiveStream, watch_disconnect
-from shared import keyspace
+from shared import keyspace, tracing
 from shared.admission import KeyLimits
 from shared.config import Deployment
 from shared.costs import fresh
@@ -103,7 +104,10 @@ async def dispatch(state: FrontState, miss: Miss, receive: Receive) -> Served:
     index = 0
     for attempt in range(1, router.settings.retry.max_attempts + 1):
         try:
-            deployment, index = await _choose(state, plan, index)
+            choice = _choose(state, plan, index)
+            deployment, index = await (
+                front_tracing.routing_decision(choice, attempt) if tracing.ON else choice
+            )
         except EdgeError:
             if miss.lookup:  # no worker or deployment: an L2 hit is still an answer
                 miss.lookup = False
@@ -121,7 +125,8 @@ async def dispatch(state: FrontState, miss: Miss, receive: Receive) -> Served:
             if time.time() + delay >= miss.deadline:
                 break
             await asyncio.sleep(delay)
-        result, joined = await _attempt(state, miss, deployment, receive)
+        run = _attempt(state, miss, deployment, receive)
+        result, joined = await (front_tracing.attempt(run, deployment, attempt) if tracing.ON else run)
         served = Served(result, deployment, attempt, joined)
         if isinstance(result, L2Hit):
             return served
@@ -241,6 +246,7 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         api=miss.api,
         upstream_headers=miss.upstream_headers,
         skip_lookup=miss.skip_lookup,
+        trace=front_tracing.job_context() if tracing.ON else None,
     )
 
 

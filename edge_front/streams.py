@@ -18,7 +18,9 @@ import msgspec
 from starlette.types import Receive, Send
 
 from edge_front import metrics
+from edge_front import tracing as front_tracing
 from edge_front.state import FrontState
+from shared import tracing
 from shared.chunks import replay_chunks
 from shared.costs import format_usd
 from shared.errors import deadline_body, error_body
@@ -143,6 +145,8 @@ async def _pump(state: FrontState, live: LiveStream, send: Send) -> tuple[tuple[
                 gaps.observe((now - last_write) * 1000)
             elif live.started:
                 metrics.STREAM_TTFT.labels(live.job.provider).observe((now - live.started) * 1000)
+                if tracing.ON:
+                    front_tracing.first_token(live.started)
             last_write = now
         pending = [await live.replies.get()]
 
@@ -155,7 +159,12 @@ async def _finish(
         return (0, 0, 0.0), False
     if reply.kind == "done":
         if live.cache_key is not None:
-            state.l1.set(live.cache_key, reply.body, reply.cost_usd, ttl_s=live.job.cache_ttl_s)
+            if tracing.ON:
+                front_tracing.cache_write(
+                    state.l1, live.cache_key, reply.body, reply.cost_usd, live.job.cache_ttl_s
+                )
+            else:
+                state.l1.set(live.cache_key, reply.body, reply.cost_usd, ttl_s=live.job.cache_ttl_s)
         # Headers went out with the first chunk, before the cost was known: it comes last, as an
         # SSE comment, which clients (the OpenAI SDKs included) skip.
         cost = b": x-edge-cost-usd=" + format_usd(reply.cost_usd) + b"\n\n"

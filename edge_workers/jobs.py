@@ -20,13 +20,14 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_workers import metrics
+from edge_workers import tracing as worker_tracing
 from edge_workers.joblog import job_fields, log_failure
 from edge_workers.messages import shape_of
 from edge_workers.publishing import Attempt, Publication, ScriptCalls, publish
 from edge_workers.semantic.replies import hit_replies
 from edge_workers.streaming import stream_answer
 from edge_workers.upstream import Outcome, call_upstream
-from shared import arq_compat, keyspace
+from shared import arq_compat, keyspace, tracing
 from shared.breaker import outcome_of
 from shared.config import Deployment, ModelTable, Settings
 from shared.errors import error_body
@@ -131,7 +132,8 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
     state: WorkerState = ctx["edge"]
     job = decode_job(payload)
     try:
-        await _run(ctx, state, job)
+        run = _run(ctx, state, job)
+        await (worker_tracing.consume(ctx, job, run) if tracing.ON else run)
     except asyncio.CancelledError:
         raise
     except (RedisConnectionError, RedisTimeoutError) as e:
@@ -249,11 +251,13 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     if job.stream:
 
         async def send(pub: Publication) -> None:
+            if tracing.ON:
+                worker_tracing.published(pub)
             if pub.cache_body is not None:  # the completed stream: its index entry goes with it
                 pub.also = index_entry
             await state.publish(job, pub)
 
-        return await stream_answer(
+        streamed = stream_answer(
             state.session,
             deployment,
             api_key,
@@ -265,7 +269,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
             adapter,
             answer_stream,
         )
-    outcome = await call_upstream(
+        return await (worker_tracing.stream_call(job, deployment, streamed) if tracing.ON else streamed)
+    call = call_upstream(
         state.session,
         deployment,
         api_key,
@@ -275,6 +280,7 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
         settings.max_upstream_body_bytes,
         adapter,
     )
+    outcome = await (worker_tracing.chat_call(job, deployment, call) if tracing.ON else call)
     # A timeout at a deadline the client chose (x-edge-timeout) is not the upstream's failure.
     judged = outcome.attempted and not (outcome.deadline and job.client_deadline)
     attempt = Attempt(outcome_of(outcome.status, judged), outcome.latency_ms)

@@ -35,7 +35,7 @@ from edge_workers.publishing import load_scripts
 from edge_workers.recovery import Recovery
 from edge_workers.runner import Claimed
 from edge_workers.upstream import new_session
-from shared import arq_compat, keyspace
+from shared import arq_compat, keyspace, tracing
 from shared.arq_compat import CLAIM_LUA
 from shared.config import ModelTable, Settings, load_settings
 from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
@@ -288,6 +288,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
 
 def run(provider: str, metrics_port: int | None) -> None:
     settings, models = load_settings()
+    tracing.setup(f"edge-worker-{provider}")  # ENABLE_TRACING, OTEL_*: off, nothing of it is imported
     logging.getLogger("arq").setLevel(logging.WARNING)  # arq logs every job at INFO
     if settings.enable_metrics and metrics_port:
         try:

@@ -70,6 +70,10 @@ class Job(msgspec.Struct, frozen=True):
     # for a Messages request to an Anthropic upstream (shared/anthropic_api.FORWARDED_HEADERS).
     upstream_headers: dict[str, str] | None = None
     skip_lookup: bool = False  # Cache-Control: no-cache: the worker's semantic cache is skipped too
+    # The W3C trace context (`traceparent`, `tracestate`) of the attempt's PRODUCER span when
+    # tracing is on: the worker's spans continue the request's trace. Optional, so fronts and
+    # workers of either version read each other's jobs (msgspec ignores unknown fields).
+    trace: dict[str, str] | None = None
 
 
 class Reply(msgspec.Struct, frozen=True):
