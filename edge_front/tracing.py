@@ -136,7 +136,7 @@ async def cache_lookup(
 
 def cache_write(l1: Any, key: str, body: bytes, cost: float, ttl_s: float | None = None) -> None:
     span = t.start("cache_write", attributes={"edge.cache.tier": "l1"})
-    l1.set(key, body, cost, ttl_s=ttl_s)
+    l1.set(key, body, cost, None, ttl_s)  # stored now
     span.end()
 
 
