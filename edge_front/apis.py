@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from edge_front.reservation import TokenEstimator, completion_tokens
 from edge_front.state import FrontState
 from edge_front.streams import Framing
 from shared.config import Deployment
@@ -31,7 +32,19 @@ class Parsed:
     include_usage: bool
     # The chat request it amounts to, for the token estimate of a key's reservation (made only
     # when a key reserves: for a chat request, the validated request itself).
-    chat_view: Callable[[], ChatCompletionRequest]
+    chat_view: Callable[[], ChatCompletionRequest] | None = None
+    # An estimate of its own instead (prompt tokens, the most the answer may hold), given the
+    # loaded estimator and the configured completion reserve: for requests that are no chat
+    # (embeddings: their input's tokens, no completion).
+    estimate: Callable[[TokenEstimator, int], tuple[int, int]] | None = None
+
+    def tokens(self, estimator: TokenEstimator, reserve: int) -> tuple[int, int]:
+        """What a virtual key reserves for this request (the estimator loaded)."""
+        if self.estimate is not None:
+            return self.estimate(estimator, reserve)
+        assert self.chat_view is not None, "a Parsed says how it is counted"
+        chat = self.chat_view()
+        return estimator.prompt(chat), completion_tokens(chat, reserve)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from edge_front.auth import (
 )
 from edge_front.chat import chat_completions
 from edge_front.dashboard import routes as dashboard
+from edge_front.embeddings import EMBEDDINGS
 from edge_front.http import send_json
 from edge_front.keys import MASTER, Identity, KeyCache, KeysNotLoaded
 from edge_front.lost_jobs import LostJobsWatch
@@ -54,14 +55,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 CHAT_PATHS = frozenset({b"/v1/chat/completions", b"/chat/completions"})
+EMBEDDINGS_PATHS = frozenset({b"/v1/embeddings", b"/embeddings"})
 
 
 class EdgeApp:
     """The front door: decides who is calling on the raw request path (the master key or a
-    virtual key, checked in-process), sends chat completions straight to their handler, admin
-    paths (master key only) to the admin app, the dashboard's page and /admin/* API (master key or
-    a dashboard session) to the dashboard, and everything else (health, models, metrics) to
-    Starlette."""
+    virtual key, checked in-process), sends chat completions and embeddings straight to their
+    handlers, admin paths (master key only) to the admin app, the dashboard's page and /admin/*
+    API (master key or a dashboard session) to the dashboard, and everything else (health,
+    models, metrics) to Starlette."""
 
     def __init__(self, app: Starlette, master_key: str) -> None:
         self.app = app
@@ -106,6 +108,12 @@ class EdgeApp:
             await send_json(
                 send, 405, error_body(405, "Use POST for chat completions."), [(b"allow", b"POST")]
             )
+            return
+        if path in EMBEDDINGS_PATHS:
+            if scope["method"] == "POST":
+                await chat_completions(self.app.state.edge, scope, receive, send, identity, EMBEDDINGS)
+                return
+            await send_json(send, 405, error_body(405, "Use POST for embeddings."), [(b"allow", b"POST")])
             return
         if path in admin.ADMIN_PATHS or path in cache_admin.PATHS:
             if not identity.is_master:

@@ -31,13 +31,14 @@ from starlette.routing import Route
 
 from edge_front import metrics
 from edge_front.admin import fail_response, json_response, not_found
-from edge_front.chat import CHAT, parse_chat_request
+from edge_front.chat import parse_chat_request
 from edge_front.keys import MASTER_NAMESPACE
 from edge_front.l1 import L1Cache
 from edge_front.messages import MESSAGES
 from edge_front.state import FrontState
 from shared import keyspace
 from shared.cache_keys import KEY_VERSION, chat_cache_key, key_prefix
+from shared.embeddings_wire import EMBEDDINGS_API
 from shared.errors import EdgeError
 from shared.tasks import poll_forever
 
@@ -76,7 +77,7 @@ class Deleted(Struct):
 
 def namespace_prefixes(namespace: str) -> list[str]:
     """The starts of every cache key of `namespace`, in each API the front serves."""
-    return [key_prefix(namespace, api.name) for api in (CHAT, MESSAGES)]
+    return [key_prefix(namespace, api) for api in ("chat", MESSAGES.name, EMBEDDINGS_API)]
 
 
 def _glob_escape(text: str) -> str:

@@ -24,7 +24,6 @@ from edge_front.apis import Api, Parsed, parse_json
 from edge_front.dispatch import L2Hit, Miss, Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.keys import Identity
-from edge_front.reservation import completion_tokens
 from edge_front.state import FrontState
 from edge_front.streams import CHAT_SSE, LiveStream, relay, replay_body, send_sse
 from shared import keyspace, tracing
@@ -33,6 +32,7 @@ from shared.cache_keys import cache_key
 from shared.cache_policy import decide, strip_body_field
 from shared.config import MAX_ROUTED_MODELS, Deployment
 from shared.costs import format_usd, fresh, l1_ttl_s, split_entry
+from shared.embeddings_wire import EMBEDDINGS_API
 from shared.errors import EdgeError
 from shared.keys import budget_period
 from shared.queue import KeyCharge, Reply
@@ -180,7 +180,8 @@ async def _handle(
     # LiteLLM's body field `cache` is the gateway's to read: never sent upstream, never keyed.
     body_field, body = strip_body_field(parsed.raw, body)
     policy = state.models.cache_policy(model)
-    decision = decide(policy, parsed.raw, headers, body_field, settings.cache_max_ttl_s)
+    sampled = api.name != EMBEDDINGS_API
+    decision = decide(policy, parsed.raw, headers, body_field, settings.cache_max_ttl_s, sampled)
     key = cache_key(parsed.raw, identity.namespace, api.name, forwarded)
     oldest = None if decision.max_age_s is None else time.time() - decision.max_age_s
     # With L2 in the queue's Redis, the miss script looks there (one round trip for a miss).
@@ -228,11 +229,8 @@ async def _handle(
     )
     if miss.limits is not None and miss.limits.reserves:
         await state.estimator.ready()
-        chat = parsed.chat_view()
-        prompt = state.estimator.prompt(chat)
-        most = completion_tokens(chat, settings.reserve_completion_tokens)
-        miss.estimate = (prompt, most)
-        miss.limits.reserve_tokens = prompt + most
+        miss.estimate = parsed.tokens(state.estimator, settings.reserve_completion_tokens)
+        miss.limits.reserve_tokens = sum(miss.estimate)
     served = await dispatch(state, miss, receive)
     if isinstance(served.result, L2Hit):
         hit = _took_l2(state, key, served.result.entry)

@@ -61,7 +61,7 @@ async def _count_locally(state: FrontState, parsed: Parsed, deployment: Deployme
     if deployment.provider == "anthropic":
         return None  # Anthropic counts its own, through the queue
     await state.estimator.ready()
-    return _encode({"input_tokens": state.estimator.prompt(parsed.chat_view())})
+    return _encode({"input_tokens": parsed.tokens(state.estimator, 0)[0]})
 
 
 # Anthropic's events are written by the worker (or the replay) whole: a chunk is its own frame.

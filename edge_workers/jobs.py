@@ -1,5 +1,5 @@
 """The one arq job a provider worker runs: answer a chat completion (or an Anthropic Messages
-request, `Job.api`) for a waiting front."""
+request, or embeddings: `Job.api`) for a waiting front."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_workers import metrics
 from edge_workers import tracing as worker_tracing
+from edge_workers.embeddings import call_embeddings
 from edge_workers.joblog import job_fields, log_failure
 from edge_workers.messages import shape_of
 from edge_workers.publishing import Attempt, Publication, ScriptCalls, publish
@@ -30,6 +31,7 @@ from edge_workers.upstream import Outcome, call_upstream
 from shared import arq_compat, keyspace, tracing
 from shared.breaker import outcome_of
 from shared.config import Deployment, ModelTable, Settings
+from shared.embeddings_wire import EMBEDDINGS_API
 from shared.errors import error_body
 from shared.flights import fan_out
 from shared.pricing import cost_usd
@@ -235,7 +237,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     body = _decode_json(job.body)
     settings = state.settings
     cache = job.cache_key is not None and settings.enable_l2_cache
-    adapter, answer_stream = shape_of(job, deployment)
+    embeddings = job.api == EMBEDDINGS_API  # the provider's embeddings API, not its chat one
+    adapter, answer_stream = (None, None) if embeddings else shape_of(job, deployment)
     index_entry: Callable[[Pipeline], None] | None = None
     if state.semantic is not None and cache and job.api == "chat":  # chat completions only
         probe = state.semantic.probe(job, body)
@@ -270,7 +273,7 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
             answer_stream,
         )
         return await (worker_tracing.stream_call(job, deployment, streamed) if tracing.ON else streamed)
-    call = call_upstream(
+    args = (
         state.session,
         deployment,
         api_key,
@@ -278,8 +281,8 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
         body,
         job.deadline,
         settings.max_upstream_body_bytes,
-        adapter,
     )
+    call = call_embeddings(*args) if embeddings else call_upstream(*args, adapter)
     outcome = await (worker_tracing.chat_call(job, deployment, call) if tracing.ON else call)
     # A timeout at a deadline the client chose (x-edge-timeout) is not the upstream's failure.
     judged = outcome.attempted and not (outcome.deadline and job.client_deadline)

@@ -16,7 +16,7 @@ import msgspec
 
 from edge_workers.estimate import estimate_usage
 from edge_workers.providers import ADAPTERS, Adapter, UpstreamRequest
-from edge_workers.providers.base import upstream_status
+from edge_workers.providers.base import ErrorReader, upstream_status
 from shared.config import Deployment
 from shared.errors import EdgeError, deadline_body, error_body
 from shared.wire import ChatCompletion, Usage
@@ -119,19 +119,74 @@ def prepare_call(
     adapter: Adapter | None = None,
 ) -> tuple[UpstreamRequest, float] | Outcome:
     """The upstream request and the seconds left for it, or why no call will be made."""
+    adapter = adapter or ADAPTERS.get(deployment.provider)
+    if adapter is None:
+        return no_adapter(deployment, "chat completions")
     try:
-        request = (adapter or ADAPTERS[deployment.provider]).build_request(
-            body, upstream_model, deployment, api_key, stream
-        )
+        request = adapter.build_request(body, upstream_model, deployment, api_key, stream)
     except EdgeError as e:
         return Outcome(e.status, e.body())
+    remaining = time_left(deployment, deadline, stream)
+    return remaining if isinstance(remaining, Outcome) else (request, remaining)
+
+
+def no_adapter(deployment: Deployment, what: str) -> Outcome:
+    message = f"model '{deployment.model_name}' (provider {deployment.provider}) does not serve {what}"
+    return Outcome(400, error_body(400, message, param="model", code="unsupported_endpoint"))
+
+
+def time_left(deployment: Deployment, deadline: float, stream: bool = False) -> float | Outcome:
+    """The seconds one upstream call may take, or the deadline's 504 when none are left."""
     remaining = deadline - time.time()
     if remaining <= 0:
         return Outcome(504, deadline_body(), deadline=True)
     # The deployment's own timeout (LiteLLM's timeout / stream_timeout) bounds one call; the
     # request's deadline still bounds them all.
     limit = (deployment.stream_timeout_s if stream else None) or deployment.timeout_s
-    return request, min(remaining, limit) if limit else remaining
+    return min(remaining, limit) if limit else remaining
+
+
+class Answered(msgspec.Struct):
+    """An upstream's HTTP answer, whatever its status."""
+
+    status: int
+    body: bytes
+    headers: Any  # aiohttp's CIMultiDictProxy
+    latency_ms: float
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    deployment: Deployment,
+    request: UpstreamRequest,
+    remaining: float,
+    deadline: float,
+    max_body_bytes: int,
+) -> Answered | Outcome:
+    """POST `request`; its answer, or an Outcome for a call that got none (timeout, connection
+    failure, a body over the limit)."""
+    started = time.perf_counter()
+    try:
+        async with session.post(
+            request.target,
+            data=request.body,
+            headers=request.headers,
+            timeout=call_timeout(session, remaining),
+        ) as response:
+            raw = await read_body(response, max_body_bytes)
+            status = response.status
+            headers = response.headers
+    except BodyTooLarge:
+        return too_large(deployment, max_body_bytes)
+    except aiohttp.ConnectionTimeoutError:  # the upstream's own failure, whatever the deadline
+        message = f"upstream {deployment.provider} did not accept a connection in time"
+        return Outcome(504, error_body(504, message), attempted=True)
+    except TimeoutError:
+        return timed_out(deployment, deadline)
+    except aiohttp.ClientError as e:
+        message = f"upstream {deployment.provider} connection failed: {type(e).__name__}"
+        return Outcome(502, error_body(502, message), attempted=True)
+    return Answered(status, raw, headers, (time.perf_counter() - started) * 1000)
 
 
 async def call_upstream(
@@ -145,42 +200,24 @@ async def call_upstream(
     adapter: Adapter | None = None,
 ) -> Outcome:
     """One non-streamed call. `adapter` is the request's shape (default: the provider's, chat)."""
-    adapter = adapter or ADAPTERS[deployment.provider]
     prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, False, adapter)
     if isinstance(prepared, Outcome):
         return prepared
     request, remaining = prepared
-    started = time.perf_counter()
-    try:
-        async with session.post(
-            request.url,
-            data=request.body,
-            headers=request.headers,
-            timeout=call_timeout(session, remaining),
-        ) as response:
-            raw = await read_body(response, max_body_bytes)
-            status = response.status
-            retry_after = retry_after_of(response.headers)
-    except BodyTooLarge:
-        return too_large(deployment, max_body_bytes)
-    except aiohttp.ConnectionTimeoutError:  # the upstream's own failure, whatever the deadline
-        message = f"upstream {deployment.provider} did not accept a connection in time"
-        return Outcome(504, error_body(504, message), attempted=True)
-    except TimeoutError:
-        return timed_out(deployment, deadline)
-    except aiohttp.ClientError as e:
-        message = f"upstream {deployment.provider} connection failed: {type(e).__name__}"
-        return Outcome(502, error_body(502, message), attempted=True)
-    latency_ms = (time.perf_counter() - started) * 1000
-    if 200 <= status < 300:
+    adapter = adapter or ADAPTERS[deployment.provider]  # prepare_call found one
+    answered = await send(session, deployment, request, remaining, deadline, max_body_bytes)
+    if isinstance(answered, Outcome):
+        return answered
+    if 200 <= answered.status < 300:
         try:
-            completion, usage = adapter.parse_response(raw)
+            completion, usage = adapter.parse_response(answered.body)
         except EdgeError as e:
             return Outcome(e.status, e.body(), attempted=True)
         if usage is None:  # a compatible server that counts nothing: estimated for limits and costs
             usage = _estimated(body, completion, deployment)
-        return Outcome(200, completion, usage, attempted=True, latency_ms=latency_ms)
-    failed = error_outcome(deployment, status, raw, retry_after, adapter)
+        return Outcome(200, completion, usage, attempted=True, latency_ms=answered.latency_ms)
+    retry_after = retry_after_of(answered.headers)
+    failed = error_outcome(deployment, answered.status, answered.body, retry_after, adapter)
     failed.attempted = True
     return failed
 
@@ -194,12 +231,20 @@ def _estimated(body: dict[str, Any], completion: bytes, deployment: Deployment) 
 
 
 def error_outcome(
-    deployment: Deployment, status: int, raw: bytes, retry_after: float | None, adapter: Adapter | None = None
+    deployment: Deployment,
+    status: int,
+    raw: bytes,
+    retry_after: float | None,
+    adapter: ErrorReader | None = None,
 ) -> Outcome:
-    """A non-2xx upstream answer in the gateway's terms."""
-    provider = ADAPTERS[deployment.provider]  # what a status means is the provider's, whatever the API
-    status, retry_after = upstream_status(provider, status, raw, retry_after)
-    adapter = adapter or provider
+    """A non-2xx upstream answer in the gateway's terms (`adapter`: whose error shape to read;
+    by default the provider's chat adapter's)."""
+    # What a status means is the provider's, whatever the API (Bedrock has no chat adapter yet).
+    provider = ADAPTERS.get(deployment.provider)
+    if provider is not None:
+        status, retry_after = upstream_status(provider, status, raw, retry_after)
+    reader = adapter or provider
+    assert reader is not None, "an error of a provider without an adapter names its reader"
     gw_status = gateway_status(status)
     if status in CREDENTIALS_REFUSED:
         # The upstream's message may quote the (masked) provider key: it stays in no answer.
@@ -219,7 +264,7 @@ def error_outcome(
             error_body(gw_status, message, code="upstream_credentials_refused"),
             retry_after=retry_after,
         )
-    detail = adapter.parse_error(status, raw)
+    detail = reader.parse_error(status, raw)
     message = (
         detail.message
         if gw_status == status

@@ -17,7 +17,9 @@ measures, each scenario `--runs` times, reporting medians:
 row per provider (ops/provider_bench.py).
 
 `--messages` measures instead Anthropic's Messages API's miss at c=1 (to an Anthropic upstream,
-passed through, and to an OpenAI one, translated) next to chat completions'.
+passed through, and to an OpenAI one, translated) next to chat completions'. `--embeddings`
+measures the miss at c=1 of POST /v1/embeddings (one short text, base64, the openai SDK's
+default, of text-embedding-3-small's 1,536 dimensions) next to chat completions'.
 `--front-processes N` runs the front as a group of N processes on the one port (`edge-agent front
 --processes N`); `--multiprocess-metrics` keeps one front process but with prometheus-client's
 multiprocess mode on (what a group's children pay on the hot path); `--only` runs some scenarios
@@ -56,11 +58,16 @@ local prefix = os.getenv("BENCH_PREFIX") or "p"
 local system = os.getenv("BENCH_SYSTEM") or ""
 local model = os.getenv("BENCH_MODEL") or "gpt-4o-mini"
 local messages_api = os.getenv("BENCH_API") == "messages"
+local embeddings_api = os.getenv("BENCH_API") == "embeddings"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "x")
 if messages_api then wrk.headers["anthropic-version"] = "2023-06-01" end
 local function body(n)
+  if embeddings_api then
+    return '{"model":"' .. model .. '","input":"benchmark ' .. prefix .. ' ' .. n ..
+           '","encoding_format":"base64"}'
+  end
   if messages_api then
     return '{"model":"' .. model .. '","max_tokens":256,"system":"' .. system ..
            '","messages":[{"role":"user","content":"benchmark ' .. prefix .. ' ' .. n ..
@@ -175,6 +182,11 @@ def main() -> None:
         help="only the miss at c=1 of /v1/messages (to an Anthropic and an OpenAI upstream) next to "
         "chat completions', runs alternating",
     )
+    parser.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="only the miss at c=1 of /v1/embeddings next to chat completions', runs alternating",
+    )
     parser.add_argument("--front-processes", type=int, default=1, help="front processes on the port")
     parser.add_argument(
         "--multiprocess-metrics",
@@ -203,6 +215,9 @@ def main() -> None:
         return
     if args.messages:
         messages_bench(args.runs, args.duration)
+        return
+    if args.embeddings:
+        embeddings_bench(args.runs, args.duration)
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
@@ -313,36 +328,32 @@ def main() -> None:
             print(f"| {name} | {value:,.2f} | {target} |")
 
 
-def messages_bench(runs: int, duration: int) -> None:
-    """Anthropic's Messages API against chat completions: the miss at c=1, added over the
-    upstream's own endpoint, each run of each scenario in turn (the machine drifts more between
-    scenarios run apart than these differ)."""
+Scenario = tuple[str, str, str, str, str]  # (name, "gw" or "up", URL path, BENCH_API, BENCH_MODEL)
+
+
+def alternating(
+    scenarios: list[Scenario], providers: list[str], runs: int, duration: int
+) -> dict[str, list[Run]]:
+    """Each scenario's miss at c=1, `runs` times, each round starting one scenario later (the
+    machine drifts more between scenarios run apart than these differ), against one stack with a
+    worker per provider."""
     tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     script = tmp / "bench.lua"
     script.write_text(WRK_SCRIPT)
     stack = DevStack(env_overrides={"LOG_LEVEL": "WARNING"})
-    claude = "claude-3-5-haiku-latest"
-    # (name, URL path, which upstream, BENCH_API, BENCH_MODEL)
-    scenarios = [
-        ("chat completions -> OpenAI", "gw", "/v1/chat/completions", "chat", "gpt-4o-mini"),
-        ("direct OpenAI chat completions", "up", "/v1/chat/completions", "chat", "gpt-4o-mini"),
-        ("messages -> Anthropic (passthrough)", "gw", "/v1/messages", "messages", claude),
-        ("direct Anthropic messages", "up", "/v1/messages", "messages", claude),
-        ("messages -> OpenAI (translated)", "gw", "/v1/messages", "messages", "gpt-4o-mini"),
-    ]
     results: dict[str, list[Run]] = {name: [] for name, *_ in scenarios}
     try:
         stack.start_redis()
         stack.start_upstream()
-        stack.start_worker("openai")
-        stack.start_worker("anthropic")
+        for provider in providers:
+            stack.start_worker(provider)
         front = stack.start_front(wait_path="/health/ready")
         hosts = {"gw": front.url, "up": stack.upstream_url}
         base_env = {**stack.env, "BENCH_KEY": MASTER_KEY, "BENCH_SYSTEM": SYSTEM, "BENCH_UNIQUE": "1"}
         for _, where, path, api, model in scenarios:  # warm up every path
             env = {**base_env, "BENCH_API": api, "BENCH_MODEL": model, "BENCH_PREFIX": "warm"}
             wrk(hosts[where] + path, 4, 1, script, env)
-        for i in range(runs):  # each round starts one scenario later: no scenario always goes first
+        for i in range(runs):
             for name, where, path, api, model in (
                 scenarios[i % len(scenarios) :] + scenarios[: i % len(scenarios)]
             ):
@@ -351,11 +362,40 @@ def messages_bench(runs: int, duration: int) -> None:
     finally:
         stack.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def print_rows(
+    results: dict[str, list[Run]], rows: list[tuple[str, float]], runs: int, duration: int
+) -> None:
+    errors = sum(r.errors for rs in results.values() for r in rs)
+    print(f"\n{runs} alternating runs of {duration} s each, medians; non-2xx or socket errors: {errors}\n")
+    print("| measure | value |\n|---|---:|")
+    for name, value in rows:
+        print(f"| {name} | {value:,.2f} |")
+
+
+CHAT_SCENARIOS: list[Scenario] = [
+    ("chat completions -> OpenAI", "gw", "/v1/chat/completions", "chat", "gpt-4o-mini"),
+    ("direct OpenAI chat completions", "up", "/v1/chat/completions", "chat", "gpt-4o-mini"),
+]
+
+
+def messages_bench(runs: int, duration: int) -> None:
+    """Anthropic's Messages API against chat completions: the miss at c=1, added over the
+    upstream's own endpoint."""
+    claude = "claude-3-5-haiku-latest"
+    scenarios = [
+        *CHAT_SCENARIOS,
+        ("messages -> Anthropic (passthrough)", "gw", "/v1/messages", "messages", claude),
+        ("direct Anthropic messages", "up", "/v1/messages", "messages", claude),
+        ("messages -> OpenAI (translated)", "gw", "/v1/messages", "messages", "gpt-4o-mini"),
+    ]
+    results = alternating(scenarios, ["openai", "anthropic"], runs, duration)
 
     def p50(name: str) -> float:
         return median(results[name], "p50_ms")
 
-    errors = sum(r.errors for rs in results.values() for r in rs)
     chat_direct, messages_direct = p50("direct OpenAI chat completions"), p50("direct Anthropic messages")
     rows = [
         ("chat completions miss, c=1: added p50 ms", p50("chat completions -> OpenAI") - chat_direct),
@@ -370,10 +410,34 @@ def messages_bench(runs: int, duration: int) -> None:
         ("direct chat completions, c=1: p50 ms", chat_direct),
         ("direct messages, c=1: p50 ms", messages_direct),
     ]
-    print(f"\n{runs} alternating runs of {duration} s each, medians; non-2xx or socket errors: {errors}\n")
-    print("| measure | value |\n|---|---:|")
-    for name, value in rows:
-        print(f"| {name} | {value:,.2f} |")
+    print_rows(results, rows, runs, duration)
+
+
+def embeddings_bench(runs: int, duration: int) -> None:
+    """/v1/embeddings against chat completions: the miss at c=1, added over the upstream's own
+    endpoint."""
+    model = "text-embedding-3-small"
+    scenarios = [
+        *CHAT_SCENARIOS,
+        ("embeddings -> OpenAI", "gw", "/v1/embeddings", "embeddings", model),
+        ("direct OpenAI embeddings", "up", "/v1/embeddings", "embeddings", model),
+    ]
+    results = alternating(scenarios, ["openai"], runs, duration)
+
+    def added(gateway: str, direct: str, attr: str) -> float:
+        return median(results[gateway], attr) - median(results[direct], attr)
+
+    chat = ("chat completions -> OpenAI", "direct OpenAI chat completions")
+    embeddings = ("embeddings -> OpenAI", "direct OpenAI embeddings")
+    rows = [
+        ("chat completions miss, c=1: added p50 ms", added(*chat, "p50_ms")),
+        ("embeddings miss, c=1: added p50 ms", added(*embeddings, "p50_ms")),
+        ("chat completions miss, c=1: added p99 ms", added(*chat, "p99_ms")),
+        ("embeddings miss, c=1: added p99 ms", added(*embeddings, "p99_ms")),
+        ("direct chat completions, c=1: p50 ms", median(results[chat[1]], "p50_ms")),
+        ("direct embeddings, c=1: p50 ms", median(results[embeddings[1]], "p50_ms")),
+    ]
+    print_rows(results, rows, runs, duration)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 The key is a hash of the request with the fields that cannot change the answer removed
 (`stream`, `stream_options`, `user`, `metadata`, `store`), serialized with sorted keys so that
 field order in the client's JSON does not matter. Requests of another API than chat completions
-(Anthropic's Messages) are keyed apart, with the upstream-bound headers that can change the
-answer (anthropic-beta, anthropic-version): the same content asked in two APIs is answered in
-two shapes, so it is two entries.
+(Anthropic's Messages, embeddings) are keyed apart, with the upstream-bound headers that can
+change the answer (anthropic-beta, anthropic-version): the same content asked in two APIs is
+answered in two shapes, so it is two entries.
 """
 
 from __future__ import annotations

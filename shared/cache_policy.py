@@ -72,13 +72,16 @@ def decide(
     headers: dict[bytes, bytes],
     body_field: Any,
     max_ttl_s: int,
+    sampled: bool = True,
 ) -> CacheDecision:
-    """The request's cache decision. Raises EdgeError(400) for a malformed control."""
+    """The request's cache decision (`sampled`: whether its API samples an answer, as chat and
+    Messages do; an embedding is always deterministic). Raises EdgeError(400) for a malformed
+    control."""
     control = headers.get(b"cache-control")
     header_ttl = headers.get(b"x-edge-cache-ttl")
     if control is None and header_ttl is None and body_field is None and policy == DEFAULT_POLICY:
         return ALL  # the common case: nothing to parse
-    if policy.mode == "off" or (policy.mode == "deterministic" and not deterministic(raw)):
+    if policy.mode == "off" or (policy.mode == "deterministic" and sampled and not deterministic(raw)):
         return NONE
     lookup = store = True
     max_age: float | None = None

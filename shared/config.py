@@ -22,8 +22,8 @@ from shared.routing import BreakerSettings, RetrySettings, RouterSettings
 from shared.semantic_config import Mode, SemanticSettings, group_settings
 from shared.wire import validation_error_param
 
-Provider = Literal["openai", "anthropic", "gemini", "azure"]
-PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic", "gemini", "azure")
+Provider = Literal["openai", "anthropic", "gemini", "azure", "bedrock"]
+PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic", "gemini", "azure", "bedrock")
 
 DEFAULT_BASE_URLS: dict[str, str] = {
     # As the official SDKs read them: OpenAI's with /v1, Anthropic's without, Gemini's with its
@@ -32,24 +32,38 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "anthropic": "https://api.anthropic.com",
     "gemini": "https://generativelanguage.googleapis.com/v1beta",
     "azure": "",
+    "bedrock": "",  # https://bedrock-runtime.<AWS_REGION>.amazonaws.com (default_base_url)
 }
 BASE_URL_ENV = {
     "openai": "OPENAI_BASE_URL",
     "anthropic": "ANTHROPIC_BASE_URL",
     "gemini": "GEMINI_BASE_URL",
     "azure": "AZURE_OPENAI_ENDPOINT",
+    "bedrock": "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",  # the AWS SDKs' own per-service override
 }
 API_KEY_ENV = {
     "openai": "OPENAI_API_KEY",
     "anthropic": "ANTHROPIC_API_KEY",
     "gemini": "GEMINI_API_KEY",
     "azure": "AZURE_OPENAI_API_KEY",
+    # Bedrock signs with AWS credentials, not a key: the variable workers report missing.
+    "bedrock": "AWS_ACCESS_KEY_ID",
 }
+
+
+def default_base_url(provider: str, env: Mapping[str, str]) -> str:
+    """A provider's URL when neither the entry nor its *_BASE_URL variable gives one (Bedrock's
+    is its region's runtime endpoint; "" when nothing says which)."""
+    if provider == "bedrock":
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        return f"https://bedrock-runtime.{region}.amazonaws.com" if region else ""
+    return DEFAULT_BASE_URLS[provider]
+
 
 # Without a config file, models are routed by name prefix (Azure serves deployments a config
 # file names, so no name routes to it).
 DEFAULT_PREFIXES: dict[str, tuple[str, ...]] = {
-    "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-"),
+    "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-"),
     "anthropic": ("claude-",),
     "gemini": ("gemini-",),
 }
@@ -169,11 +183,13 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
     lookup = {**translated.settings.environment, **env}  # the real environment wins
     deployments = []
     for i, d in entries:
-        base_url = d.base_url or lookup.get(BASE_URL_ENV[d.provider]) or DEFAULT_BASE_URLS[d.provider]
+        base_url = d.base_url or lookup.get(BASE_URL_ENV[d.provider]) or default_base_url(d.provider, lookup)
         if not base_url.startswith(("http://", "https://")):
             why = "base_url must start with http:// or https://"
             if d.provider == "azure" and not base_url:
                 why = "azure needs a base_url (https://<resource>.openai.azure.com) or AZURE_OPENAI_ENDPOINT"
+            if d.provider == "bedrock" and not base_url:
+                why = "bedrock needs a base_url, AWS_ENDPOINT_URL_BEDROCK_RUNTIME or AWS_REGION"
             raise _refusal(source, ("model_list", i), why)
         deployments.append(
             Deployment(

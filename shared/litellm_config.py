@@ -47,7 +47,7 @@ OPENAI_COMPATIBLE = frozenset(
 NEEDS_API_BASE = OPENAI_COMPATIBLE - {"openai"}
 # LiteLLM's inference for a model named without a prefix, for the providers served here.
 BARE_NAMES: dict[str, tuple[str, ...]] = {
-    "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-", "ft:gpt-"),
+    "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-", "ft:gpt-", "text-embedding-"),
     "anthropic": ("claude-",),
     "gemini": ("gemini-",),
 }

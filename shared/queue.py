@@ -64,7 +64,8 @@ class Job(msgspec.Struct, frozen=True):
     # The job leads a flight (shared/flights.py): identical misses wait for its replies too.
     flight: bool = False
     # The API shape the client asked in and must be answered in: "chat" (chat.completion),
-    # "messages" (an Anthropic message), "count_tokens" (Anthropic's {"input_tokens": N}).
+    # "messages" (an Anthropic message), "count_tokens" (Anthropic's {"input_tokens": N}),
+    # "embeddings" (OpenAI's embeddings list, from the provider's embeddings API).
     api: str = "chat"
     # Headers of the client's to pass to the upstream: only anthropic-version and anthropic-beta,
     # for a Messages request to an Anthropic upstream (shared/anthropic_api.FORWARDED_HEADERS).

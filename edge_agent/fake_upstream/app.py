@@ -14,10 +14,14 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from edge_agent.fake_upstream import bedrock_embeddings, embeddings, gemini_embeddings
 from edge_agent.fake_upstream.anthropic_api import AnthropicApi, AnthropicCountTokensApi
 from edge_agent.fake_upstream.azure_api import AzureApi
+from edge_agent.fake_upstream.bedrock_embeddings import BedrockEmbeddingsApi
 from edge_agent.fake_upstream.common import Settings, Stats, json_response
+from edge_agent.fake_upstream.embeddings import AzureEmbeddingsApi, OpenAIEmbeddingsApi
 from edge_agent.fake_upstream.gemini_api import GeminiApi
+from edge_agent.fake_upstream.gemini_embeddings import GeminiEmbeddingsApi
 from edge_agent.fake_upstream.openai_api import OpenAIApi
 
 SETTINGS_KEY = web.AppKey("fake_upstream_settings", Settings)
@@ -88,6 +92,10 @@ def create_app(
     app.router.add_post("/v1/chat/completions", OpenAIApi(settings, stats).handle)
     app.router.add_post("/v1/messages", AnthropicApi(settings, stats).handle)
     app.router.add_post("/v1/messages/count_tokens", AnthropicCountTokensApi(settings, stats).handle)
+    # Embeddings first: the Gemini chat route below takes any `models/{target}`.
+    embeddings.add_routes(app, OpenAIEmbeddingsApi(settings, stats), AzureEmbeddingsApi(settings, stats))
+    gemini_embeddings.add_routes(app, GeminiEmbeddingsApi(settings, stats))
+    bedrock_embeddings.add_routes(app, BedrockEmbeddingsApi(settings, stats))
     gemini = GeminiApi(settings, stats).handle
     app.router.add_post("/v1beta/models/{target}", gemini)
     app.router.add_post("/v1/models/{target}", gemini)

@@ -30,14 +30,15 @@ DEFAULT_API_VERSION = "2024-10-21"
 V1_VERSIONS = frozenset({"v1", "preview", "latest"})
 
 
-def azure_url(deployment: Deployment, upstream_model: str) -> str:
+def azure_url(deployment: Deployment, upstream_model: str, path: str = "chat/completions") -> str:
+    """The URL of an Azure operation (`chat/completions`, `embeddings`) for this deployment."""
     base, version = deployment.base_url, deployment.api_version
     if base.endswith("/openai/v1") or version in V1_VERSIONS:
         root = base.removesuffix("/openai/v1")
         query = "?api-version=preview" if version == "preview" else ""
-        return f"{root}/openai/v1/chat/completions{query}"
+        return f"{root}/openai/v1/{path}{query}"
     name = quote(upstream_model, safe="")
-    return f"{base}/openai/deployments/{name}/chat/completions?api-version={version or DEFAULT_API_VERSION}"
+    return f"{base}/openai/deployments/{name}/{path}?api-version={version or DEFAULT_API_VERSION}"
 
 
 class _FilterResults(msgspec.Struct):

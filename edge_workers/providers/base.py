@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import msgspec
+from yarl import URL
 
 from shared.config import Deployment
 from shared.wire import ChatCompletionChunk, ErrorDetail, Usage
@@ -42,6 +43,19 @@ class UpstreamRequest(msgspec.Struct):
     url: str
     headers: dict[str, str]
     body: bytes
+    # The URL is already percent-encoded and must go out byte for byte (a signed path: aiohttp
+    # would otherwise turn Bedrock's `%3A` back into `:`, and the signature would not match).
+    encoded: bool = False
+
+    @property
+    def target(self) -> str | URL:
+        return URL(self.url, encoded=True) if self.encoded else self.url
+
+
+class ErrorReader(Protocol):
+    def parse_error(self, status: int, body: bytes) -> ErrorDetail:
+        """A non-2xx upstream body -> the error in OpenAI's terms (message, type, code, param)."""
+        ...
 
 
 class Adapter(Protocol):

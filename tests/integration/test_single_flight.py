@@ -164,22 +164,31 @@ def test_a_leader_whose_worker_dies_leaves_no_follower_waiting(stack: DevStack) 
 
 
 def test_a_leader_whose_client_leaves_keeps_the_call_for_its_followers(stack: DevStack) -> None:
+    assert stack.redis is not None
+    r = redis.Redis.from_url(stack.redis.url)
     messages = prompt("[[fake:delay_ms=1500]]")
     before = calls(stack)
     leader_front, other = fronts(stack)
     body = {"model": MODEL, "messages": messages}
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
 
-    async def main() -> list[tuple[str, str]]:
-        async def leave_early() -> None:
-            async with httpx.AsyncClient(timeout=0.5) as http:
-                with pytest.raises(httpx.ReadTimeout):
-                    await http.post(f"{leader_front.url}/v1/chat/completions", json=body, headers=headers)
+    def flight_keys(suffix: str = "") -> list[bytes]:
+        return [k for k in r.scan_iter(match=keyspace.flight("*")) if k.endswith(suffix.encode())]
 
-        leaving = asyncio.create_task(leave_early())
-        await asyncio.sleep(0.2)  # the leader is enqueued; these join it
-        followers = asyncio.create_task(ask_all(stack, messages, 4))
-        await leaving
+    async def main() -> list[tuple[str, str]]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            url = f"{leader_front.url}/v1/chat/completions"
+            leader = asyncio.create_task(http.post(url, json=body, headers=headers))
+            await asyncio.to_thread(wait_until, flight_keys, "the leader's flight")
+            followers = asyncio.create_task(ask_all(stack, messages, 4))
+
+            def all_joined() -> bool:
+                joined = flight_keys(":f")
+                return bool(joined) and r.scard(joined[0]) == 4
+
+            await asyncio.to_thread(wait_until, all_joined, "four followers")
+            leader.cancel()  # the leader's client leaves, its followers still waiting
+            await asyncio.gather(leader, return_exceptions=True)
         return await followers
 
     answers = asyncio.run(main())
@@ -198,7 +207,7 @@ def test_a_lone_client_that_leaves_cancels_its_upstream_call(stack: DevStack) ->
             f"{front.url}/v1/chat/completions",
             json=body,
             headers={"Authorization": f"Bearer {MASTER_KEY}"},
-            timeout=0.5,
+            timeout=httpx.Timeout(0.5, connect=10),
         )
     wait_until(
         lambda: fake_stats(stack.upstream_url)["cancelled"] > cancelled,

@@ -44,6 +44,7 @@ def test_policy_modes() -> None:
     assert d(det) == NONE and d(det, temperature=1) == NONE and d(det, temperature=0.7) == NONE
     assert d(det, temperature=0).lookup and d(det, temperature=0.0).store and d(det, seed=7).lookup
     assert d(det, temperature=1, seed=0).store  # a seed makes it reproducible whatever the temperature
+    assert decide(det, {"model": "e", "input": "x"}, {}, None, MAX, sampled=False) == ALL  # embeddings
     assert d(CachePolicy(ttl=30)).ttl_s == 30
     # A policy that does not cache wins over anything the request asks.
     assert d(CachePolicy("off"), {b"cache-control": b"max-age=5"}) == NONE

@@ -35,7 +35,9 @@ DOCKERFILE = OPS / "Dockerfile"
 DASHBOARD = OPS / "grafana" / "dashboards" / "edge.json"
 
 EDGE_IMAGE = "llm-edge-agent"
-WORKER_SERVICES = {f"worker-{p}": p for p in PROVIDERS}
+# Bedrock serves only embeddings so far; its worker pool (compose, k8s) comes with its chat provider.
+POOLED = tuple(p for p in PROVIDERS if p != "bedrock")
+WORKER_SERVICES = {f"worker-{p}": p for p in POOLED}
 DEFAULT_SERVICES = {"redis", "front", *WORKER_SERVICES}
 # Metrics the deployment files may reference before the code defines them. Empty on purpose:
 # worker autoscaling reads the Redis queue directly (ops/k8s/keda-scaledobjects.yaml), so no
@@ -580,7 +582,7 @@ def test_k8s_model_list_is_a_valid_edge_config(tmp_path: Path) -> None:
     copy = tmp_path / path.name
     copy.write_text(models["data"][path.name])
     deployments, _ = load_config_file(str(copy), {})
-    assert {d.provider for d in deployments} == set(PROVIDERS)
+    assert {d.provider for d in deployments} == set(POOLED)
 
 
 def test_keda_scales_each_worker_pool_on_its_own_queue() -> None:
