@@ -98,6 +98,12 @@ def cmd_keys(args: argparse.Namespace) -> None:
     keys_main(args)
 
 
+def cmd_cache(args: argparse.Namespace) -> None:
+    from edge_agent.cache_warm import main as cache_main
+
+    cache_main(args)
+
+
 def cmd_semantic_fetch(args: argparse.Namespace) -> None:
     try:
         from edge_workers.semantic.model_files import ModelMissing, fetch, model_dir
@@ -169,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="manage virtual keys in REDIS_URL (as the /key/* admin API does)")
     add_key_arguments(keys)
     keys.set_defaults(handler=cmd_keys)
+
+    from edge_agent.cache_warm import add_arguments as add_cache_arguments
+
+    cache = sub.add_parser("cache", help="work with the gateway's cache (warm it from a file of requests)")
+    add_cache_arguments(cache)
+    cache.set_defaults(handler=cmd_cache)
 
     strict_help = "refuse to start on any config warning (env EDGE_CONFIG_STRICT=true)"
     for command in (front, worker, up):

@@ -71,12 +71,20 @@ class KeyList(Struct):
     total_pages: int
 
 
-def _json(value: object, status: int = 200) -> Response:
+def json_response(value: object, status: int = 200) -> Response:
     return Response(json_encoder.encode(value), status, media_type=_JSON)
 
 
-def _fail(status: int, message: str, param: str | None = None) -> Response:
+def fail_response(status: int, message: str, param: str | None = None) -> Response:
     return Response(error_body(status, message, param=param), status, media_type=_JSON)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """An admin app's 404 and 405, in OpenAI's envelope."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return fail_response(
+        status, f"Method {request.method} not allowed here" if status == 405 else "Not found"
+    )
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -115,33 +123,33 @@ def create(redis_of: Callable[[], Redis], changed: Callable[[], Awaitable[None]]
                     await changed()
                 return response
             except KeyError_ as e:
-                return _fail(404 if e.not_found else 400, str(e))
+                return fail_response(404 if e.not_found else 400, str(e))
             except (RedisError, OSError, TimeoutError) as e:
-                return _fail(503, f"Redis is unavailable ({type(e).__name__}).")
+                return fail_response(503, f"Redis is unavailable ({type(e).__name__}).")
 
         return endpoint
 
     async def generate(redis: Redis, request: Request) -> Response:
         key, record = await keys.create_key(redis, keys.spec_from(await _body(request)))
-        return _json(GeneratedKey(**msgspec.structs.asdict(record), key=key))
+        return json_response(GeneratedKey(**msgspec.structs.asdict(record), key=key))
 
     async def update(redis: Redis, request: Request) -> Response:
         fields = await _body(request)
         ref = fields.pop("key", None)
         if not isinstance(ref, str):
             raise KeyError_("'key' (the key or its key_id) is required.")
-        return _json(await keys.update_key(redis, ref, fields))
+        return json_response(await keys.update_key(redis, ref, fields))
 
     async def delete(redis: Redis, request: Request) -> Response:
         refs = _convert(await _body(request), DeleteKeys).keys
         for ref in refs:  # all or nothing: every key must exist before any is deleted
             await keys.resolve(redis, ref)
-        return _json(DeletedKeys([await keys.delete_key(redis, ref) for ref in refs]))
+        return json_response(DeletedKeys([await keys.delete_key(redis, ref) for ref in refs]))
 
     def set_blocked(blocked: bool) -> Callable[[Redis, Request], Awaitable[Response]]:
         async def work(redis: Redis, request: Request) -> Response:
             ref = _convert(await _body(request), KeyRef).key
-            return _json(await keys.update_key(redis, ref, {"blocked": blocked}))
+            return json_response(await keys.update_key(redis, ref, {"blocked": blocked}))
 
         return work
 
@@ -150,7 +158,7 @@ def create(redis_of: Callable[[], Redis], changed: Callable[[], Awaitable[None]]
         if not ref:
             raise KeyError_("'key' (the key or its key_id) is required.")
         info = await keys.key_info(redis, ref)
-        return _json(KeyInfoAnswer(info.key_id, info))
+        return json_response(KeyInfoAnswer(info.key_id, info))
 
     async def listing(redis: Redis, request: Request) -> Response:
         try:
@@ -161,11 +169,7 @@ def create(redis_of: Callable[[], Redis], changed: Callable[[], Awaitable[None]]
         if page < 1 or not 1 <= size <= 1000:
             raise KeyError_("page must be >= 1 and size 1-1000.")
         total, records = await keys.list_keys(redis, page, size)
-        return _json(KeyList(records, total, page, max(1, -(-total // size))))
-
-    async def not_found(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        return _fail(status, f"Method {request.method} not allowed here" if status == 405 else "Not found")
+        return json_response(KeyList(records, total, page, max(1, -(-total // size))))
 
     return Starlette(
         routes=[

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from edge_front import access_log, admin, health, messages, metrics
+from edge_front import access_log, admin, cache_admin, health, messages, metrics
 from edge_front import tracing as front_tracing
 from edge_front.auth import (
     FORBIDDEN_ADMIN_BODY,
@@ -70,6 +70,8 @@ class EdgeApp:
         self.master_key = master_key.encode()
         self.keys = KeyCache()
         self.admin = admin.create(lambda: app.state.edge.queue_redis, self.keys.refresh)
+        self.invalidations = cache_admin.Invalidations()
+        self.cache_admin = cache_admin.create(lambda: app.state.edge, self.invalidations)
         self.dashboard = dashboard.Dashboard(app, master_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -113,11 +115,11 @@ class EdgeApp:
                 return
             await send_json(send, 405, error_body(405, "Use POST for embeddings."), [(b"allow", b"POST")])
             return
-        if path in admin.ADMIN_PATHS:
+        if path in admin.ADMIN_PATHS or path in cache_admin.PATHS:
             if not identity.is_master:
                 await send_json(send, 403, FORBIDDEN_ADMIN_BODY, [])
                 return
-            await self.admin(scope, receive, send)
+            await (self.admin if path in admin.ADMIN_PATHS else self.cache_admin)(scope, receive, send)
             return
         if path in dashboard.ADMIN_PATHS:
             if not identity.is_master:
@@ -173,6 +175,8 @@ def create_app(settings: Settings, models: ModelTable) -> EdgeApp | front_tracin
         except Exception as e:  # the refresh task keeps trying; virtual keys get 503 meanwhile
             log.warning("could not load virtual keys at start (%s)", type(e).__name__)
         state.add_task(edge.keys.run(), "key-refresh")
+        edge.invalidations.l1, edge.invalidations.redis = state.l1, state.queue_redis
+        state.add_task(edge.invalidations.run(), "cache-deletes")
         state.add_task(NoWorkerWatch(state).run(), "no-worker-watch")
         state.add_task(LostJobsWatch(state).run(), "lost-jobs-watch")
         log.info("front %s ready", state.front_id)

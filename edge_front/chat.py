@@ -29,8 +29,10 @@ from edge_front.streams import CHAT_SSE, LiveStream, relay, replay_body, send_ss
 from shared import keyspace, tracing
 from shared.admission import KeyLimits
 from shared.cache_keys import cache_key
+from shared.cache_policy import decide, strip_body_field
 from shared.config import MAX_ROUTED_MODELS, Deployment
-from shared.costs import format_usd, split_cost
+from shared.costs import format_usd, fresh, l1_ttl_s, split_entry
+from shared.embeddings_wire import EMBEDDINGS_API
 from shared.errors import EdgeError
 from shared.keys import budget_period
 from shared.queue import KeyCharge, Reply
@@ -52,15 +54,6 @@ def _parse_chat(body: bytes) -> Parsed:
 
 
 CHAT = Api("chat", _parse_chat, replay_body, lambda status, body: body, CHAT_SSE)
-
-
-def cache_control(headers: dict[bytes, bytes]) -> tuple[bool, bool]:
-    """(skip lookup, skip write) from the Cache-Control header."""
-    value = headers.get(b"cache-control")
-    if not value:
-        return False, False
-    value = value.lower()
-    return b"no-cache" in value, b"no-store" in value
 
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
@@ -183,22 +176,33 @@ async def _handle(
         labels.cache, labels.deployment = "none", group[0].id
         return 200, local, _deployment_headers(group[0], model, 0)
     forwarded = {name.decode(): headers[name].decode("latin-1") for name in api.forwarded if name in headers}
-    skip_lookup, skip_write = cache_control(headers)
-    key = cache_key(parsed.raw, identity.namespace, api.name, forwarded)
     settings = state.settings
+    # LiteLLM's body field `cache` is the gateway's to read: never sent upstream, never keyed.
+    body_field, body = strip_body_field(parsed.raw, body)
+    policy = state.models.cache_policy(model)
+    sampled = api.name != EMBEDDINGS_API
+    decision = decide(policy, parsed.raw, headers, body_field, settings.cache_max_ttl_s, sampled)
+    key = cache_key(parsed.raw, identity.namespace, api.name, forwarded)
+    oldest = None if decision.max_age_s is None else time.time() - decision.max_age_s
     # With L2 in the queue's Redis, the miss script looks there (one round trip for a miss).
-    script_lookup = not skip_lookup and settings.enable_l2_cache and not settings.cache_redis
-    if not skip_lookup:
+    script_lookup = decision.lookup and settings.enable_l2_cache and not settings.cache_redis
+    if decision.lookup:
         if tracing.ON:
-            hit = await front_tracing.cache_lookup(state, key, _l1_get, _l2_get, l2=not script_lookup)
+            hit = await front_tracing.cache_lookup(
+                state,
+                key,
+                lambda state, key: _l1_get(state, key, oldest),
+                lambda state, key: _l2_get(state, key, oldest),
+                l2=not script_lookup,
+            )
         else:
-            hit = await _lookup(state, key, l2=not script_lookup)
+            hit = await _lookup(state, key, oldest, l2=not script_lookup)
         if hit is not None:
             answer = await _from_cache(state, key, hit, group[0], parsed, api, labels, request_id)
             if answer is not None:
                 return answer
     labels.cache = "miss"
-    write_key = None if skip_write else key
+    write_key = key if decision.store else None
     client_deadline = timeout_s < settings.request_timeout_s
     terms = _key_terms(identity, settings.key_window_s, time.time()) if api.charged else (None, None)
     miss = Miss(
@@ -213,11 +217,15 @@ async def _handle(
         identity.key_id,
         *terms,
         lookup=script_lookup,
+        lookup_key=key,
         # Only a request that may be served from the cache may be served another's answer.
-        flight=write_key is not None and not skip_lookup and settings.single_flight,
+        flight=write_key is not None and decision.lookup and settings.single_flight,
         api=api.name,
         upstream_headers=forwarded or None,
-        skip_lookup=skip_lookup,
+        # The workers' semantic cache too (it does not know its entries' ages: max-age skips it).
+        skip_lookup=not decision.lookup or oldest is not None,
+        cache_ttl_s=decision.ttl_s,
+        oldest=oldest,
     )
     if miss.limits is not None and miss.limits.reserves:
         await state.estimator.ready()
@@ -254,9 +262,9 @@ async def _handle(
     if reply.status == 200:
         if write_key is not None:
             if tracing.ON:
-                front_tracing.cache_write(state.l1, write_key, reply.body, reply.cost_usd)
+                front_tracing.cache_write(state.l1, write_key, reply.body, reply.cost_usd, decision.ttl_s)
             else:
-                state.l1.set(write_key, reply.body, reply.cost_usd)
+                state.l1.set(write_key, reply.body, reply.cost_usd, ttl_s=decision.ttl_s)
         if served.joined:  # another request's upstream call: its tokens and cost are counted there
             if stream:
                 return Replay(api.replay(reply.body, include_usage), [_JOINED, *served_headers], "joined")
@@ -269,7 +277,7 @@ async def _handle(
 async def _from_cache(
     state: FrontState,
     key: str,
-    hit: tuple[str, bytes],
+    hit: tuple[str, bytes, float],
     deployment: Deployment,
     parsed: Parsed,
     api: Api,
@@ -278,11 +286,14 @@ async def _from_cache(
 ) -> Answer | Replay | None:
     """A cached answer as the response; None (and the entry evicted) if it is unreadable."""
     labels.cache, labels.deployment = hit[0], deployment.id
+    headers = _hit_headers_for(hit[0], deployment)
+    if hit[2]:  # seconds since it was stored (unknown for entries written before store times)
+        headers = [*headers, (b"age", b"%d" % max(0, int(time.time() - hit[2])))]
     if not parsed.stream:
-        return 200, hit[1], _hit_headers_for(hit[0], deployment)
+        return 200, hit[1], headers
     try:
         replay = api.replay(hit[1], parsed.include_usage)
-        return Replay(replay, _hit_headers_for(hit[0], deployment), hit[0])
+        return Replay(replay, headers, hit[0])
     except (msgspec.DecodeError, ValueError):
         # Not a chat completion (written by an older, less careful version): a miss, and gone
         # from both tiers so nobody is served it again.
@@ -393,42 +404,47 @@ async def _evict(state: FrontState, key: str) -> None:
             metrics.CACHE_ERRORS.inc()
 
 
-async def _lookup(state: FrontState, key: str, l2: bool = True) -> tuple[str, bytes] | None:
-    """L1, then L2 when it is on and `l2` (`edge_front.tracing.cache_lookup` does the same in
-    spans)."""
-    hit = _l1_get(state, key)
+async def _lookup(
+    state: FrontState, key: str, oldest: float | None, l2: bool = True
+) -> tuple[str, bytes, float] | None:
+    """A hit as (tier, answer, stored), from L1, then L2 when it is on and `l2`; only one stored
+    at `oldest` or later, when given (max-age). (`edge_front.tracing.cache_lookup` does the same
+    in spans.)"""
+    hit = _l1_get(state, key, oldest)
     if hit is None and l2 and state.settings.enable_l2_cache:
-        hit = await _l2_get(state, key)
+        hit = await _l2_get(state, key, oldest)
     return hit
 
 
-def _l1_get(state: FrontState, key: str) -> tuple[str, bytes] | None:
+def _l1_get(state: FrontState, key: str, oldest: float | None) -> tuple[str, bytes, float] | None:
     entry = state.l1.get(key)
+    if entry is not None and oldest is not None and entry[2] < oldest:
+        entry = None  # too old for this request; kept for others
     if entry is not None:
         metrics.CACHE_HITS.labels("l1").inc()
         metrics.CACHE_SAVINGS.inc(entry[1])
-        return "hit-l1", entry[0]
+        return "hit-l1", entry[0], entry[2]
     metrics.CACHE_MISSES.labels("l1").inc()
     return None
 
 
-async def _l2_get(state: FrontState, key: str) -> tuple[str, bytes] | None:
+async def _l2_get(state: FrontState, key: str, oldest: float | None) -> tuple[str, bytes, float] | None:
     try:
         value = await state.cache_redis.get(keyspace.cache_entry(key))
     except (TimeoutError, RedisError, OSError):
         # A slow or dead Redis is a miss, not an error: the request still gets answered.
         metrics.CACHE_ERRORS.inc()
         value = None
-    if value is None:
+    if value is None or not fresh(value, oldest):
         metrics.CACHE_MISSES.labels("l2").inc()
         return None
     return _took_l2(state, key, value)
 
 
-def _took_l2(state: FrontState, key: str, value: bytes) -> tuple[str, bytes]:
+def _took_l2(state: FrontState, key: str, value: bytes) -> tuple[str, bytes, float]:
     """An L2 hit: counted, and kept in L1 for the next one."""
     metrics.CACHE_HITS.labels("l2").inc()
-    completion, cost = split_cost(value)
+    completion, cost, stored, ttl = split_entry(value)
     metrics.CACHE_SAVINGS.inc(cost)
-    state.l1.set(key, completion, cost)
-    return "hit-l2", completion
+    state.l1.set(key, completion, cost, stored, l1_ttl_s(stored, ttl))
+    return "hit-l2", completion, stored

@@ -26,6 +26,7 @@ from edge_front.streams import LiveStream, watch_disconnect
 from shared import keyspace, tracing
 from shared.admission import KeyLimits
 from shared.config import Deployment
+from shared.costs import fresh
 from shared.errors import EdgeError, deadline_error, error_body
 from shared.flights import follower_member
 from shared.miss_script import MissResult
@@ -57,7 +58,11 @@ class Miss:
     # Each attempt's script returns the L2 entry if there is one (L2 in the queue's Redis): a
     # retry may find what an identical request's retry just stored.
     lookup: bool = False
+    # The key it looks up: its cache key, even when its answer is not to be stored (no-store).
+    lookup_key: str | None = None
     flight: bool = False  # joins an identical request in flight, or leads one (shared/flights.py)
+    cache_ttl_s: int | None = None  # how long L2 keeps the answer (None: EDGE_L2_TTL)
+    oldest: float | None = None  # max-age: the oldest store time (unix) of an L2 entry it accepts
     api: str = "chat"  # the shape the answer is delivered in (shared.queue.Job.api)
     upstream_headers: dict[str, str] | None = None  # the client's anthropic-* headers, allow-listed
     skip_lookup: bool = False  # Cache-Control: no-cache (workers skip their semantic cache too)
@@ -232,7 +237,7 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         body=miss.body,
         deadline=miss.deadline,
         cache_key=miss.cache_key,
-        cache_ttl_s=state.settings.l2_ttl_s,
+        cache_ttl_s=miss.cache_ttl_s or state.settings.l2_ttl_s,
         stream=miss.stream,
         client_deadline=miss.client_deadline,
         key_id=miss.key_id,
@@ -263,10 +268,10 @@ async def _submit(state: FrontState, miss: Miss, job: Job) -> MissResult:
     job enqueued (with a key's limits, admitted and charged). Raises EdgeError: 429 at a key's
     limit, 503 without Redis."""
     usage = state.router.limits.count(job.deployment_id, time.time())
-    lookup = keyspace.cache_entry(miss.cache_key) if miss.lookup and miss.cache_key else None
+    lookup = keyspace.cache_entry(miss.lookup_key) if miss.lookup and miss.lookup_key else None
     member = follower_member(state.replies.stream, job.job_id) if miss.flight else None
     try:
-        result = await state.miss_script.run(job, miss.limits, usage, lookup, member)
+        result = await state.miss_script.run(job, miss.limits, usage, lookup, member, miss.oldest)
     except (TimeoutError, RedisError, OSError) as e:
         raise _queue_unavailable(e) from None
     if lookup is not None and result.entry is None:
@@ -401,14 +406,14 @@ async def _start_stream(
 
 async def _l2_get(state: FrontState, miss: Miss) -> L2Hit | None:
     """L2 on its own (when the miss script will not look): a dead Redis is a miss."""
-    if miss.cache_key is None:
+    if miss.lookup_key is None:
         return None
     try:
-        entry = await state.cache_redis.get(keyspace.cache_entry(miss.cache_key))
+        entry = await state.cache_redis.get(keyspace.cache_entry(miss.lookup_key))
     except (TimeoutError, RedisError, OSError):
         metrics.CACHE_ERRORS.inc()
         return None
-    if entry is None:
+    if entry is None or not fresh(entry, miss.oldest):
         metrics.CACHE_MISSES.labels("l2").inc()
         return None
     return L2Hit(entry)

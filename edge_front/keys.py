@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from shared import keyspace
 from shared.keys import KEY_PREFIX, KeyRecord, StoredKey, decode_record, load_rows, period_seconds
+from shared.tasks import poll_forever
 
 log = logging.getLogger("edge.front")
 
@@ -135,21 +136,11 @@ class KeyCache:
         return entry.identity
 
     async def run(self) -> None:
-        """Poll for changes for the life of the front (cancelled at shutdown)."""
-        failing = False
-        while True:
-            try:
-                await self.refresh()
-                failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # Redis down, or a record it cannot read: keep what it has
-                if not failing:  # once per outage, not every poll
-                    log.warning(
-                        "could not refresh virtual keys (%s); keeping the ones loaded", type(e).__name__
-                    )
-                failing = True
-            await asyncio.sleep(POLL_S)
+        """Poll for changes for the life of the front (cancelled at shutdown); on a failure,
+        keep the keys loaded."""
+        await poll_forever(
+            self.refresh, POLL_S, log, "could not refresh virtual keys (%s); keeping the ones loaded"
+        )
 
     async def refresh(self) -> None:
         async with self._lock:

@@ -160,9 +160,11 @@ async def _finish(
     if reply.kind == "done":
         if live.cache_key is not None:
             if tracing.ON:
-                front_tracing.cache_write(state.l1, live.cache_key, reply.body, reply.cost_usd)
+                front_tracing.cache_write(
+                    state.l1, live.cache_key, reply.body, reply.cost_usd, live.job.cache_ttl_s
+                )
             else:
-                state.l1.set(live.cache_key, reply.body, reply.cost_usd)
+                state.l1.set(live.cache_key, reply.body, reply.cost_usd, ttl_s=live.job.cache_ttl_s)
         # Headers went out with the first chunk, before the cost was known: it comes last, as an
         # SSE comment, which clients (the OpenAI SDKs included) skip.
         cost = b": x-edge-cost-usd=" + format_usd(reply.cost_usd) + b"\n\n"

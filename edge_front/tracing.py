@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # both import this module
 
 # The API: every path a client sends model requests to (not health probes, metrics, dashboard).
 API_PREFIXES = (b"/v1/", b"/chat/")
-Hit = tuple[str, bytes] | None
+Hit = tuple[str, bytes, float] | None  # (tier, answer, when it was stored)
 R = TypeVar("R")
 
 
@@ -134,9 +134,9 @@ async def cache_lookup(
     return hit
 
 
-def cache_write(l1: Any, key: str, body: bytes, cost: float) -> None:
+def cache_write(l1: Any, key: str, body: bytes, cost: float, ttl_s: float | None = None) -> None:
     span = t.start("cache_write", attributes={"edge.cache.tier": "l1"})
-    l1.set(key, body, cost)
+    l1.set(key, body, cost, None, ttl_s)  # stored now
     span.end()
 
 

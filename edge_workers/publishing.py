@@ -78,7 +78,7 @@ async def publish(
             pipe.expire(job.reply_to, REPLY_STREAM_TTL_S)
         cache_write: Awaitable[None] | None = None
         if pub.cache_body is not None and job.cache_key is not None:
-            entry = with_cost(pub.cache_cost, pub.cache_body)
+            entry = with_cost(pub.cache_cost, pub.cache_body, job.cache_ttl_s)
             if cache_redis is None:
                 pipe.set(keyspace.cache_entry(job.cache_key), entry, ex=job.cache_ttl_s)
             else:  # the cache's own Redis: written alongside, in parallel

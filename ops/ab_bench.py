@@ -6,8 +6,8 @@ On two shared, noisy cores a full `./edge bench` table drifts by more than most 
 it; runs of the two versions taken alternately, each round starting a fresh stack of its own
 version (redis-server, fake upstream, one worker, one front), drift together. Reported per
 version: the medians over rounds of the miss's added p50 at c=1 (gateway minus direct to the
-upstream, same round) and of miss requests/s at c=64. The base checkout needs its own `.venv`
-(`./edge lint` there makes it).
+upstream, same round), of miss requests/s at c=64 and of L1-hit requests/s at c=32. The base
+checkout needs its own `.venv` (`./edge lint` there makes it).
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def measure(tree: Path, duration: int) -> dict[str, float]:
         base = wrk(direct, 1, duration, script, {**env, "BENCH_PREFIX": "d"}).p50_ms
         added = wrk(gateway, 1, duration, script, {**env, "BENCH_PREFIX": "g1"}).p50_ms - base
         busy = wrk(gateway, 64, duration, script, {**env, "BENCH_PREFIX": "g64"})
-        return {"added_p50_ms": added, "rps_c64": busy.rps, "errors_c64": busy.errors}
+        # The L1-hit path: one cached body, as ./edge bench's first row.
+        l1 = wrk(gateway, 32, duration, script, {**env, "BENCH_UNIQUE": "0", "BENCH_PREFIX": "l1"})
+        return {"added_p50_ms": added, "rps_c64": busy.rps, "errors_c64": busy.errors, "l1_rps_c32": l1.rps}
     finally:
         stack.stop()
 
@@ -86,7 +88,11 @@ def main() -> None:
     for name, runs in results.items():
         added = statistics.median(r["added_p50_ms"] for r in runs)
         rps = statistics.median(r["rps_c64"] for r in runs)
-        print(f"{name}: miss c=1 added p50 {added:.2f} ms; miss c=64 {rps:.0f} req/s ({len(runs)} rounds)")
+        l1 = statistics.median(r["l1_rps_c32"] for r in runs)
+        print(
+            f"{name}: miss c=1 added p50 {added:.2f} ms; miss c=64 {rps:.0f} req/s; "
+            f"L1 hit c=32 {l1:.0f} req/s ({len(runs)} rounds)"
+        )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,11 @@ def cache_key(
     return f"{KEY_VERSION}:{api}:{namespace}:{digest}"
 
 
+def key_prefix(namespace: str, api: str = "chat") -> str:
+    """The start of every cache key `cache_key` makes for `namespace` and `api`."""
+    return f"{KEY_VERSION}:{namespace}:" if api == "chat" else f"{KEY_VERSION}:{api}:{namespace}:"
+
+
 def chat_cache_key(body: dict[str, Any], namespace: str) -> str:
     return cache_key(body, namespace)
 

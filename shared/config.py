@@ -14,6 +14,7 @@ from typing import Annotated, Literal, get_args
 import msgspec
 
 from shared.aws_config import AwsCredentials, bedrock_endpoint
+from shared.cache_policy import CacheMode, CachePolicy
 from shared.config_error import ConfigError
 from shared.config_source import Path, PathError, Source, SourceError, dotted
 from shared.litellm_config import FileSettings, convert, translate
@@ -113,6 +114,7 @@ class Deployment(msgspec.Struct, frozen=True):
     timeout_s: float | None = None  # bounds one upstream call (the request's deadline too)
     stream_timeout_s: float | None = None  # ... of a streamed call, instead of timeout_s
     api_key: str = ""  # written in the file itself (LiteLLM allows it); wins over api_key_env
+    cache: CachePolicy | None = None  # its model group's cache policy (shared/cache_policy.py)
     api_version: str | None = None  # Azure: the api-version query, or "v1" for /openai/v1
     auth: Literal["api-key", "bearer"] | None = None  # Azure: its api-key header or a bearer token
     stream_options: bool = True  # OpenAI-compatible: send stream_options.include_usage
@@ -146,6 +148,7 @@ class _DeploymentIn(msgspec.Struct, forbid_unknown_fields=True):
     timeout_s: Seconds | None = None
     stream_timeout_s: Seconds | None = None
     api_key: str | None = None
+    cache: CachePolicy | None = None
     api_version: str | None = None
     auth: Literal["api-key", "bearer"] | None = None
     stream_options: bool = True
@@ -163,11 +166,17 @@ class LoadedConfig(msgspec.Struct, frozen=True):
 
 
 # Where a refused value names an enum, the refusal lists the valid values.
-_ENUM_VALUES: dict[str, tuple[str, ...]] = {"provider": PROVIDERS, "mode": get_args(Mode)}
+# (By the field's name, or its section's and its own: two sections have a `mode`.)
+_ENUM_VALUES: dict[str, tuple[str, ...]] = {
+    "provider": PROVIDERS,
+    "semantic_cache.mode": get_args(Mode),
+    "cache.mode": get_args(CacheMode),
+}
 
 
 def _refusal(source: Source, path: Path, message: str) -> ConfigError:
-    valid = _ENUM_VALUES.get(str(path[-1])) if path else None
+    named = ".".join(str(part) for part in path[-2:])
+    valid = _ENUM_VALUES.get(named) or _ENUM_VALUES.get(str(path[-1])) if path else None
     if valid and message.startswith("Invalid enum value"):
         message += f"; valid: {', '.join(valid)}"
     return ConfigError(f"EDGE_CONFIG {source.where(path)}: {dotted(path)}: {message}")
@@ -225,6 +234,7 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
                 timeout_s=d.timeout_s,
                 stream_timeout_s=d.stream_timeout_s,
                 api_key=d.api_key or "",
+                cache=d.cache,
                 api_version=d.api_version,
                 auth=d.auth,
                 stream_options=d.stream_options,
@@ -234,6 +244,10 @@ def read_config(path: str, env: Mapping[str, str]) -> LoadedConfig:
                 semantic_cache=d.semantic_cache,
             )
         )
+    policies: dict[str, CachePolicy] = {}
+    for i, d in entries:
+        if d.cache is not None and policies.setdefault(d.model_name, d.cache) != d.cache:
+            raise _refusal(source, ("model_list", i, "cache"), "differs from its model group's earlier entry")
     unknown = router.unknown_groups({d.model_name for d in deployments})
     if unknown:
         raise _refusal(source, ("router_settings",), f"names unknown model groups: {', '.join(unknown)}")
@@ -262,9 +276,12 @@ class ModelTable:
         self.router = router or RouterSettings()
         self._exact: dict[str, list[Deployment]] = {}
         self._by_id: dict[str, Deployment] = {}
+        self._policies: dict[str, CachePolicy] = {}
         for d in deployments:
             self._exact.setdefault(d.model_name, []).append(d)
             self._by_id[d.id] = d
+            if d.cache is not None:
+                self._policies.setdefault(d.model_name, d.cache)
         self._by_prefix = by_prefix
         # Model group -> its semantic cache settings; empty (the default): the cache is off.
         self.semantic = group_settings(deployments, self.router.semantic_cache)
@@ -303,6 +320,10 @@ class ModelTable:
                 if provider in self._templates and model.startswith(prefixes):
                     return [self._routed_model(provider, model)]
         return []
+
+    def cache_policy(self, model: str) -> CachePolicy:
+        """The model group's cache policy, else router_settings' default."""
+        return self._policies.get(model, self.router.cache)
 
     def _routed_model(self, provider: str, model: str) -> Deployment:
         deployment_id = f"{provider}:{model}"
@@ -406,6 +427,7 @@ class Settings(msgspec.Struct, frozen=True):
     l1_max_bytes: int = 64 * 1024 * 1024
     l1_ttl_s: float = 300.0
     l2_ttl_s: int = 3600
+    cache_max_ttl_s: int = 86400  # the longest L2 TTL a request may ask for (s-maxage, ...)
     l2_timeout_s: float = 0.1
     worker_concurrency: int = 512
     upstream_connect_timeout_s: float = 10.0
@@ -476,6 +498,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         l1_max_bytes=_env_int(env, "EDGE_L1_MAX_BYTES", 64 * 1024 * 1024),
         l1_ttl_s=_env_float(env, "EDGE_L1_TTL", 300.0),
         l2_ttl_s=_env_int(env, "EDGE_L2_TTL", 3600),
+        cache_max_ttl_s=_env_int(env, "EDGE_CACHE_MAX_TTL", 86400),
         l2_timeout_s=_env_float(env, "EDGE_L2_TIMEOUT", 0.1),
         worker_concurrency=_env_int(env, "EDGE_WORKER_CONCURRENCY", 512),
         upstream_connect_timeout_s=_env_float(env, "EDGE_UPSTREAM_CONNECT_TIMEOUT", 10.0),
@@ -501,6 +524,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         ("EDGE_KEY_WINDOW_S", settings.key_window_s),
         ("EDGE_KEY_RESERVE_COMPLETION_TOKENS", settings.reserve_completion_tokens),
         ("EDGE_DRAIN_S", settings.drain_s),
+        ("EDGE_CACHE_MAX_TTL", settings.cache_max_ttl_s),
     ):
         if value <= 0:
             raise ConfigError(f"{name}: must be positive")

@@ -171,6 +171,17 @@ def flight_log(cache_key: str) -> str:
     return f"{PREFIX}:flight:{cache_key}:log"
 
 
+def cache_version() -> str:
+    """Counter bumped on every cache deletion through /cache/delete, numbering its stream entries."""
+    return f"{PREFIX}:cache:version"
+
+
+def cache_deletes() -> str:
+    """Stream (trimmed): the cache keys or namespaces /cache/delete removed, with their version;
+    every front polls it and drops them from its L1 (edge_front/cache_admin.py)."""
+    return f"{PREFIX}:cache:deletes"
+
+
 def semantic_vectors() -> str:
     """Stream: one entry per answer the semantic cache may serve again (its vector, partition,
     guard features and L2 cache key; never the prompt's text). Workers append in the round trip

@@ -278,6 +278,8 @@ class _Translator:
                 out[f"{side}_cost_per_1m"] = per_token * 1_000_000
         if p.max_retries is not None:
             self.max_retries.append(p.max_retries)
+        if entry.cache is not None:
+            out["cache"] = raw["cache"]
         if entry.semantic_cache is not None:
             out["semantic_cache"] = entry.semantic_cache
         return out

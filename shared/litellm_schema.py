@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from shared.cache_policy import CachePolicy
+
 Count = Annotated[int, msgspec.Meta(ge=0)]
 PerMinute = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
@@ -54,6 +56,7 @@ class ModelEntry(msgspec.Struct, frozen=True):
     model_info: ModelInfo = ModelInfo()
     rpm: PerMinute | None = None
     tpm: PerMinute | None = None
+    cache: CachePolicy | None = None  # the gateway's own: its model group's cache policy
     semantic_cache: Any = None  # the gateway's own setting, passed through (shared/semantic_config.py)
 
 
@@ -71,7 +74,7 @@ class RouterIn(msgspec.Struct, frozen=True):
     retry_after: NonNegative | None = None
 
 
-NATIVE_ROUTER_SECTIONS = ("retry", "breaker", "max_queue_depth", "semantic_cache")
+NATIVE_ROUTER_SECTIONS = ("retry", "breaker", "max_queue_depth", "semantic_cache", "cache")
 
 
 class CacheParams(msgspec.Struct, frozen=True):

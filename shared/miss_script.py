@@ -40,7 +40,8 @@ from shared.queue import (
 # expiry ms (unix), check ('1': first attempt), usage ttl s, tpm limit ('' none), budget USD
 # ('' none), this request's reserved tokens, the follower member `<reply stream> <wait id>`, '1'
 # to copy a streamed flight's chunks so far, the flight's value `<job id> <deadline ms>`, the
-# reply stream's maxlen.
+# reply stream's maxlen, the oldest store time (unix ms) of an L2 entry the request accepts ('' any:
+# max-age, shared/cache_policy.py; an entry without a store time counts as too old).
 # Returns {verdict, requests counted in the window, tokens counted in the window (used and
 # reserved, this request's included), spend (used and reserved, as a string)}: verdict 0
 # enqueued (and charged on a first attempt); refused (nothing written) 1 at the rpm limit, 2 at
@@ -49,6 +50,10 @@ from shared.queue import (
 MISS_LUA = """
 if KEYS[9] ~= '' then
   local entry = redis.call('GET', KEYS[9])
+  if entry and ARGV[20] ~= '' then  -- max-age: the store time follows the cost (shared/costs.py)
+    local stored = tonumber(string.match(entry, '^[^ \\n]* (%d+)[ \\n]') or '0')
+    if stored < tonumber(ARGV[20]) then entry = nil end
+  end
   if entry then return {5, entry} end
 end
 if KEYS[10] ~= '' then
@@ -145,8 +150,10 @@ class MissScript:
         usage_key: str | None = None,
         lookup: str | None = None,
         wait_member: str | None = None,
+        oldest: float | None = None,
     ) -> MissResult:
-        """`lookup`: the L2 key to return if present. `wait_member`: take part in single-flight
+        """`lookup`: the L2 key to return if present (stored at unix time `oldest` or later,
+        when given). `wait_member`: take part in single-flight
         as `<reply stream> <wait id>` (the job must then carry `flight=True` and a cache key).
         Raises EdgeError(429) at a key's limit."""
         now = time.time()
@@ -220,6 +227,7 @@ class MissScript:
             "1" if job.stream else "0",
             f"{job.job_id} {int(job.deadline * 1000)}",
             REPLY_STREAM_MAXLEN,
+            "" if oldest is None else int(oldest * 1000),
         ]
         # redis-py's script object runs EVALSHA and loads the script when Redis lacks it.
         result = await self._script(keys=keys, args=args)

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from shared.cache_policy import DEFAULT_POLICY, CachePolicy
 from shared.semantic_config import SemanticSettings
 
 Strategy = Literal["priority", "weighted", "least-latency", "lowest-cost"]
@@ -49,6 +50,7 @@ class RouterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
     max_queue_depth: dict[str, AtLeastOne] = {}  # provider -> jobs queued or running before refusing
+    cache: CachePolicy = DEFAULT_POLICY  # the default cache policy (model groups may set their own)
     semantic_cache: SemanticSettings | None = None  # for every model group (shared/semantic_config.py)
 
     def strategy(self, group: str) -> Strategy:

@@ -11,7 +11,8 @@ awaits next, and no library swallows every one of them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 RECANCEL_EVERY_S = 0.1
@@ -31,3 +32,22 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], within_s: float = 5.0) 
             break
         _, pending = await asyncio.wait(pending, timeout=min(RECANCEL_EVERY_S, left))
     return pending
+
+
+async def poll_forever(
+    step: Callable[[], Awaitable[None]], every_s: float, log: logging.Logger, failure: str
+) -> None:
+    """Run `step` every `every_s` seconds until cancelled. A failure (Redis down, a record it
+    cannot read) is logged once per outage, as `failure` with the error's type, and tried again."""
+    failing = False
+    while True:
+        try:
+            await step()
+            failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if not failing:
+                log.warning(failure, type(e).__name__)
+            failing = True
+        await asyncio.sleep(every_s)

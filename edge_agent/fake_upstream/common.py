@@ -36,6 +36,7 @@ class Stats:
     failures_injected: int = 0  # requests answered by a failure marker or by `error_rate`
     by_path: dict[str, int] = field(default_factory=dict)
     by_model: dict[str, int] = field(default_factory=dict)
+    by_field: dict[str, int] = field(default_factory=dict)  # top-level body fields received
     # (path, exact last user text) -> requests seen, for the `[[fake:times=N]]` marker
     times_seen: dict[tuple[str, str], int] = field(default_factory=dict)
     # path -> the auth and anthropic-* headers of its last request (to check what a gateway forwards)
@@ -47,6 +48,7 @@ class Stats:
         self.failures_injected = 0
         self.by_path.clear()
         self.by_model.clear()
+        self.by_field.clear()
         self.times_seen.clear()
         self.last_headers.clear()
 
@@ -62,6 +64,7 @@ class Stats:
             "requests": self.requests,
             "by_path": dict(self.by_path),
             "by_model": dict(self.by_model),
+            "by_field": dict(self.by_field),
             "cancelled": self.cancelled,
             "failures_injected": self.failures_injected,
             "last_headers": {path: dict(headers) for path, headers in self.last_headers.items()},
@@ -229,6 +232,8 @@ class BaseApi:
         model = self.model_of(request, body)
         by_model = self.stats.by_model
         by_model[model] = by_model.get(model, 0) + 1
+        for name in body:  # what the gateway forwarded (tests check what it must not)
+            self.stats.by_field[name] = self.stats.by_field.get(name, 0) + 1
 
         text = self.marker_text(body)
         markers = parse_markers(text)

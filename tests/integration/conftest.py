@@ -47,11 +47,14 @@ def server() -> Iterator[RedisServer]:
         srv.stop()
 
 
-def two_fronts(tmp_path_factory: pytest.TempPathFactory, name: str, window_s: int) -> Iterator[DevStack]:
+def two_fronts(
+    tmp_path_factory: pytest.TempPathFactory, name: str, window_s: int, env: dict[str, str] | None = None
+) -> Iterator[DevStack]:
     """A Redis, the fake upstream, an openai worker and two fronts (`stack.fronts`), one attempt
-    per request and the key windows `window_s` long: what the virtual-key limit tests share."""
+    per request and the key windows `window_s` long (and `env`): what the virtual-key limit and
+    cache control tests share."""
     dev = DevStack(
-        env_overrides={"EDGE_MAX_ATTEMPTS": "1", "EDGE_KEY_WINDOW_S": str(window_s)},
+        env_overrides={"EDGE_MAX_ATTEMPTS": "1", "EDGE_KEY_WINDOW_S": str(window_s), **(env or {})},
         log_dir=Path(tmp_path_factory.mktemp(name)),
     )
     try:

@@ -12,12 +12,36 @@ from shared.cache_keys import chat_cache_key
 
 def test_l1_evicts_least_recently_used_by_entries():
     cache = L1Cache(max_entries=2, max_bytes=1000, ttl_s=60)
-    cache.set("a", b"1")
+    cache.set("a", b"1", stored=5.0)
     cache.set("b", b"2")
-    assert cache.get("a") == (b"1", 0.0)  # a is now the most recent
-    cache.set("c", b"3", 0.25)
+    assert cache.get("a") == (b"1", 0.0, 5.0)  # a is now the most recent
+    cache.set("c", b"3", 0.25, stored=7.0)
     assert cache.get("b") is None
-    assert cache.get("a") == (b"1", 0.0) and cache.get("c") == (b"3", 0.25)
+    assert cache.get("a") == (b"1", 0.0, 5.0) and cache.get("c") == (b"3", 0.25, 7.0)
+
+
+def test_l1_keeps_when_stored_and_a_shorter_ttl_of_its_own():
+    cache = L1Cache(max_entries=10, max_bytes=1000, ttl_s=60)
+    before = time.time()
+    cache.set("a", b"1")
+    entry = cache.get("a")
+    assert entry is not None and before <= entry[2] <= time.time()
+    cache.set("short", b"1", ttl_s=0.01)
+    cache.set("long", b"1", ttl_s=3600)  # never longer than L1's own
+    time.sleep(0.02)
+    assert cache.get("short") is None and cache.get("long") is not None
+
+
+def test_l1_drops_a_namespace_or_everything():
+    cache = L1Cache(max_entries=10, max_bytes=1000, ttl_s=60)
+    for key in ("v1:master:a", "v1:master:b", "v1:key:t:a"):
+        cache.set(key, b"12")
+    assert cache.delete_prefix("v1:master:") == 2
+    assert len(cache) == 1 and cache.bytes == 2 and cache.get("v1:key:t:a") is not None
+    assert cache.delete("v1:key:t:a") and not cache.delete("v1:key:t:a")
+    cache.set("x", b"1")
+    cache.clear()
+    assert len(cache) == 0 and cache.bytes == 0
 
 
 def test_l1_bounded_by_bytes_and_skips_oversized_values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import timeit
 
 import pytest
@@ -13,7 +14,7 @@ from genai_prices.data import providers
 
 from shared import pricing
 from shared.config import Deployment
-from shared.costs import format_usd, split_cost, with_cost
+from shared.costs import format_usd, fresh, l1_ttl_s, split_cost, split_entry, with_cost
 from shared.pricing import cost_usd
 from shared.wire import PromptTokensDetails, Usage
 
@@ -124,9 +125,21 @@ def test_pricing_an_answer_takes_microseconds() -> None:
 
 def test_the_l2_entry_carries_the_cost_and_old_entries_still_read() -> None:
     completion = b'{"id":"c"}'
-    assert split_cost(with_cost(0.000135, completion)) == (completion, 0.000135)
+    assert split_cost(with_cost(0.000135, completion, 60)) == (completion, 0.000135)
     assert split_cost(completion) == (completion, 0.0)  # written before costs were stored
     assert split_cost(b"not json") == (b"not json", 0.0)
     assert split_cost(b"nan\n{}") == (b"nan\n{}", 0.0)
+    # Entries carry their store time (ms) after the cost; those without one are still read.
+    assert with_cost(0.5, completion, 60, stored=12.345) == b'0.5 12345 60\n{"id":"c"}'
+    assert split_entry(with_cost(0.5, completion, 60, stored=12.345)) == (completion, 0.5, 12.345, 60)
+    assert split_entry(b'0.5 12345\n{"id":"c"}') == (completion, 0.5, 12.345, 0)
+    assert split_entry(b'0.5\n{"id":"c"}') == (completion, 0.5, 0.0, 0)
+    assert split_entry(completion) == (completion, 0.0, 0.0, 0)
+    assert split_entry(b"0.5 x\n{}") == (b"0.5 x\n{}", 0.0, 0.0, 0)
+    assert fresh(with_cost(0, completion, 60, stored=100.0), 99.0) and fresh(completion, None)
+    assert not fresh(with_cost(0, completion, 60, stored=100.0), 101.0) and not fresh(completion, 1.0)
+    # L1 keeps a copy of an L2 entry no longer than L2 keeps it.
+    left = l1_ttl_s(time.time() - 10, 60)
+    assert left is not None and 49 < left <= 50 and l1_ttl_s(0.0, 60) is None and l1_ttl_s(5.0, 0) is None
     assert format_usd(0.000135) == b"0.000135" and format_usd(0.0) == b"0" and format_usd(1.5) == b"1.5"
     assert format_usd(0.00012345678901) == b"0.000123456789"
