@@ -17,6 +17,7 @@ from edge_agent.devstack import MASTER_KEY, DevStack, Front, Worker
 from edge_front.keys import MASTER_NAMESPACE
 from shared import keyspace
 from shared.cache_keys import chat_cache_key
+from shared.costs import split_cost
 from tests.integration.conftest import sample, scrape, wait_until
 
 PROVIDER = {"gpt-4o-mini": "openai", "claude-sonnet-4-5": "anthropic"}
@@ -63,13 +64,14 @@ def test_a_miss_carries_its_price_and_a_hit_its_saving(
     )
     assert saved == pytest.approx(want, rel=1e-9)
 
-    # The worker stored the cost in front of the completion, in the same SET as before.
+    # The worker stored the cost (and when, and for how long) in front of the completion, in the
+    # same SET as before.
     assert stack.redis is not None
     r = redis.Redis.from_url(stack.redis.url)
     entry = r.get(l2_key({"model": model, "messages": messages}))
     assert entry is not None
-    head, _, body = entry.partition(b"\n")
-    assert float(head) == pytest.approx(want, rel=1e-9) and body.startswith(b"{")
+    body, stored_cost = split_cost(entry)
+    assert stored_cost == pytest.approx(want, rel=1e-9) and body.startswith(b"{")
 
 
 def test_an_l2_hit_saves_what_its_entry_says_and_an_old_entry_still_serves(
