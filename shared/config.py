@@ -17,118 +17,30 @@ from shared.aws_config import AwsCredentials, bedrock_endpoint
 from shared.cache_policy import CacheMode, CachePolicy
 from shared.config_error import ConfigError
 from shared.config_source import Path, PathError, Source, SourceError, dotted
+from shared.deployments import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    BEDROCK_OPT_IN,
+    DEFAULT_BASE_URLS,
+    DEFAULT_CATALOG,
+    DEFAULT_PREFIXES,
+    MAX_ROUTED_MODELS,
+    PROVIDERS,
+    Deployment,
+    MaxTokensField,
+    PerMinute,
+    Provider,
+    Seconds,
+    bedrock_region,
+    default_base_url,
+)
 from shared.litellm_config import FileSettings, convert, translate
-from shared.redis_settings import RedisTarget, cache_redis_from_env, redis_from_env
 from shared.routing import BreakerSettings, RetrySettings, RouterSettings
 from shared.semantic_config import Mode, SemanticSettings, group_settings
+from shared.settings import Settings, env_bool, env_float, env_int, settings_from_env, with_file_settings
 from shared.wire import validation_error_param
 
-Provider = Literal["openai", "anthropic", "gemini", "azure", "bedrock"]
-PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic", "gemini", "azure", "bedrock")
-
-DEFAULT_BASE_URLS: dict[str, str] = {
-    # As the official SDKs read them: OpenAI's with /v1, Anthropic's without, Gemini's with its
-    # API version. Azure has none: each resource has its own (https://<resource>.openai.azure.com).
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com",
-    "gemini": "https://generativelanguage.googleapis.com/v1beta",
-    "azure": "",
-    "bedrock": "",  # https://bedrock-runtime.<AWS_REGION>.amazonaws.com (default_base_url)
-}
-BASE_URL_ENV = {
-    "openai": "OPENAI_BASE_URL",
-    "anthropic": "ANTHROPIC_BASE_URL",
-    "gemini": "GEMINI_BASE_URL",
-    "azure": "AZURE_OPENAI_ENDPOINT",
-    "bedrock": "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",  # the AWS SDKs' own per-service override
-}
-API_KEY_ENV = {
-    "openai": "OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "azure": "AZURE_OPENAI_API_KEY",
-    # Bedrock signs with AWS credentials, not a key: the variable workers report missing.
-    "bedrock": "AWS_ACCESS_KEY_ID",
-}
-
-
-def default_base_url(provider: str, env: Mapping[str, str]) -> str:
-    """A provider's URL when neither the entry nor its *_BASE_URL variable gives one (Bedrock's
-    is its region's runtime endpoint; "" when nothing says which)."""
-    if provider == "bedrock":
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-        return f"https://bedrock-runtime.{region}.amazonaws.com" if region else ""
-    return DEFAULT_BASE_URLS[provider]
-
-
-# Without a config file, models are routed by name prefix (Azure serves deployments a config
-# file names, so no name routes to it; Bedrock's as `bedrock/<model id>`, LiteLLM's spelling,
-# and only when EDGE_BEDROCK_REGION names the region to serve them from).
-BEDROCK_OPT_IN = "EDGE_BEDROCK_REGION"
-DEFAULT_PREFIXES: dict[str, tuple[str, ...]] = {
-    "openai": ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-"),
-    "anthropic": ("claude-",),
-    "gemini": ("gemini-",),
-    "bedrock": ("bedrock/",),
-}
-# What GET /v1/models lists when no config file names the models.
-DEFAULT_CATALOG: dict[str, tuple[str, ...]] = {
-    "openai": ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3", "o4-mini"),
-    "anthropic": ("claude-sonnet-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest"),
-    "gemini": ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash"),
-    "bedrock": ("bedrock/amazon.nova-lite-v1:0", "bedrock/us.anthropic.claude-3-5-haiku-20241022-v1:0"),
-}
-# An OpenAI-compatible server's quirks (README "Providers"): which name it reads the answer
-# limit under, and whether it takes `stream_options` (without it, streams may carry no usage).
-MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
-
-
-def bedrock_region(region: str | None, env: Mapping[str, str]) -> str:
-    """A Bedrock deployment's region: its own, else the AWS SDKs' variables ("" if none)."""
-    return region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
-
-
-# Without a config file: how many model names keep a deployment (and a breaker) of their own.
-MAX_ROUTED_MODELS = 256
-
 log = logging.getLogger("edge.config")
-
-
-class Deployment(msgspec.Struct, frozen=True):
-    """One upstream a public model name can be served by."""
-
-    model_name: str
-    provider: Provider
-    model: str
-    base_url: str
-    api_key_env: str
-    weight: float = 1.0
-    priority: int = 0
-    input_cost_per_1m: float = 0.0
-    output_cost_per_1m: float = 0.0
-    # Stable name the queue carries instead of a URL: workers resolve it in their own config,
-    # so nothing on the queue can point a worker at another host.
-    id: str = ""
-    rpm: int | None = None  # requests per minute, cluster-wide (edge_front/deployment_limits.py)
-    tpm: int | None = None  # tokens per minute, cluster-wide
-    timeout_s: float | None = None  # bounds one upstream call (the request's deadline too)
-    stream_timeout_s: float | None = None  # ... of a streamed call, instead of timeout_s
-    api_key: str = ""  # written in the file itself (LiteLLM allows it); wins over api_key_env
-    cache: CachePolicy | None = None  # its model group's cache policy (shared/cache_policy.py)
-    api_version: str | None = None  # Azure: the api-version query, or "v1" for /openai/v1
-    auth: Literal["api-key", "bearer"] | None = None  # Azure: its api-key header or a bearer token
-    stream_options: bool = True  # OpenAI-compatible: send stream_options.include_usage
-    max_tokens_field: MaxTokensField | None = None  # OpenAI-compatible: rename the answer limit
-    region: str = ""  # bedrock: the AWS region it signs for
-    aws: AwsCredentials | None = None  # bedrock: credentials of its own (else the default chain)
-    semantic_cache: SemanticSettings | None = None  # for its whole group (shared/semantic_config.py)
-
-    def __repr__(self) -> str:  # never a key in a log line
-        return f"Deployment({self.id!r}, {self.provider}, {self.model!r}, {self.base_url!r})"
-
-
-PerMinute = Annotated[int, msgspec.Meta(ge=1)]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class _DeploymentIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -380,84 +292,6 @@ class ModelTable:
         return {p for p in DEFAULT_PREFIXES if p in self._templates}
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
-
-
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    value = env.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ConfigError(f"{name}: expected a number, got {value!r}") from None
-
-
-def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    value = env.get(name)
-    if value is None or value == "":
-        return default
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}: expected true or false, got {value!r}")
-
-
-class Settings(msgspec.Struct, frozen=True):
-    host: str = "0.0.0.0"
-    port: int = 8080
-    redis: RedisTarget = RedisTarget()  # REDIS_URL, or the Sentinel group (shared/redis_settings.py)
-    cache_redis: RedisTarget | None = None  # CACHE_REDIS_URL: the L2 cache's own Redis, if any
-    master_key: str = ""
-    enable_l2_cache: bool = True
-    single_flight: bool = True  # identical concurrent misses share one upstream call
-    enable_metrics: bool = True
-    metrics_port: int = 9100
-    request_timeout_s: float = 600.0
-    max_body_bytes: int = 10 * 1024 * 1024
-    l1_max_entries: int = 1000
-    l1_max_bytes: int = 64 * 1024 * 1024
-    l1_ttl_s: float = 300.0
-    l2_ttl_s: int = 3600
-    cache_max_ttl_s: int = 86400  # the longest L2 TTL a request may ask for (s-maxage, ...)
-    l2_timeout_s: float = 0.1
-    worker_concurrency: int = 512
-    upstream_connect_timeout_s: float = 10.0
-    # A hostile or broken upstream must not exhaust a worker that runs hundreds of jobs at once.
-    max_upstream_body_bytes: int = 64 * 1024 * 1024  # a whole answer, or a whole stream
-    max_upstream_line_bytes: int = 8 * 1024 * 1024  # one line (event) of a stream
-    # Requests wait this long for a provider's workers to come back, then get a 503.
-    no_worker_grace_s: float = 10.0
-    # arq's poll of the queue, a fallback only: workers are woken by the wake stream.
-    worker_poll_interval_s: float = 0.5
-    # The window a virtual key's rpm_limit counts in (seconds; shorter only in tests).
-    key_window_s: int = 60
-    # One log line per chat request (edge_front/access_log.py), for that fraction of them.
-    access_log: bool = False
-    access_log_sample: float = 1.0
-    # /metrics: open when empty; else it wants this bearer token (or the master key).
-    metrics_token: str = ""
-    # Distinct `model` label values beyond the configured ones (the rest are `other`).
-    metrics_max_models: int = 100
-    # On SIGTERM, fronts finish the requests in flight and workers the jobs they hold, this long
-    # at most (then they are cut: their jobs run again elsewhere). Below compose's 30 s grace.
-    drain_s: int = 25
-    # What a virtual key with a tpm limit or budget reserves for an answer without max_tokens.
-    reserve_completion_tokens: int = 4096
-
-    @property
-    def redis_url(self) -> str:
-        return self.redis.url
-
-
 def _field_path(err: msgspec.ValidationError) -> str:
     message, param = validation_error_param(err)
     return f"{param}: {message}" if param else message
@@ -467,10 +301,10 @@ def _router_from_env(env: Mapping[str, str]) -> RouterSettings:
     """Without a config file, the retry and breaker limits can still be set from the environment."""
     retry, breaker = RetrySettings(), BreakerSettings()
     values = {
-        "retry": {"max_attempts": _env_int(env, "EDGE_MAX_ATTEMPTS", retry.max_attempts)},
+        "retry": {"max_attempts": env_int(env, "EDGE_MAX_ATTEMPTS", retry.max_attempts)},
         "breaker": {
-            "failures": _env_int(env, "EDGE_BREAKER_FAILURES", breaker.failures),
-            "cooldown_s": _env_float(env, "EDGE_BREAKER_COOLDOWN", breaker.cooldown_s),
+            "failures": env_int(env, "EDGE_BREAKER_FAILURES", breaker.failures),
+            "cooldown_s": env_float(env, "EDGE_BREAKER_COOLDOWN", breaker.cooldown_s),
         },
     }
     try:
@@ -482,60 +316,13 @@ def _router_from_env(env: Mapping[str, str]) -> RouterSettings:
 def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, ModelTable]:
     """Read the environment (and EDGE_CONFIG's YAML if set). Raises ConfigError."""
     env = os.environ if env is None else env
-    settings = Settings(
-        host=env.get("HOST", "0.0.0.0"),
-        port=_env_int(env, "PORT", 8080),
-        redis=redis_from_env(env),
-        cache_redis=cache_redis_from_env(env),
-        master_key=env.get("EDGE_MASTER_KEY", ""),
-        enable_l2_cache=_env_bool(env, "ENABLE_L2_CACHE", True),
-        single_flight=_env_bool(env, "EDGE_SINGLE_FLIGHT", True),
-        enable_metrics=_env_bool(env, "ENABLE_METRICS", True),
-        metrics_port=_env_int(env, "METRICS_PORT", 9100),
-        request_timeout_s=_env_float(env, "EDGE_REQUEST_TIMEOUT", 600.0),
-        max_body_bytes=_env_int(env, "EDGE_MAX_BODY_BYTES", 10 * 1024 * 1024),
-        l1_max_entries=_env_int(env, "EDGE_L1_MAX_ENTRIES", 1000),
-        l1_max_bytes=_env_int(env, "EDGE_L1_MAX_BYTES", 64 * 1024 * 1024),
-        l1_ttl_s=_env_float(env, "EDGE_L1_TTL", 300.0),
-        l2_ttl_s=_env_int(env, "EDGE_L2_TTL", 3600),
-        cache_max_ttl_s=_env_int(env, "EDGE_CACHE_MAX_TTL", 86400),
-        l2_timeout_s=_env_float(env, "EDGE_L2_TIMEOUT", 0.1),
-        worker_concurrency=_env_int(env, "EDGE_WORKER_CONCURRENCY", 512),
-        upstream_connect_timeout_s=_env_float(env, "EDGE_UPSTREAM_CONNECT_TIMEOUT", 10.0),
-        max_upstream_body_bytes=_env_int(env, "EDGE_MAX_UPSTREAM_BODY_BYTES", 64 * 1024 * 1024),
-        max_upstream_line_bytes=_env_int(env, "EDGE_MAX_UPSTREAM_LINE_BYTES", 8 * 1024 * 1024),
-        no_worker_grace_s=_env_float(env, "EDGE_NO_WORKER_GRACE", 10.0),
-        worker_poll_interval_s=_env_float(env, "EDGE_WORKER_POLL_INTERVAL", 0.5),
-        key_window_s=_env_int(env, "EDGE_KEY_WINDOW_S", 60),
-        access_log=_env_bool(env, "EDGE_ACCESS_LOG", False),
-        access_log_sample=_env_float(env, "EDGE_ACCESS_LOG_SAMPLE", 1.0),
-        metrics_token=env.get("EDGE_METRICS_TOKEN", ""),
-        metrics_max_models=_env_int(env, "EDGE_METRICS_MAX_MODELS", 100),
-        drain_s=_env_int(env, "EDGE_DRAIN_S", 25),
-        reserve_completion_tokens=_env_int(env, "EDGE_KEY_RESERVE_COMPLETION_TOKENS", 4096),
-    )
-    if not 0 <= settings.access_log_sample <= 1:
-        raise ConfigError("EDGE_ACCESS_LOG_SAMPLE: must be between 0 and 1")
-    for name, value in (
-        ("EDGE_REQUEST_TIMEOUT", settings.request_timeout_s),
-        ("EDGE_MAX_UPSTREAM_BODY_BYTES", settings.max_upstream_body_bytes),
-        ("EDGE_MAX_UPSTREAM_LINE_BYTES", settings.max_upstream_line_bytes),
-        ("EDGE_WORKER_POLL_INTERVAL", settings.worker_poll_interval_s),
-        ("EDGE_KEY_WINDOW_S", settings.key_window_s),
-        ("EDGE_KEY_RESERVE_COMPLETION_TOKENS", settings.reserve_completion_tokens),
-        ("EDGE_DRAIN_S", settings.drain_s),
-        ("EDGE_CACHE_MAX_TTL", settings.cache_max_ttl_s),
-    ):
-        if value <= 0:
-            raise ConfigError(f"{name}: must be positive")
-    if settings.no_worker_grace_s < 0:
-        raise ConfigError("EDGE_NO_WORKER_GRACE: must not be negative")
+    settings = settings_from_env(env)
     config_path = env.get("EDGE_CONFIG")
     if not config_path:
         return settings, ModelTable([], env, by_prefix=True, router=_router_from_env(env))
     loaded = read_config(config_path, env)
     if loaded.warnings:
-        if _env_bool(env, "EDGE_CONFIG_STRICT", False):
+        if env_bool(env, "EDGE_CONFIG_STRICT", False):
             raise ConfigError(f"EDGE_CONFIG {config_path}: refused (strict): {'; '.join(loaded.warnings)}")
         line = f"EDGE_CONFIG {config_path}: {'; '.join(loaded.warnings)}"
         if line not in _warned:  # once per process, however often the settings are read
@@ -545,28 +332,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, Model
         # The file's environment_variables fill gaps only: the real environment always wins.
         for variable, text in loaded.settings.environment.items():
             env.setdefault(variable, text)
-    settings = _with_file_settings(settings, loaded.settings, env)
+    settings = with_file_settings(settings, loaded.settings, env)
     return settings, ModelTable(loaded.deployments, env, by_prefix=False, router=loaded.router)
 
 
 _warned: set[str] = set()
-
-
-def _with_file_settings(settings: Settings, file: FileSettings, env: Mapping[str, str]) -> Settings:
-    """What the file sets, where the matching environment variable is unset (it wins)."""
-    changes: dict[str, object] = {}
-    for field, variable in (
-        ("request_timeout_s", "EDGE_REQUEST_TIMEOUT"),
-        ("enable_l2_cache", "ENABLE_L2_CACHE"),
-        ("l2_ttl_s", "EDGE_L2_TTL"),
-        ("l1_ttl_s", "EDGE_L1_TTL"),
-    ):
-        value = getattr(file, field)
-        if value is not None and not env.get(variable):
-            changes[field] = value
-    if file.master_key:
-        if not settings.master_key:
-            changes["master_key"] = file.master_key
-        elif settings.master_key != file.master_key:
-            log.warning("general_settings.master_key differs from EDGE_MASTER_KEY; EDGE_MASTER_KEY wins")
-    return msgspec.structs.replace(settings, **changes)

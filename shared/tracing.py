@@ -19,8 +19,8 @@ import os
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
-from shared.config import _env_bool
 from shared.config_error import ConfigError
+from shared.settings import env_bool
 
 T = TypeVar("T")
 ON = False  # ENABLE_TRACING: the one check every hook in a hot module makes
@@ -45,7 +45,7 @@ def setup(default_service: str, env: Mapping[str, str] | None = None) -> bool:
     service name unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES name one."""
     global ON, CONTENT, tracer, _propagator, _provider
     env = os.environ if env is None else env
-    if not _env_bool(env, "ENABLE_TRACING", False) or _env_bool(env, "OTEL_SDK_DISABLED", False):
+    if not env_bool(env, "ENABLE_TRACING", False) or env_bool(env, "OTEL_SDK_DISABLED", False):
         return False
     for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
         protocol = env.get(variable, "").strip()
@@ -56,7 +56,7 @@ def setup(default_service: str, env: Mapping[str, str] | None = None) -> bool:
             f"{variable}: {protocol!r} is not supported; the gateway exports "
             f"traces over {' or '.join(PROTOCOLS)} (point it at the collector's OTLP/HTTP port, 4318)"
         )
-    CONTENT = _env_bool(env, "EDGE_TRACE_CONTENT", False)
+    CONTENT = env_bool(env, "EDGE_TRACE_CONTENT", False)
     if _provider is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource

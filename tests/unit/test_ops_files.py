@@ -79,12 +79,14 @@ def parse_cli(args: list[str], where: str) -> Any:
 
 @cache
 def code_env_vars() -> frozenset[str]:
-    """Upper-case string literals in shared/config.py, shared/redis_settings.py and edge_agent:
+    """Upper-case string literals in shared's configuration modules and edge_agent:
     the names the code reads.
 
     A superset (it also holds words like "INFO"), which is fine for catching misspelt names.
     """
-    settings = [ROOT / "shared" / "config.py", ROOT / "shared" / "redis_settings.py"]
+    settings = [
+        ROOT / "shared" / name for name in ("config.py", "settings.py", "deployments.py", "redis_settings.py")
+    ]
     files = [*settings, *sorted((ROOT / "edge_agent").rglob("*.py"))]
     found: set[str] = set()
     for path in files:
