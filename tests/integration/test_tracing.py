@@ -73,15 +73,18 @@ def unique(text: str) -> str:
     return f"{text} {secrets.token_hex(6)}"
 
 
-def whole_trace(sink: OtlpSink, trace_id: str, names: tuple[str, ...]) -> dict[str, list[ReceivedSpan]]:
-    """The trace's spans by name, once every name in `names` arrived (front and worker export
-    on their own schedules)."""
+def whole_trace(
+    sink: OtlpSink, trace_id: str, names: tuple[str, ...], times: int = 1
+) -> dict[str, list[ReceivedSpan]]:
+    """The trace's spans by name, once every name in `names` arrived `times` times or more
+    (front and worker export on their own schedules; a retried request has a job span, and
+    its worker's spans, per attempt)."""
 
     def arrived() -> dict[str, list[ReceivedSpan]] | None:
         found: dict[str, list[ReceivedSpan]] = {}
         for span in sink.trace(trace_id):
             found.setdefault(span.name, []).append(span)
-        return found if all(name in found for name in names) else None
+        return found if all(len(found.get(name, ())) >= times for name in names) else None
 
     return wait_until(arrived, f"spans {names} of trace {trace_id}")
 
@@ -199,6 +202,8 @@ def test_each_retry_is_its_own_job_span_with_its_number(stacks: Stacks) -> None:
     )
     assert raw.headers["x-edge-attempts"] == "2"
     found = whole_trace(stacks.sink, raw.headers["x-trace-id"], MISS_SPANS)
+    per_attempt = ("send edge:queue:openai", "process edge:queue:openai", "chat gpt-4o-mini")
+    found = whole_trace(stacks.sink, raw.headers["x-trace-id"], per_attempt, times=2)
     producers = sorted(found["send edge:queue:openai"], key=lambda s: s.attributes["edge.attempt"])
     assert [p.attributes["edge.attempt"] for p in producers] == [1, 2]
     assert [p.error for p in producers] == [True, False]
