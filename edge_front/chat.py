@@ -21,7 +21,8 @@ from edge_front import access_log, metrics
 from edge_front import tracing as front_tracing
 from edge_front.access_log import RequestFacts
 from edge_front.apis import Api, Parsed, parse_json
-from edge_front.dispatch import L2Hit, Miss, Served, dispatch
+from edge_front.attempt import L2Hit, Miss
+from edge_front.dispatch import Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.keys import Identity
 from edge_front.state import FrontState

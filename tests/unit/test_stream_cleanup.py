@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from edge_front import dispatch
+from edge_front import attempt
 from edge_front.http import ClientDisconnected
 from edge_front.l1 import L1Cache
 from edge_front.replies import ReplyRouter
@@ -38,8 +38,8 @@ def job(deadline_s: float = 30) -> Job:
     )
 
 
-def miss(stream: bool = True) -> dispatch.Miss:
-    return dispatch.Miss("r1", "m", b"{}", None, stream, False, time.time() + 30)
+def miss(stream: bool = True) -> attempt.Miss:
+    return attempt.Miss("r1", "m", b"{}", None, stream, False, time.time() + 30)
 
 
 def chunk(text: str) -> Reply:
@@ -132,7 +132,7 @@ def test_a_request_cancelled_while_waiting_for_its_first_chunk_cancels_its_job(
     async def submitted(state: object, m: object, j: Job) -> MissResult:
         return MissResult(job=j)
 
-    monkeypatch.setattr(dispatch, "_submit", submitted)
+    monkeypatch.setattr(attempt, "_submit", submitted)
 
     async def main() -> None:
         state = FakeState()
@@ -142,7 +142,7 @@ def test_a_request_cancelled_while_waiting_for_its_first_chunk_cancels_its_job(
             return {}
 
         task = asyncio.create_task(
-            dispatch._start_stream(state, miss(), job(), never_disconnects)  # type: ignore[arg-type]
+            attempt._start_stream(state, miss(), job(), never_disconnects)  # type: ignore[arg-type]
         )
         for _ in range(100):  # until it waits for its first reply
             if len(state.replies):
@@ -160,7 +160,7 @@ def test_a_client_leaving_before_the_first_chunk_cancels_its_job(monkeypatch: py
     async def submitted(state: object, m: object, j: Job) -> MissResult:
         return MissResult(job=j)
 
-    monkeypatch.setattr(dispatch, "_submit", submitted)
+    monkeypatch.setattr(attempt, "_submit", submitted)
 
     async def main() -> None:
         state = FakeState()
@@ -169,7 +169,7 @@ def test_a_client_leaving_before_the_first_chunk_cancels_its_job(monkeypatch: py
             return {"type": "http.disconnect"}
 
         with pytest.raises(ClientDisconnected):
-            await dispatch._start_stream(state, miss(), job(), disconnects)  # type: ignore[arg-type]
+            await attempt._start_stream(state, miss(), job(), disconnects)  # type: ignore[arg-type]
         assert state.cancelled == ["j1"] and len(state.replies) == 0
 
     run(main())
@@ -179,7 +179,7 @@ def test_a_non_streamed_client_leaving_cancels_its_job(monkeypatch: pytest.Monke
     async def submitted(state: object, m: object, j: Job) -> MissResult:
         return MissResult(job=j)
 
-    monkeypatch.setattr(dispatch, "_submit", submitted)
+    monkeypatch.setattr(attempt, "_submit", submitted)
 
     async def main() -> None:
         state = FakeState()
@@ -190,7 +190,7 @@ def test_a_non_streamed_client_leaving_cancels_its_job(monkeypatch: pytest.Monke
             return {"type": "http.disconnect"}
 
         plain = msgspec.structs.replace(job(), stream=False)
-        task = asyncio.create_task(dispatch._ask(state, miss(False), plain, disconnects))  # type: ignore[arg-type]
+        task = asyncio.create_task(attempt._ask(state, miss(False), plain, disconnects))  # type: ignore[arg-type]
         await asyncio.sleep(0.01)
         assert state.cancelled == []  # waiting for its answer
         left.set()
@@ -205,7 +205,7 @@ def test_a_follower_leaving_leaves_its_flight_and_cancels_nothing(monkeypatch: p
     async def joined(state: object, m: object, j: Job) -> MissResult:
         return MissResult(leader="j0", leader_deadline=time.time() + 30)
 
-    monkeypatch.setattr(dispatch, "_submit", joined)
+    monkeypatch.setattr(attempt, "_submit", joined)
 
     async def main() -> None:
         state = FakeState()
@@ -219,9 +219,9 @@ def test_a_follower_leaving_leaves_its_flight_and_cancels_nothing(monkeypatch: p
         async def disconnects() -> dict[str, Any]:
             return {"type": "http.disconnect"}
 
-        following = dispatch.Miss("r1", "m", b"{}", "v1:ns:k", False, False, time.time() + 30, flight=True)
+        following = attempt.Miss("r1", "m", b"{}", "v1:ns:k", False, False, time.time() + 30, flight=True)
         with pytest.raises(ClientDisconnected):
-            await dispatch._ask(state, following, job(), disconnects)  # type: ignore[arg-type]
+            await attempt._ask(state, following, job(), disconnects)  # type: ignore[arg-type]
         assert left == [("v1:ns:k", "edge:reply:test j1")] and state.cancelled == []
 
     run(main())
