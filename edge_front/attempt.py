@@ -17,6 +17,7 @@ from starlette.types import Receive
 
 from edge_front import metrics
 from edge_front import tracing as front_tracing
+from edge_front.cache_lookup import read_l2
 from edge_front.http import ClientDisconnected
 from edge_front.reservation import worst_case_usd
 from edge_front.state import FrontState
@@ -24,7 +25,6 @@ from edge_front.streams import LiveStream, watch_disconnect
 from shared import keyspace, tracing
 from shared.admission import KeyLimits
 from shared.config import Deployment
-from shared.costs import fresh
 from shared.errors import EdgeError, deadline_error, error_body
 from shared.flights import follower_member
 from shared.miss_script import MissResult
@@ -260,15 +260,8 @@ async def _start_stream(
 
 
 async def l2_get(state: FrontState, miss: Miss) -> L2Hit | None:
-    """L2 on its own (when the miss script will not look): a dead Redis is a miss."""
+    """L2 on its own (when the miss script will not look)."""
     if miss.lookup_key is None:
         return None
-    try:
-        entry = await state.cache_redis.get(keyspace.cache_entry(miss.lookup_key))
-    except (TimeoutError, RedisError, OSError):
-        metrics.CACHE_ERRORS.inc()
-        return None
-    if entry is None or not fresh(entry, miss.oldest):
-        metrics.CACHE_MISSES.labels("l2").inc()
-        return None
-    return L2Hit(entry)
+    entry = await read_l2(state, miss.lookup_key, miss.oldest)
+    return None if entry is None else L2Hit(entry)

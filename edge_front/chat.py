@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from edge_front import access_log, metrics
@@ -22,17 +21,18 @@ from edge_front import tracing as front_tracing
 from edge_front.access_log import RequestFacts
 from edge_front.apis import Api, Parsed, parse_json
 from edge_front.attempt import L2Hit, Miss
+from edge_front.cache_lookup import evict, l1_get, l2_get, lookup, took_l2
 from edge_front.dispatch import Served, dispatch
 from edge_front.http import ClientDisconnected, header_map, read_body, request_id_of, send_json
 from edge_front.keys import Identity
 from edge_front.state import FrontState
 from edge_front.streams import CHAT_SSE, LiveStream, relay, replay_body, send_sse
-from shared import keyspace, tracing
+from shared import tracing
 from shared.admission import KeyLimits
 from shared.cache_keys import cache_key
 from shared.cache_policy import decide, strip_body_field
 from shared.config import MAX_ROUTED_MODELS, Deployment
-from shared.costs import format_usd, fresh, l1_ttl_s, split_entry
+from shared.costs import format_usd
 from shared.embeddings_wire import EMBEDDINGS_API
 from shared.errors import EdgeError
 from shared.keys import budget_period
@@ -192,12 +192,12 @@ async def _handle(
             hit = await front_tracing.cache_lookup(
                 state,
                 key,
-                lambda state, key: _l1_get(state, key, oldest),
-                lambda state, key: _l2_get(state, key, oldest),
+                lambda state, key: l1_get(state, key, oldest),
+                lambda state, key: l2_get(state, key, oldest),
                 l2=not script_lookup,
             )
         else:
-            hit = await _lookup(state, key, oldest, l2=not script_lookup)
+            hit = await lookup(state, key, oldest, l2=not script_lookup)
         if hit is not None:
             answer = await _from_cache(state, key, hit, group[0], parsed, api, labels, request_id)
             if answer is not None:
@@ -234,7 +234,7 @@ async def _handle(
         miss.limits.reserve_tokens = sum(miss.estimate)
     served = await dispatch(state, miss, receive)
     if isinstance(served.result, L2Hit):
-        hit = _took_l2(state, key, served.result.entry)
+        hit = took_l2(state, key, served.result.entry)
         answer = await _from_cache(state, key, hit, group[0], parsed, api, labels, request_id)
         if answer is not None:
             return answer
@@ -301,7 +301,7 @@ async def _from_cache(
         log.warning(
             "request %s: dropped an unreadable cache entry", request_id, extra={"request_id": request_id}
         )
-        await _evict(state, key)
+        await evict(state, key)
         return None
 
 
@@ -394,58 +394,3 @@ def _error(error: EdgeError, request_id: str, labels: RequestFacts) -> Answer:
             },
         )
     return error.status, error.body(), [(k.encode(), v.encode()) for k, v in error.headers.items()]
-
-
-async def _evict(state: FrontState, key: str) -> None:
-    state.l1.delete(key)
-    if state.settings.enable_l2_cache:
-        try:
-            await state.cache_redis.delete(keyspace.cache_entry(key))
-        except (TimeoutError, RedisError, OSError):
-            metrics.CACHE_ERRORS.inc()
-
-
-async def _lookup(
-    state: FrontState, key: str, oldest: float | None, l2: bool = True
-) -> tuple[str, bytes, float] | None:
-    """A hit as (tier, answer, stored), from L1, then L2 when it is on and `l2`; only one stored
-    at `oldest` or later, when given (max-age). (`edge_front.tracing.cache_lookup` does the same
-    in spans.)"""
-    hit = _l1_get(state, key, oldest)
-    if hit is None and l2 and state.settings.enable_l2_cache:
-        hit = await _l2_get(state, key, oldest)
-    return hit
-
-
-def _l1_get(state: FrontState, key: str, oldest: float | None) -> tuple[str, bytes, float] | None:
-    entry = state.l1.get(key)
-    if entry is not None and oldest is not None and entry[2] < oldest:
-        entry = None  # too old for this request; kept for others
-    if entry is not None:
-        metrics.CACHE_HITS.labels("l1").inc()
-        metrics.CACHE_SAVINGS.inc(entry[1])
-        return "hit-l1", entry[0], entry[2]
-    metrics.CACHE_MISSES.labels("l1").inc()
-    return None
-
-
-async def _l2_get(state: FrontState, key: str, oldest: float | None) -> tuple[str, bytes, float] | None:
-    try:
-        value = await state.cache_redis.get(keyspace.cache_entry(key))
-    except (TimeoutError, RedisError, OSError):
-        # A slow or dead Redis is a miss, not an error: the request still gets answered.
-        metrics.CACHE_ERRORS.inc()
-        value = None
-    if value is None or not fresh(value, oldest):
-        metrics.CACHE_MISSES.labels("l2").inc()
-        return None
-    return _took_l2(state, key, value)
-
-
-def _took_l2(state: FrontState, key: str, value: bytes) -> tuple[str, bytes, float]:
-    """An L2 hit: counted, and kept in L1 for the next one."""
-    metrics.CACHE_HITS.labels("l2").inc()
-    completion, cost, stored, ttl = split_entry(value)
-    metrics.CACHE_SAVINGS.inc(cost)
-    state.l1.set(key, completion, cost, stored, l1_ttl_s(stored, ttl))
-    return "hit-l2", completion, stored
