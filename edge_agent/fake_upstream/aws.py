@@ -9,6 +9,7 @@ in tests/unit/test_bedrock_fake.py. The signature is verified by recomputing it 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import hmac
 import re
 import struct
@@ -92,6 +93,9 @@ def signature_problem(method: str, url: str, headers: Any, body: bytes, now: dat
     names = match["headers"].split(";")
     if "host" not in names or any(name not in headers for name in names):
         return "SignedHeaders must include host and name only headers the request carries"
+    declared = headers.get("X-Amz-Content-SHA256")
+    if declared is not None and declared != hashlib.sha256(body).hexdigest():
+        return "The provided 'x-amz-content-sha256' header does not match what was computed."
     request = AWSRequest(method=method, url=url, data=body, headers={n: headers[n] for n in names})
     request.context["timestamp"] = amz_date
     token = headers.get("X-Amz-Security-Token")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import json
 import random
 from typing import Any
@@ -21,6 +22,7 @@ from edge_workers.providers import bedrock_auth
 from edge_workers.providers import bedrock_wire as bw
 from edge_workers.providers.base import StreamError
 from edge_workers.providers.bedrock import BedrockAdapter, model_url
+from edge_workers.providers.bedrock_auth import host_of
 from edge_workers.providers.bedrock_request import to_converse_request
 from edge_workers.providers.bedrock_stream import EventStreamParser
 from shared.aws_config import AwsCredentials
@@ -371,8 +373,16 @@ def test_requests_are_signed_by_botocore_and_verify() -> None:
     headers = {**request.headers, "host": "127.0.0.1:9"}
     problem = aws.signature_problem("POST", request.url, _Headers(headers), request.body, now)
     assert problem is None
+    # botocore is given the host and the body's hash (sent, and signed), so it parses neither
+    assert request.headers["Host"] == "127.0.0.1:9"
+    assert request.headers["X-Amz-Content-SHA256"] == hashlib.sha256(request.body).hexdigest()
+    signed_names = "SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date,"
+    assert signed_names in request.headers["Authorization"]
     tampered = aws.signature_problem("POST", request.url, _Headers(headers), request.body + b" ", now)
-    assert tampered is not None and "does not match" in tampered
+    assert tampered is not None and "x-amz-content-sha256" in tampered
+    rehashed = {**headers, "X-Amz-Content-SHA256": hashlib.sha256(request.body + b" ").hexdigest()}
+    forged = aws.signature_problem("POST", request.url, _Headers(rehashed), request.body + b" ", now)
+    assert forged is not None and "signature we calculated does not match" in forged
     late = aws.signature_problem(
         "POST", request.url, _Headers(headers), request.body, now + datetime.timedelta(hours=1)
     )
@@ -390,6 +400,15 @@ def test_requests_are_signed_by_botocore_and_verify() -> None:
     assert stream_url.endswith(
         "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx/converse-stream"
     )
+
+
+def test_signed_host_is_botocores() -> None:
+    assert host_of("https://bedrock-runtime.us-east-1.amazonaws.com/model/x/converse") == (
+        "bedrock-runtime.us-east-1.amazonaws.com"
+    )
+    assert host_of("https://h.example:443/model/x") == "h.example"  # the scheme's default port
+    assert host_of("http://h.example:8080/model/x") == "h.example:8080"
+    assert host_of("http://[::1]:8080/model/x") == "[::1]:8080"
 
 
 class _Headers(dict[str, str]):
