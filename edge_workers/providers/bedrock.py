@@ -25,6 +25,7 @@ the one-to-one fields (most shared with the Anthropic adapter, whose helpers are
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 from urllib.parse import quote
@@ -46,10 +47,15 @@ _decode_response = msgspec.json.Decoder(bw.ConverseResponse).decode
 _JSON = {"Content-Type": "application/json"}
 
 
+@functools.lru_cache(maxsize=1024)
+def _model_path(model: str) -> str:
+    return quote(model, safe="")
+
+
 def model_url(deployment: Deployment, model: str, action: str) -> str:
     """`<endpoint>/model/<model id>/<action>`, the id percent-encoded as the AWS SDKs do (ids
     hold `:`, inference-profile ARNs `/`)."""
-    return f"{deployment.base_url}/model/{quote(model, safe='')}/{action}"
+    return f"{deployment.base_url}/model/{_model_path(model)}/{action}"
 
 
 def to_chat_completion(response: bw.ConverseResponse, model: str, created: int) -> ChatCompletion:

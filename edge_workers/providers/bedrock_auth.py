@@ -143,11 +143,15 @@ def sign(deployment: Deployment, url: str, body: bytes, headers: dict[str, str])
     it would parse the URL for the host twice per signature and prepare the whole request
     again to hash its body, a third of its signing time. Both are sent, and signed: AWS takes
     the content hash header from any SigV4 client (S3 requires it; the fake checks it)."""
-    request = AWSRequest(
-        method="POST",
-        url=url,
-        data=body,
-        headers={**headers, "Host": host_of(url), "X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()},
-    )
+    out = {**headers, "Host": host_of(url), "X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()}
+    request = AWSRequest(method="POST", url=url, data=body, headers=out)
     signer(deployment.aws, region_of(deployment)).add_auth(request)
-    return dict(request.headers.items())
+    # What the signature added, read by name: botocore's headers are an email.message.Message,
+    # whose items() re-checks every header on every read.
+    signed = request.headers
+    out["X-Amz-Date"] = signed["X-Amz-Date"]
+    out["Authorization"] = signed["Authorization"]
+    token = signed.get("X-Amz-Security-Token")
+    if token is not None:
+        out["X-Amz-Security-Token"] = token
+    return out
