@@ -19,14 +19,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from edge_workers import metrics
+from edge_workers import ahead, metrics
 from edge_workers import tracing as worker_tracing
 from edge_workers.embeddings import call_embeddings
 from edge_workers.joblog import job_fields, log_failure
 from edge_workers.messages import shape_of
+from edge_workers.providers import Adapter
 from edge_workers.publishing import Attempt, Publication, ScriptCalls, publish
 from edge_workers.semantic.replies import hit_replies
-from edge_workers.streaming import stream_answer
+from edge_workers.streaming import AnswerStream, stream_answer
 from edge_workers.upstream import Outcome, call_upstream
 from shared import arq_compat, keyspace, tracing
 from shared.breaker import outcome_of
@@ -61,6 +62,8 @@ class WorkerState:
     # Upstream calls in flight by job id, so a front's cancel can stop one (see `cancel_listener`).
     running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
     cache_redis: Redis | None = None  # CACHE_REDIS_URL: the L2 cache's own Redis
+    # Upstream requests built while their jobs were being claimed, by job id (edge_workers/ahead.py).
+    built_ahead: dict[str, ahead.Ahead] = field(default_factory=dict)
     semantic: SemanticCache | None = None  # set only where a model group has semantic_cache on
 
     async def publish(self, job: Job, pub: Publication) -> None:
@@ -234,11 +237,17 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
 
 
 async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
-    body = _decode_json(job.body)
     settings = state.settings
     cache = job.cache_key is not None and settings.enable_l2_cache
     embeddings = job.api == EMBEDDINGS_API  # the provider's embeddings API, not its chat one
-    adapter, answer_stream = (None, None) if embeddings else shape_of(job, deployment)
+    built = ahead.take(state, job)  # its request, built while the worker claimed it
+    adapter: Adapter | None
+    answer_stream: AnswerStream | None
+    if built is not None:
+        body, adapter, answer_stream = built.body, built.adapter, built.answer_stream
+    else:
+        body = _decode_json(job.body)
+        adapter, answer_stream = (None, None) if embeddings else shape_of(job, deployment)
     index_entry: Callable[[Pipeline], None] | None = None
     if state.semantic is not None and cache and job.api == "chat":  # chat completions only
         probe = state.semantic.probe(job, body)
@@ -250,7 +259,7 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
                 return "hit-semantic"
             semantic = state.semantic
             index_entry = functools.partial(semantic.append, job=job, probe=probe)
-    api_key = deployment.api_key or state.api_keys.get(deployment.api_key_env, "")  # the file's key wins
+    api_key = ahead.api_key(state, deployment)
     if job.stream:
 
         async def send(pub: Publication) -> None:
@@ -271,6 +280,7 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
             (settings.max_upstream_body_bytes, settings.max_upstream_line_bytes),
             adapter,
             answer_stream,
+            built.request if built is not None else None,
         )
         return await (worker_tracing.stream_call(job, deployment, streamed) if tracing.ON else streamed)
     args = (
@@ -282,7 +292,11 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
         job.deadline,
         settings.max_upstream_body_bytes,
     )
-    call = call_embeddings(*args) if embeddings else call_upstream(*args, adapter)
+    call = (
+        call_embeddings(*args)
+        if embeddings
+        else call_upstream(*args, adapter, built.request if built is not None else None)
+    )
     outcome = await (worker_tracing.chat_call(job, deployment, call) if tracing.ON else call)
     # A timeout at a deadline the client chose (x-edge-timeout) is not the upstream's failure.
     judged = outcome.attempted and not (outcome.deadline and job.client_deadline)

@@ -23,6 +23,11 @@ UPSTREAM_DURATION = Histogram(
     ["provider"],
     buckets=_MS_BUCKETS,
 )
+BUILT_AHEAD = Counter(
+    "llm_edge_worker_built_ahead_total",
+    "Upstream requests built while their job's claim was on its way (edge_workers/ahead.py)",
+    ["provider"],
+)
 COST = Counter(
     "llm_edge_cost_usd",
     "What upstream answers cost in USD (genai-prices, or the deployment's own prices)",

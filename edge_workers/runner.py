@@ -52,6 +52,9 @@ async def run(worker: Worker, job: Claimed) -> None:
     try:
         finish = await _call(worker, job)
     finally:
+        state = worker.ctx.get("edge")
+        if state is not None:  # a request built ahead for a job that ended before its call
+            state.built_ahead.pop(job.job_id, None)
         # A job whose final publication went out left `held` and had its keys deleted by it.
         if job.job_id in held:
             held.discard(job.job_id)

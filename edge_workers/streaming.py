@@ -19,7 +19,7 @@ from edge_workers import metrics
 from edge_workers.estimate import estimate_usage
 from edge_workers.joblog import log_failure
 from edge_workers.providers import ADAPTERS
-from edge_workers.providers.base import Adapter, StreamError, StreamTranslator
+from edge_workers.providers.base import Adapter, StreamError, StreamTranslator, UpstreamRequest
 from edge_workers.publishing import Attempt, Publication, Publish
 from edge_workers.upstream import (
     BodyTooLarge,
@@ -157,15 +157,15 @@ async def stream_answer(
     limits: tuple[int, int],
     adapter: Adapter | None = None,
     answer_stream: AnswerStream | None = None,
+    built: UpstreamRequest | None = None,
 ) -> str:
     """Run one streamed answer to its end; returns the outcome for metrics (status or "ok").
     `limits`: the most bytes the whole stream, and one line of it, may have. `adapter` and
-    `answer_stream` (default: the provider's, chat chunks) are the request's shape."""
+    `answer_stream` (default: the provider's, chat chunks) are the request's shape; `built` its
+    request, if built already."""
     adapter = adapter or ADAPTERS[deployment.provider]
     out = _Stream(job, publish)
-    prepared = prepare_call(
-        deployment, api_key, job.upstream_model, body, job.deadline, stream=True, adapter=adapter
-    )
+    prepared = prepare_call(deployment, api_key, job.upstream_model, body, job.deadline, True, adapter, built)
     if isinstance(prepared, Outcome):
         return await out.fail(prepared.status, prepared.body, deadline=prepared.deadline)
     request, remaining = prepared

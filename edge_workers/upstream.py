@@ -121,15 +121,20 @@ def prepare_call(
     deadline: float,
     stream: bool,
     adapter: Adapter | None = None,
+    built: UpstreamRequest | None = None,
 ) -> tuple[UpstreamRequest, float] | Outcome:
-    """The upstream request and the seconds left for it, or why no call will be made."""
+    """The upstream request and the seconds left for it, or why no call will be made. `built`:
+    the request already built from the same arguments (edge_workers/ahead.py)."""
     adapter = adapter or ADAPTERS.get(deployment.provider)
     if adapter is None:
         return no_adapter(deployment, "chat completions")
-    try:
-        request = adapter.build_request(body, upstream_model, deployment, api_key, stream)
-    except EdgeError as e:
-        return Outcome(e.status, e.body())
+    if built is not None:
+        request = built
+    else:
+        try:
+            request = adapter.build_request(body, upstream_model, deployment, api_key, stream)
+        except EdgeError as e:
+            return Outcome(e.status, e.body())
     remaining = time_left(deployment, deadline, stream)
     return remaining if isinstance(remaining, Outcome) else (request, remaining)
 
@@ -202,9 +207,11 @@ async def call_upstream(
     deadline: float,
     max_body_bytes: int,
     adapter: Adapter | None = None,
+    built: UpstreamRequest | None = None,
 ) -> Outcome:
-    """One non-streamed call. `adapter` is the request's shape (default: the provider's, chat)."""
-    prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, False, adapter)
+    """One non-streamed call. `adapter` is the request's shape (default: the provider's, chat);
+    `built` its request, if built already."""
+    prepared = prepare_call(deployment, api_key, upstream_model, body, deadline, False, adapter, built)
     if isinstance(prepared, Outcome):
         return prepared
     request, remaining = prepared

@@ -29,7 +29,7 @@ from prometheus_client import start_http_server
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from edge_workers import runner
+from edge_workers import ahead, runner
 from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
 from edge_workers.providers.bedrock_auth import keep_fresh, missing_credentials
 from edge_workers.publishing import load_scripts
@@ -71,7 +71,10 @@ class EdgeWorker(Worker):
                 default_queue_name=self.queue_name,
                 expires_extra_ms=self.expires_extra_ms,
             )
-        self._claim = self.pool.register_script(CLAIM_LUA)
+        # The wake loop's reads and claims, one at a time, on a connection of the pool it keeps
+        # (no pool checkout per command: see shared.redis_connect.one_connection).
+        wake = Redis(connection_pool=self.pool.connection_pool, single_connection_client=True)
+        self._claim = wake.register_script(CLAIM_LUA)
         self._slot_freed = asyncio.Event()
         self.ctx["redis"] = self.pool
         if self.on_startup:
@@ -103,13 +106,14 @@ class EdgeWorker(Worker):
                         await asyncio.wait_for(self._slot_freed.wait(), self.poll_delay_s)
                     continue
                 block_ms = int(self.poll_delay_s * 1000)
-                woke = await self.pool.xread({wake_stream: last_id}, count=min(free, 1000), block=block_ms)
+                woke = await wake.xread({wake_stream: last_id}, count=min(free, 1000), block=block_ms)
                 if woke:
                     entries = woke[0][1]
                     last_id = entries[-1][0]
                     await self.start_jobs(
                         [fields[b"j"] for _, fields in entries if b"j" in fields],
                         [entry_id for entry_id, _ in entries],
+                        entries[0][1].get(b"d") if len(entries) == 1 else None,
                     )
             except (RedisError, OSError) as e:
                 # Redis went away: keep the jobs in hand running and wait for it to come back.
@@ -122,14 +126,18 @@ class EdgeWorker(Worker):
                 log.warning("Redis reachable again")
                 redis_down = False
 
-    async def start_jobs(self, job_ids: list[bytes], wake_entries: Sequence[bytes] = ()) -> None:
+    async def start_jobs(
+        self, job_ids: list[bytes], wake_entries: Sequence[bytes] = (), data: bytes | None = None
+    ) -> None:
         """Claim what fits in the free slots (one Lua call) and run it; arq's poll calls this too
-        (without wake entries). The main loop reads no more wake entries than there are slots."""
+        (without wake entries). The main loop reads no more wake entries than there are slots.
+        `data`: the one job's data, from its wake entry: its upstream request is built while the
+        claim travels (edge_workers/ahead.py)."""
         free = arq_compat.free_slots(self)
         if free <= 0 or not job_ids:
             return
         held: set[str] = self.ctx["held"]
-        reply = await self._claim(
+        claim = self._claim(
             keys=[
                 self.queue_name,
                 arq_compat.IN_PROGRESS_KEY_PREFIX,
@@ -148,7 +156,18 @@ class EdgeWorker(Worker):
                 *wake_entries,
             ],
         )
-        for job in Claimed.from_claim(reply):
+        state: WorkerState | None = self.ctx.get("edge")
+        if data is None or state is None or len(job_ids) != 1:
+            reply = await claim
+        else:
+            claiming = asyncio.ensure_future(claim)
+            await asyncio.sleep(0)  # the claim is on its way (its task ran up to the reply's read)
+            ahead.build(state, job_ids[0].decode(), data)
+            reply = await claiming
+        claimed = Claimed.from_claim(reply)
+        if data is not None and state is not None and not claimed:  # another worker's
+            ahead.drop(state, [job_ids[0].decode()])
+        for job in claimed:
             held.add(job.job_id)
             await arq_compat.take_slot(self)
             task = self.loop.create_task(runner.run(self, job))

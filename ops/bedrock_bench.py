@@ -5,10 +5,13 @@
 - SigV4 signing per request, in-process: µs per `bedrock_auth.sign` (botocore's AWSRequest +
   SigV4Auth.add_auth on a ~1 KB Converse body), per whole `build_request` (mapping, encoding,
   signing), and the OpenAI adapter's `build_request` for comparison;
-- the miss path at 1 connection, pair by pair as ops/keyed_bench.py does: each provider's added
-  latency is its gateway miss minus a request sent straight to the same fake API (a Converse
-  body to `/model/<id>/converse` for Bedrock: the fake's signature and body checks are switched
-  off, so it needs no signature), all four alternating, so both see the same machine drift.
+- the miss path at 1 connection, round by round: each provider's added latency is its gateway
+  miss minus a request sent straight to the same fake API (a Converse body to
+  `/model/<id>/converse` for Bedrock: the fake's signature and body checks are switched off, so
+  it needs no signature). In each round the two direct runs come first, then the gateway runs in
+  ABBA order (BAAB the next round), so both providers see the same machine drift and neither
+  always runs right after the idle gateway of a direct run: that first run measured up to
+  0.15 ms slower, by a different amount per provider (2026-12-04).
 """
 
 from __future__ import annotations
@@ -120,14 +123,17 @@ def pairs(count: int) -> None:
         openai, bedrock = [], []
         for i in range(count):
             base = wrk(direct, 1, 2, script, {**env, "BENCH_PREFIX": f"d{i}"}).p50_ms
-            openai.append(wrk(gateway, 1, 2, script, {**env, "BENCH_PREFIX": f"o{i}"}).p50_ms - base)
             straight = wrk(direct_bedrock, 1, 2, converse, {**env, "BENCH_PREFIX": f"db{i}"})
             assert straight.errors == 0, "the fake refused the direct Converse requests"
-            base = straight.p50_ms
-            run = wrk(gateway, 1, 2, script, {**env, "BENCH_MODEL": BEDROCK_MODEL, "BENCH_PREFIX": f"b{i}"})
-            bedrock.append(run.p50_ms - base)
+            runs: dict[str, list[float]] = {"gpt-4o-mini": [], BEDROCK_MODEL: []}
+            order = list(runs) if i % 2 == 0 else list(reversed(runs))
+            for k, model in enumerate([*order, *reversed(order)]):  # ABBA, then BAAB
+                run = wrk(gateway, 1, 2, script, {**env, "BENCH_MODEL": model, "BENCH_PREFIX": f"g{i}-{k}"})
+                runs[model].append(run.p50_ms)
+            openai.append(statistics.mean(runs["gpt-4o-mini"]) - base)
+            bedrock.append(statistics.mean(runs[BEDROCK_MODEL]) - straight.p50_ms)
         deltas = [b - o for o, b in zip(openai, bedrock, strict=True)]
-        print(f"miss c=1, added p50 ms, {count} pairs; load average {os.getloadavg()[0]:.2f}")
+        print(f"miss c=1, added p50 ms, {count} rounds; load average {os.getloadavg()[0]:.2f}")
         print("  openai: ", [round(x, 2) for x in openai], "median", round(statistics.median(openai), 2))
         print("  bedrock:", [round(x, 2) for x in bedrock], "median", round(statistics.median(bedrock), 2))
         print(

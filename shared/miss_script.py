@@ -3,7 +3,9 @@ else joins an identical request already in flight (shared/flights.py), else admi
 the virtual key (shared/admission.py) and enqueues the job, marking it in flight: atomically.
 
 The job is written exactly as arq's `enqueue_job` writes it (job key with expiry, queue
-sorted-set entry), and the provider's wake stream gets its id, so workers wake at once.
+sorted-set entry), and the provider's wake stream gets its id, so workers wake at once. A small
+job's data rides in its wake entry too: the woken worker builds (and signs) its upstream request
+while its claim is on the way (edge_workers/ahead.py), a round trip it otherwise waits out.
 
 With the L2 cache in its own Redis (`CACHE_REDIS_URL`) the lookup cannot be part of it: the
 front reads L2 there first and runs this script without the lookup (two round trips).
@@ -25,6 +27,7 @@ from shared.queue import (
     JOB_KEY_GRACE_MS,
     REPLY_STREAM_MAXLEN,
     USAGE_TTL_S,
+    WAKE_DATA_MAX_BYTES,
     WAKE_STREAM_MAXLEN,
     Job,
     arq_serialize,
@@ -41,7 +44,8 @@ from shared.queue import (
 # ('' none), this request's reserved tokens, the follower member `<reply stream> <wait id>`, '1'
 # to copy a streamed flight's chunks so far, the flight's value `<job id> <deadline ms>`, the
 # reply stream's maxlen, the oldest store time (unix ms) of an L2 entry the request accepts ('' any:
-# max-age, shared/cache_policy.py; an entry without a store time counts as too old).
+# max-age, shared/cache_policy.py; an entry without a store time counts as too old), '1' to put
+# the job data in the wake entry too (a small job: a worker prepares its call while claiming it).
 # Returns {verdict, requests counted in the window, tokens counted in the window (used and
 # reserved, this request's included), spend (used and reserved, as a string)}: verdict 0
 # enqueued (and charged on a first attempt); refused (nothing written) 1 at the rpm limit, 2 at
@@ -117,7 +121,11 @@ if slot ~= '' then
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'j', ARGV[1])
+if ARGV[21] == '1' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'j', ARGV[1], 'd', ARGV[2])
+else
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'j', ARGV[1])
+end
 if KEYS[6] ~= '' then
   redis.call('HINCRBY', KEYS[6], 'r', 1)
   redis.call('EXPIRE', KEYS[6], ARGV[12])
@@ -228,6 +236,7 @@ class MissScript:
             f"{job.job_id} {int(job.deadline * 1000)}",
             REPLY_STREAM_MAXLEN,
             "" if oldest is None else int(oldest * 1000),
+            "1" if len(data) <= WAKE_DATA_MAX_BYTES else "",
         ]
         # redis-py's script object runs EVALSHA and loads the script when Redis lacks it.
         result = await self._script(keys=keys, args=args)

@@ -23,6 +23,10 @@ from shared.arq_compat import JOB_KEY_PREFIX
 
 JOB_FUNCTION = "chat_completion"
 WAKE_STREAM_MAXLEN = 10_000
+# A job this small also rides in its wake entry (see shared/miss_script.py). Claims delete the
+# entries they read, so the stream holds only unclaimed jobs: at worst (no worker reading) its
+# maxlen of them, 40 MB.
+WAKE_DATA_MAX_BYTES = 4096
 REPLY_STREAM_MAXLEN = 100_000
 # Extra life for a job key past its deadline, so a late worker sees "expired", not garbage.
 JOB_KEY_GRACE_MS = 5_000

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from edge_agent.devstack import DevStack, Front
-from tests.integration.conftest import fake_stats, sdk, wait_until
+from tests.integration.conftest import fake_stats, sample, scrape, sdk, wait_until
 
 CONFIG = """\
 model_list:
@@ -115,6 +115,23 @@ def test_plain_answer_is_signed_translated_and_named(client: openai.OpenAI, stac
     other = client.chat.completions.create(model="claude-br", messages=_user(prompt))
     assert other.model == "anthropic.claude-3-5-haiku-20241022-v1:0"
     assert other.choices[0].message.content == answer.choices[0].message.content  # same prompt, same text
+
+
+def test_requests_signed_while_claimed_verify(client: openai.OpenAI, stack: DevStack) -> None:
+    """A small job's request is built and signed while its claim travels (edge_workers/ahead.py):
+    the fake, checking every signature and the body's hash, accepts it; a job too large to ride
+    in its wake entry is built after its claim, as before."""
+    worker = next(w for w in stack.workers if w.provider == "bedrock")
+    name = "llm_edge_worker_built_ahead_total"
+    before = sample(scrape(worker.metrics_url), name, provider="bedrock")
+    small = client.chat.completions.create(model="nova", messages=_user(f"ahead {uuid.uuid4().hex[:8]}"))
+    assert small.choices[0].message.content
+    after = sample(scrape(worker.metrics_url), name, provider="bedrock")
+    assert after == before + 1
+    large = "words " * 1200 + uuid.uuid4().hex  # over WAKE_DATA_MAX_BYTES
+    answer = client.chat.completions.create(model="nova", messages=_user(large))
+    assert answer.choices[0].message.content
+    assert sample(scrape(worker.metrics_url), name, provider="bedrock") == after
 
 
 def test_stream_matches_the_plain_answer(client: openai.OpenAI) -> None:
