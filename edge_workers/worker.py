@@ -71,10 +71,13 @@ class EdgeWorker(Worker):
                 default_queue_name=self.queue_name,
                 expires_extra_ms=self.expires_extra_ms,
             )
-        # The wake loop's reads and claims, one at a time, on a connection of the pool it keeps
-        # (no pool checkout per command: see shared.redis_connect.one_connection).
-        wake = Redis(connection_pool=self.pool.connection_pool, single_connection_client=True)
-        self._claim = wake.register_script(CLAIM_LUA)
+        # Claims, one at a time, on a connection of the pool they keep: no pool checkout (an
+        # event-loop turn) before each, so a claim is on the wire as soon as its task starts and a
+        # job's request is built while it travels (edge_workers/ahead.py). The wake stream's reads
+        # stay pooled: that turn lets more entries gather under load (bigger batches, fewer
+        # claims: measured 3% more misses/s at c=64 than with both on the kept connection).
+        claims = Redis(connection_pool=self.pool.connection_pool, single_connection_client=True)
+        self._claim = claims.register_script(CLAIM_LUA)
         self._slot_freed = asyncio.Event()
         self.ctx["redis"] = self.pool
         if self.on_startup:
@@ -106,7 +109,7 @@ class EdgeWorker(Worker):
                         await asyncio.wait_for(self._slot_freed.wait(), self.poll_delay_s)
                     continue
                 block_ms = int(self.poll_delay_s * 1000)
-                woke = await wake.xread({wake_stream: last_id}, count=min(free, 1000), block=block_ms)
+                woke = await self.pool.xread({wake_stream: last_id}, count=min(free, 1000), block=block_ms)
                 if woke:
                     entries = woke[0][1]
                     last_id = entries[-1][0]
