@@ -25,7 +25,7 @@ from shared.config import ModelTable, Settings
 from shared.flights import FlightCancel, leave
 from shared.miss_script import MissScript
 from shared.queue import WORKER_DEAD_AFTER_S, Job, cancel, slot_of
-from shared.redis_connect import one_connection, pooled_client, single_client
+from shared.redis_connect import pooled_client, single_client
 from shared.tasks import stop_tasks
 
 log = logging.getLogger("edge.front")
@@ -87,8 +87,8 @@ class FrontState:
             socket_timeout=2,
             socket_connect_timeout=2,
         )
-        reader = one_connection(
-            single_client(settings.redis, client_name=name, socket_connect_timeout=2, socket_keepalive=True)
+        reader = single_client(
+            settings.redis, client_name=name, socket_connect_timeout=2, socket_keepalive=True
         )
         return cls(
             settings=settings,

@@ -5,9 +5,9 @@ upstream request: for Bedrock (the Converse mapping and botocore's SigV4 signatu
 ~120 µs of CPU at c=1, spent after a round trip in which the worker sat idle. A small job's data
 rides in its wake entry (shared/miss_script.py), so an idle worker woken by one entry sends its
 claim, builds the request meanwhile, and the job's run uses what was built (`take`). Built only
-for a single entry (an idle worker: at load, entries come in batches and nothing is waiting to
-be overlapped) and dropped if the claim went to another worker; a request whose building fails
-is built again, and fails, in the job's own run.
+by an idle worker woken by a single entry (a busy one has other jobs' work to overlap with its
+claims) and dropped if the claim went to another worker; a request whose building fails is
+built again, and fails, in the job's own run.
 """
 
 from __future__ import annotations

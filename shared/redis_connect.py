@@ -115,17 +115,6 @@ def pooled_client(target: RedisTarget, *, max_connections: int, timeout: float, 
     return client
 
 
-def one_connection(client: Redis) -> Redis:
-    """`client` (and its pool) behind one connection it keeps, for a task that sends one command
-    at a time (a blocking reader). redis-py checks a connection it takes from a pool with a
-    zero-timeout read before every command: an event-loop turn and ~10 µs of CPU, on every
-    miss's path. A kept connection is not checked, and needs no check: a command that fails or is
-    cancelled mid-reply closes it (redis-py), so it never holds a stale reply."""
-    kept = type(client)(connection_pool=client.connection_pool, single_connection_client=True)
-    kept.auto_close_connection_pool = True  # closing it closes the pool: it was `client`'s alone
-    return kept
-
-
 def single_client(target: RedisTarget, **options: Any) -> Redis:
     """A client for one task at a time (a dedicated reader, a command-line tool)."""
     if not target.uses_sentinel:
