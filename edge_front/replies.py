@@ -1,7 +1,8 @@
 """Answers from workers, for every request waiting in this front process.
 
-All waiting requests share one reader task and one Redis connection: the reader blocks on this
-process's reply stream and hands each reply to the future of its request. A request that waits
+All waiting requests share one reader task and one Redis connection (a lean one, shared/resp.py:
+it is on every miss's path): the reader blocks on this process's reply stream and hands each
+reply to the future of its request. A request that waits
 holds no connection, so 2,000 waiting requests cost 2,000 futures, not 2,000 sockets. What was
 read is trimmed from the stream in the round trip of a later read (every 64 replies, or within
 a second or two), so the stream holds only a few replies besides the undelivered ones.
@@ -15,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.queue import Job, Reply, decode_reply
+from shared.resp import LeanRedis
 
 log = logging.getLogger("edge.front")
 # What the reader has read is trimmed from the stream after this many replies, or this long.
@@ -41,7 +42,8 @@ class _Wait:
 
 
 class ReplyRouter:
-    def __init__(self, redis: Redis, stream: str) -> None:
+    def __init__(self, redis: LeanRedis, stream: str) -> None:
+        """`redis`: a blocking lean connection of the reader's own."""
         self.redis = redis
         self.stream = stream
         # A non-streamed answer waits on a future; a streamed one on a queue of its replies. Each
@@ -129,12 +131,12 @@ class ReplyRouter:
                 log.exception("reply reader failed; retrying")
                 await asyncio.sleep(0.2)
                 continue
-            for _, entries in batches:
+            for _, entries in batches or ():
                 self._untrimmed += len(entries)
                 for entry_id, fields in entries:
                     self.last_id = entry_id
                     try:
-                        self._deliver(fields.get(b"r"), fields.get(b"w"))
+                        self._deliver(_field(fields, b"r"), _field(fields, b"w"))
                     except Exception:  # one bad reply must not end the reader every request needs
                         log.exception("delivering a reply failed")
 
@@ -145,14 +147,18 @@ class ReplyRouter:
         reader, which every waiting request shares, a pipeline per reply."""
         now = time.monotonic()
         due = self._untrimmed >= TRIM_EVERY or (self._untrimmed and now - self._trimmed_at >= TRIM_AFTER_S)
+        read = ("XREAD", "COUNT", 1000, "BLOCK", 1000, "STREAMS", self.stream, last_id)
         if not due or last_id == "0-0":
-            return await self.redis.xread({self.stream: last_id}, count=1000, block=1000)
+            return await self.redis.execute(*read)
         self._untrimmed, self._trimmed_at = 0, now
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xtrim(self.stream, minid=after(last_id), approximate=False)
-            pipe.xread({self.stream: last_id}, count=1000, block=1000)
-            _, batches = await pipe.execute()
-        return batches
+        trim = ("XTRIM", self.stream, "MINID", after(last_id))
+        for reply in (replies := await self.redis.execute_many([trim, read])):
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[1]
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
 
     def _deliver(self, data: bytes | None, wait_id: bytes | None = None) -> None:
         if data is None:
@@ -181,6 +187,14 @@ class ReplyRouter:
         del self._waiters[wait_id]
         if not waiter.done():
             waiter.set_result(reply)
+
+
+def _field(fields: list[bytes], name: bytes) -> bytes | None:
+    """A field's value in an entry's raw field list (name, value, name, value, ...)."""
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == name:
+            return fields[i + 1]
+    return None
 
 
 def after(entry_id: bytes | str) -> str:

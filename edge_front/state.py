@@ -26,6 +26,7 @@ from shared.flights import FlightCancel, leave
 from shared.miss_script import MissScript
 from shared.queue import WORKER_DEAD_AFTER_S, Job, cancel, slot_of
 from shared.redis_connect import pooled_client, single_client
+from shared.resp import LeanRedis
 from shared.tasks import stop_tasks
 
 log = logging.getLogger("edge.front")
@@ -42,7 +43,8 @@ class FrontState:
     l1: L1Cache
     cache_redis: Redis  # L2 reads: a slow or dead Redis must count as a miss within l2_timeout_s
     queue_redis: Redis  # enqueue, health
-    reader_redis: Redis  # the one blocking reader of this process's reply stream
+    queue_lean: LeanRedis  # queue_redis's Redis on one lean connection: the miss script's
+    reader_redis: Redis  # where the one blocking reader of this process's reply stream reads
     replies: ReplyRouter
     router: Router
     front_id: str
@@ -61,7 +63,7 @@ class FrontState:
     def miss_script(self) -> MissScript:
         """A miss's one round trip: L2, single-flight, key admission and enqueue."""
         if self._miss_script is None:
-            self._miss_script = MissScript(self.queue_redis)
+            self._miss_script = MissScript(self.queue_lean)
         return self._miss_script
 
     @classmethod
@@ -96,8 +98,9 @@ class FrontState:
             l1=L1Cache(settings.l1_max_entries, settings.l1_max_bytes, settings.l1_ttl_s),
             cache_redis=cache_redis,
             queue_redis=queue_redis,
+            queue_lean=LeanRedis(queue_redis),
             reader_redis=reader,
-            replies=ReplyRouter(reader, keyspace.replies(front_id)),
+            replies=ReplyRouter(LeanRedis(reader, blocking=True), keyspace.replies(front_id)),
             router=Router(models, queue_redis),
             front_id=front_id,
         )
@@ -122,6 +125,8 @@ class FrontState:
             pass
         for client in (self.cache_redis, self.queue_redis, self.reader_redis):
             await client.aclose()
+        await self.queue_lean.aclose()
+        await self.replies.aclose()
 
     async def cancel(self, job: Job) -> None:
         """Nobody waits for `job` any more: stop or drop it. Best effort, never raises: it runs

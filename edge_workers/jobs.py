@@ -37,6 +37,7 @@ from shared.errors import error_body
 from shared.flights import fan_out
 from shared.pricing import cost_usd
 from shared.queue import Job, Reply, decode_job, release_slot
+from shared.resp import LeanRedis
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
@@ -56,6 +57,7 @@ class WorkerState:
     api_keys: dict[str, str]  # variable name -> key, read from the environment at start
     session: aiohttp.ClientSession
     redis: Redis
+    lean: LeanRedis  # `redis`'s Redis on one lean connection: every answer's publication
     # Ids of the jobs claimed and not yet finally answered (shared with the EdgeWorker, which
     # takes out of Redis's running set whatever a job's end left here).
     held: set[str] = field(default_factory=set)
@@ -77,12 +79,12 @@ class WorkerState:
         breaker = self.models.router.breaker
         if pub.attempt is None:
             usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
-            await publish(self.redis, job, pub, self.worker_id, breaker, usage, self.cache_redis)
+            await publish(self.lean, job, pub, self.worker_id, breaker, usage, self.cache_redis)
             return
         for pause in (*FINAL_PUBLISH_PAUSES_S, None):
             usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
             try:
-                await publish(self.redis, job, pub, self.worker_id, breaker, usage, self.cache_redis)
+                await publish(self.lean, job, pub, self.worker_id, breaker, usage, self.cache_redis)
                 break
             except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as e:
                 if pause is None or time.time() + pause >= job.deadline:

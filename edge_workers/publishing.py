@@ -22,6 +22,7 @@ from shared.breaker import RECORD_LUA, Outcome, record_args
 from shared.costs import with_cost
 from shared.flights import FANOUT_LUA, REPLY_STREAM_TTL_S, fan_out
 from shared.queue import REPLY_STREAM_MAXLEN, USAGE_TTL_S, Job, Reply, encode_reply, release_slot
+from shared.resp import LeanRedis
 from shared.routing import BreakerSettings
 
 log = logging.getLogger("edge.worker")
@@ -54,14 +55,16 @@ Publish = Callable[[Publication], Awaitable[None]]
 
 
 async def publish(
-    redis: Redis,
+    lean: LeanRedis,
     job: Job,
     pub: Publication,
     worker_id: str,
     breaker: BreakerSettings,
     usage_key: str | None = None,  # set when the deployment has a tpm limit
-    cache_redis: Redis | None = None,  # CACHE_REDIS_URL's client; None: L2 is in `redis`
+    cache_redis: Redis | None = None,  # CACHE_REDIS_URL's client; None: L2 is in `lean`'s Redis
 ) -> None:
+    """One round trip on `lean`, every answer's: redis-py's pipeline only collects the commands."""
+    redis = lean.client
     async with redis.pipeline(transaction=False) as pipe:
         tokens = sum(r.prompt_tokens + r.completion_tokens for r in pub.replies)
         if usage_key is not None and tokens:
@@ -103,10 +106,11 @@ async def publish(
             arq_compat.finish_job(pipe, keyspace.queue(job.provider), job.job_id)  # (edge_workers/runner.py)
             if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
                 release_slot(pipe, job.key_id, job.slot)
+        sent = lean.execute_many([args for args, _ in pipe.command_stack])
         if cache_write is None:
-            results = await pipe.execute(raise_on_error=False)
+            results = await sent
         else:
-            results, _ = await asyncio.gather(pipe.execute(raise_on_error=False), cache_write)
+            results, _ = await asyncio.gather(sent, cache_write)
         await calls.after(redis, results)
 
 

@@ -43,6 +43,7 @@ from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
 from shared.redis_connect import arq_pool, pooled_client
 from shared.redis_memory import warn_about_eviction
 from shared.redis_settings import RedisTarget
+from shared.resp import LeanRedis, LeanScript, stream_entries
 from shared.semantic_config import enabled_groups
 from shared.tasks import stop_tasks
 
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.worker")
 
 HEALTH_CHECK_INTERVAL_S = 5
+_CLAIM = LeanScript(CLAIM_LUA)
 
 
 class EdgeWorker(Worker):
@@ -71,13 +73,12 @@ class EdgeWorker(Worker):
                 default_queue_name=self.queue_name,
                 expires_extra_ms=self.expires_extra_ms,
             )
-        # Claims, one at a time, on a connection of the pool they keep: no pool checkout (an
-        # event-loop turn) before each, so a claim is on the wire as soon as its task starts and a
-        # job's request is built while it travels (edge_workers/ahead.py). The wake stream's reads
-        # stay pooled: that turn lets more entries gather under load (bigger batches, fewer
-        # claims: measured 3% more misses/s at c=64 than with both on the kept connection).
-        claims = Redis(connection_pool=self.pool.connection_pool, single_connection_client=True)
-        self._claim = claims.register_script(CLAIM_LUA)
+        # The miss's round trips go over lean connections (shared/resp.py): the wake stream's
+        # blocking reads on one, claims and answers' publications pipelined on the other. A
+        # claim is on the wire as soon as its task starts, and a job's request is built while it
+        # travels (edge_workers/ahead.py).
+        self._wake = LeanRedis(self.pool, blocking=True)
+        self.ctx["lean"] = self._lean = LeanRedis(self.pool)
         self._slot_freed = asyncio.Event()
         self.ctx["redis"] = self.pool
         if self.on_startup:
@@ -109,9 +110,9 @@ class EdgeWorker(Worker):
                         await asyncio.wait_for(self._slot_freed.wait(), self.poll_delay_s)
                     continue
                 block_ms = int(self.poll_delay_s * 1000)
-                woke = await self.pool.xread({wake_stream: last_id}, count=min(free, 1000), block=block_ms)
-                if woke:
-                    entries = woke[0][1]
+                read = ("XREAD", "COUNT", min(free, 1000), "BLOCK", block_ms, "STREAMS", wake_stream, last_id)
+                entries = stream_entries(await self._wake.execute(*read))
+                if entries:
                     last_id = entries[-1][0]
                     await self.start_jobs(
                         [fields[b"j"] for _, fields in entries if b"j" in fields],
@@ -140,8 +141,9 @@ class EdgeWorker(Worker):
         if free <= 0 or not job_ids:
             return
         held: set[str] = self.ctx["held"]
-        claim = self._claim(
-            keys=[
+        claim = _CLAIM(
+            self._lean,
+            [
                 self.queue_name,
                 arq_compat.IN_PROGRESS_KEY_PREFIX,
                 keyspace.running(self.ctx["worker_id"]),
@@ -149,7 +151,7 @@ class EdgeWorker(Worker):
                 arq_compat.JOB_KEY_PREFIX,
                 arq_compat.RETRY_KEY_PREFIX,
             ],
-            args=[
+            [
                 timestamp_ms(),
                 arq_compat.in_progress_ms(self),
                 arq_compat.WORKER_STATE_TTL_S,
@@ -178,6 +180,12 @@ class EdgeWorker(Worker):
             task = self.loop.create_task(runner.run(self, job))
             task.add_done_callback(self._job_done)
             self.tasks[job.job_id] = task
+
+    async def close(self) -> None:
+        await super().close()
+        if hasattr(self, "_wake"):  # main() ran
+            await self._wake.aclose()
+            await self._lean.aclose()
 
     def _job_done(self, _: asyncio.Task[None]) -> None:
         arq_compat.release_slot(self)
@@ -261,6 +269,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             api_keys=api_keys,
             session=new_session(settings.upstream_connect_timeout_s, settings.worker_concurrency),
             redis=ctx["redis"],
+            lean=ctx["lean"],
             held=held,
             cache_redis=_cache_client(settings),
             semantic=semantic,

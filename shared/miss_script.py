@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 
 import msgspec
-from redis.asyncio import Redis
 
 from shared import keyspace
 from shared.admission import KeyLimits, settle, window_bounds
@@ -33,6 +32,7 @@ from shared.queue import (
     arq_serialize,
     encode_job,
 )
+from shared.resp import LeanRedis, LeanScript
 
 # KEYS: job key, queue, wake stream, rpm counter, in-flight set, deployment usage hash ('' none),
 # tpm counter, spend hash (the key's four: '' for the master key and keys without limits), L2
@@ -145,11 +145,15 @@ class MissResult:
     leader_deadline: float = 0.0  # unix time
 
 
-class MissScript:
-    """MISS_LUA, run by EVALSHA (loaded again after a Redis restart)."""
+_MISS = LeanScript(MISS_LUA)
 
-    def __init__(self, redis: Redis) -> None:
-        self._script = redis.register_script(MISS_LUA)
+
+class MissScript:
+    """MISS_LUA, run by EVALSHA (loaded again after a Redis restart) on a lean connection: it is
+    every miss's round trip (shared/resp.py)."""
+
+    def __init__(self, redis: LeanRedis) -> None:
+        self._redis = redis
 
     async def run(
         self,
@@ -238,8 +242,7 @@ class MissScript:
             "" if oldest is None else int(oldest * 1000),
             "1" if len(data) <= WAKE_DATA_MAX_BYTES else "",
         ]
-        # redis-py's script object runs EVALSHA and loads the script when Redis lacks it.
-        result = await self._script(keys=keys, args=args)
+        result = await _MISS(self._redis, keys, args)
         verdict = int(result[0])
         if verdict == 5:
             return MissResult(entry=result[1])

@@ -17,6 +17,7 @@ from shared.arq_compat import JOB_KEY_PREFIX
 from shared.errors import EdgeError
 from shared.miss_script import MissScript
 from shared.queue import Job, Reply, cancel, slot_of
+from shared.resp import LeanRedis
 from shared.routing import BreakerSettings
 
 KEY = "0123456789abcdef"
@@ -161,7 +162,7 @@ class _Admission:
     """The miss script as admission alone (no lookup, no flight): the job as enqueued."""
 
     def __init__(self, redis: Redis) -> None:
-        self.script = MissScript(redis)
+        self.script = MissScript(LeanRedis(redis))
 
     async def enqueue(self, job: Job, limits: KeyLimits) -> Job:
         enqueued = (await self.script.run(job, limits)).job
@@ -172,9 +173,10 @@ class _Admission:
 async def test_front_counts_requests_and_worker_counts_tokens_in_their_round_trips(r: Redis) -> None:
     job = Job("j1", "r1", "edge:reply:f", "openai", "m#0", "gpt-4o", b"{}", time.time() + 30)
     key = keyspace.usage("m#0", time.time())
-    await MissScript(r).run(job, usage_key=key)
-    await MissScript(r).run(job, usage_key=key)
+    script = MissScript(LeanRedis(r))
+    await script.run(job, usage_key=key)
+    await script.run(job, usage_key=key)
     reply = Reply("j1", prompt_tokens=7, completion_tokens=5)
-    await publish(r, job, Publication([reply]), "w1", BreakerSettings(), key)
+    await publish(LeanRedis(r), job, Publication([reply]), "w1", BreakerSettings(), key)
     assert await r.hmget(key, list(FIELDS)) == [b"2", b"12"]
     assert 0 < await r.ttl(key) <= 120

@@ -24,6 +24,7 @@ from shared import keyspace, outcomes
 from shared.config import load_settings
 from shared.errors import error_body
 from shared.queue import Job, Reply, decode_reply, encode_job
+from shared.resp import LeanRedis
 from shared.routing import BreakerSettings
 
 
@@ -44,6 +45,7 @@ def run_job(server: RedisServer, job_try: int = 1) -> tuple[list[Reply], set[byt
             api_keys={},
             session=session,
             redis=redis,
+            lean=LeanRedis(redis),
         )
         job = Job(
             job_id=f"job-{time.monotonic_ns()}",
@@ -66,6 +68,7 @@ def run_job(server: RedisServer, job_try: int = 1) -> tuple[list[Reply], set[byt
             running = await redis.smembers(keyspace.running("w-test"))
         finally:
             await session.close()
+            await state.lean.aclose()
             await redis.aclose()
         return [decode_reply(fields[b"r"]) for _, fields in entries], running
 
@@ -141,16 +144,22 @@ def test_each_job_s_outcome_is_recorded_redacted_in_the_answer_s_round_trip(
     monkeypatch.setattr(jobs, "call_upstream", upstream)
     sync = redis.Redis.from_url(server.url)
     sync.delete(keyspace.outcomes("openai"))
-    executed: list[int] = []
-    real_execute = Pipeline.execute
+    executed: list[str] = []
+    real_execute, real_batch = Pipeline.execute, LeanRedis.execute_many
 
     async def counting(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
-        executed.append(1)
+        executed.append("redis-py pipeline")
         return await real_execute(self, *args, **kwargs)
 
+    async def counting_batch(self: LeanRedis, *args: Any, **kwargs: Any) -> Any:
+        executed.append("lean batch")
+        return await real_batch(self, *args, **kwargs)
+
     monkeypatch.setattr(Pipeline, "execute", counting)
+    monkeypatch.setattr(LeanRedis, "execute_many", counting_batch)
     run_job(server)
-    assert len(executed) == 1  # the outcome went with the answer: no round trip of its own
+    # The outcome went with the answer: no round trip of its own.
+    assert executed == ["lean batch"]
     run_job(server)
     entries = [outcomes.parse(fields) for _, fields in sync.xrange(keyspace.outcomes("openai"))]
     assert [(e.status, e.latency_ms, e.request_id, e.model) for e in entries if e] == [
@@ -172,13 +181,15 @@ def test_the_outcome_stream_stays_capped(server: RedisServer) -> None:
             "j", "req", "edge:reply:cap-test", "openai", "openai:gpt-4o-mini", "gpt-4o-mini", b"{}", 0.0
         )
         pub = Publication([Reply("j", status=200, body=b"{}")], attempt=Attempt("ok", 5.0))
+        lean = LeanRedis(redis_)
         try:
             await redis_.delete(keyspace.outcomes("openai"))
             for _ in range(outcomes.OUTCOMES_MAXLEN + 500):
-                await publish(redis_, job, pub, "w-cap", BreakerSettings())
+                await publish(lean, job, pub, "w-cap", BreakerSettings())
             length: int = await redis_.xlen(keyspace.outcomes("openai"))
             return length
         finally:
+            await lean.aclose()
             await redis_.aclose()
 
     length = asyncio.run(main())

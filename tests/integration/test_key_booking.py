@@ -13,6 +13,7 @@ from edge_workers.publishing import Attempt, Publication, publish
 from shared import keyspace
 from shared.admission import window_bounds
 from shared.queue import Job, KeyCharge, Reply
+from shared.resp import LeanRedis
 from shared.routing import BreakerSettings
 
 KEY = "0123456789abcdef"
@@ -47,7 +48,7 @@ async def test_an_answer_books_spend_tokens_and_a_request_and_frees_the_reservat
     charge = KeyCharge("3600s7", ends, tpm_window_s=60)
     await r.zadd(keyspace.key_parallel(KEY), {"slot1": time.time() * 1000 + 30_000})
     final = Publication([answer(prompt=12, completion=30, cost=0.0042)], attempt=Attempt("ok"))
-    await publish(r, job(charge), final, "w1", BreakerSettings())
+    await publish(LeanRedis(r), job(charge), final, "w1", BreakerSettings())
     spend = await r.hgetall(keyspace.key_spend(KEY, "3600s7"))
     assert float(spend[b"spend"]) == 0.0042
     assert (
@@ -64,10 +65,10 @@ async def test_an_answer_books_spend_tokens_and_a_request_and_frees_the_reservat
 async def test_a_failed_attempt_books_no_request_and_no_tpm_without_a_tpm_limit(r: Redis) -> None:
     charge = KeyCharge()  # no budget period, no tpm limit: the key's lifetime spend
     failed = Publication([answer(status=502)], attempt=Attempt("fail"))
-    await publish(r, job(charge, slot=None), failed, "w1", BreakerSettings())
+    await publish(LeanRedis(r), job(charge, slot=None), failed, "w1", BreakerSettings())
     assert not await r.exists(keyspace.key_spend(KEY, "life"))
     streamed = Publication([answer(prompt=3, completion=4, cost=0.001, kind="done")], attempt=Attempt("ok"))
-    await publish(r, job(charge, slot=None), streamed, "w1", BreakerSettings())
+    await publish(LeanRedis(r), job(charge, slot=None), streamed, "w1", BreakerSettings())
     spend = await r.hgetall(keyspace.key_spend(KEY, "life"))
     assert spend[b"requests"] == b"1" and float(spend[b"spend"]) == 0.001
     assert await r.ttl(keyspace.key_spend(KEY, "life")) == -1  # a lifetime budget never resets
@@ -77,7 +78,7 @@ async def test_a_failed_attempt_books_no_request_and_no_tpm_without_a_tpm_limit(
 async def test_the_master_key_books_nothing(r: Redis) -> None:
     master = Job("job1", "req1", "edge:reply:test", "openai", "d", "m", b"{}", time.time() + 30)
     final = Publication([answer(prompt=12, completion=30, cost=0.1)], attempt=Attempt("ok"))
-    await publish(r, master, final, "w1", BreakerSettings())
+    await publish(LeanRedis(r), master, final, "w1", BreakerSettings())
     assert await r.keys(keyspace.PREFIX + ":kspend*") == []
 
 
@@ -91,7 +92,7 @@ async def test_after_redis_lost_its_scripts_each_runs_once_and_nothing_twice(r: 
     await r.set(keyspace.flight("v1:ns:k"), "job1 0", px=30_000)
     await r.script_flush()
     final = Publication([answer(prompt=1, completion=2, cost=0.5)], attempt=Attempt("fail"))
-    await publish(r, flight, final, "w1", BreakerSettings())
+    await publish(LeanRedis(r), flight, final, "w1", BreakerSettings())
     assert await r.xlen("edge:reply:test") == 1 and await r.xlen("edge:reply:other") == 1
     ((_, fields),) = await r.xrange("edge:reply:other")
     assert fields[b"w"] == b"job9"  # tagged with the follower's own wait id

@@ -13,6 +13,7 @@ from edge_front.lost_jobs import SETTLE_S, LostJobsWatch
 from edge_front.replies import ReplyRouter
 from shared.arq_compat import IN_PROGRESS_KEY_PREFIX, JOB_KEY_PREFIX
 from shared.queue import Job, Reply, encode_reply
+from shared.resp import LeanRedis
 
 STREAM = "edge:reply:test-front"
 
@@ -27,7 +28,7 @@ def watch_over(r: Redis, replies: ReplyRouter) -> LostJobsWatch:
 
 
 async def test_only_a_job_redis_knows_nothing_of_is_failed(r: Redis) -> None:
-    replies = ReplyRouter(r, STREAM)
+    replies = ReplyRouter(LeanRedis(r, blocking=True), STREAM)
     waits = {}
     for name in ("queued", "leased", "answered", "lost", "not-enqueued-yet"):
         waits[name] = replies.expect(name, job(name))
@@ -44,7 +45,7 @@ async def test_only_a_job_redis_knows_nothing_of_is_failed(r: Redis) -> None:
 
 
 async def test_a_check_is_due_only_after_a_sign_and_the_settle_time(r: Redis) -> None:
-    replies = ReplyRouter(r, STREAM)
+    replies = ReplyRouter(LeanRedis(r, blocking=True), STREAM)
     watch = watch_over(r, replies)
     assert not watch.note(0.0)
     watch.state.router.epoch_changes += 1  # type: ignore[attr-defined]

@@ -1,25 +1,29 @@
 """edge_front/replies.py: one reader task hands each worker reply on the stream to its waiting request.
 
-The router reads with its own client; the test writes replies with another client on the same fake
-server, as workers do. Results are awaited on the futures and queues the router hands out, never by
-sleeping; `asyncio.wait_for` only keeps a broken reader from hanging the test.
+The router reads on its own lean connection to a fake Redis served over TCP (fakeredis's
+TcpFakeServer); the test writes replies with a redis-py client of the same server, as workers
+do. Results are awaited on the futures and queues the router hands out, never by sleeping;
+`asyncio.wait_for` only keeps a broken reader from hanging the test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import fakeredis
 import msgspec
 import pytest
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from edge_front.replies import ReplyRouter
 from shared.queue import Reply, encode_reply
+from shared.resp import LeanRedis
 
 STREAM = "edge:reply:front-1"
 T = TypeVar("T")
@@ -28,8 +32,7 @@ T = TypeVar("T")
 @dataclass
 class Setup:
     router: ReplyRouter
-    reader_client: fakeredis.FakeAsyncRedis
-    writer: fakeredis.FakeAsyncRedis
+    writer: Redis
     task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -61,11 +64,25 @@ class Setup:
         return await self.soon(future)
 
 
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[str]:
+    """A fake Redis on a loopback port: its URL."""
+    server = fakeredis.TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield f"redis://{host}:{port}/0"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
-async def setup() -> AsyncIterator[Setup]:
-    server = fakeredis.FakeServer()
-    reader_client = fakeredis.FakeAsyncRedis(server=server)
-    s = Setup(ReplyRouter(reader_client, STREAM), reader_client, fakeredis.FakeAsyncRedis(server=server))
+async def setup(fake_server: str) -> AsyncIterator[Setup]:
+    writer = Redis.from_url(fake_server)
+    await writer.flushall()
+    s = Setup(ReplyRouter(LeanRedis(writer, blocking=True), STREAM), writer)
     try:
         yield s
         if s.task is not None:
@@ -75,26 +92,27 @@ async def setup() -> AsyncIterator[Setup]:
             s.task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await s.task
-        await s.reader_client.aclose()
+        await s.router.aclose()
         await s.writer.aclose()
 
 
-def fail_connections(
-    client: fakeredis.FakeAsyncRedis, monkeypatch: pytest.MonkeyPatch, error: Exception
-) -> asyncio.Event:
-    """The client's next connection attempt (a plain command or a pipeline alike) raises `error`,
-    once; the event is set when it did."""
-    pool = client.connection_pool
-    real = pool.get_connection
+def fail_connections(router: ReplyRouter, monkeypatch: pytest.MonkeyPatch, error: Exception) -> asyncio.Event:
+    """The reader's next command (a plain read or a trim and read alike) raises `error`, once;
+    the event is set when it did."""
+    lean = router.redis
     failed = asyncio.Event()
 
-    async def get_connection(*args: Any, **kwargs: Any) -> Any:
-        if not failed.is_set():
-            failed.set()
-            raise error
-        return await real(*args, **kwargs)
+    def failing(real: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def command(*args: Any) -> Any:
+            if not failed.is_set():
+                failed.set()
+                raise error
+            return await real(*args)
 
-    monkeypatch.setattr(pool, "get_connection", get_connection)
+        return command
+
+    monkeypatch.setattr(lean, "execute", failing(lean.execute))
+    monkeypatch.setattr(lean, "execute_many", failing(lean.execute_many))
     return failed
 
 
@@ -195,7 +213,7 @@ async def test_the_reader_survives_a_redis_error_and_resumes_where_it_was(
     await setup.send(Reply("s3", kind="chunk", body=b"before"))
     assert (await setup.soon(queue.get())).body == b"before"
 
-    failed = fail_connections(setup.reader_client, monkeypatch, RedisConnectionError("redis went away"))
+    failed = fail_connections(setup.router, monkeypatch, RedisConnectionError("redis went away"))
     with caplog.at_level(logging.WARNING, logger="edge.front"):
         await setup.send(Reply("nobody", body=b"wakes the reader"))
         await setup.soon(failed.wait())
@@ -211,7 +229,7 @@ async def test_the_reader_survives_a_redis_error_and_resumes_where_it_was(
 async def test_the_reader_survives_an_unexpected_exception(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    failed = fail_connections(setup.reader_client, monkeypatch, ValueError("surprise"))
+    failed = fail_connections(setup.router, monkeypatch, ValueError("surprise"))
     future = setup.router.expect("j")
     setup.start()
     await setup.soon(failed.wait())
