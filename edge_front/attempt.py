@@ -194,7 +194,9 @@ async def _ask(state: FrontState, miss: Miss, job: Job, receive: Receive) -> tup
             return L2Hit(result.entry), False
         joined = result.leader is not None
         try:
-            reply = await asyncio.wait_for(future, _wait_s(job, result))
+            # asyncio.timeout, not wait_for: wait_for's own waiter costs the wake-up a loop turn.
+            async with asyncio.timeout(_wait_s(job, result)):
+                reply = await future
         except TimeoutError:
             if joined and time.time() < job.deadline:
                 return _flight_lost(job), True
@@ -232,7 +234,8 @@ async def _start_stream(
         result = await _submit(state, miss, job)  # as enqueued: a cancel frees its slot too
         if result.entry is not None:
             return L2Hit(result.entry), False
-        first = await asyncio.wait_for(replies.get(), _wait_s(job, result))
+        async with asyncio.timeout(_wait_s(job, result)):
+            first = await replies.get()
     except TimeoutError:
         if result.leader is not None and time.time() < job.deadline:
             return _flight_lost(job), True

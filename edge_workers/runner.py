@@ -88,7 +88,8 @@ async def _call(worker: Worker, job: Claimed) -> bool:
     }
     timeout_s = worker.job_timeout_s if function.timeout_s is None else function.timeout_s
     try:
-        await asyncio.wait_for(function.coroutine(ctx, *args), timeout_s)
+        async with asyncio.timeout(timeout_s):  # in this task: wait_for would start another
+            await function.coroutine(ctx, *args)
     except asyncio.CancelledError:
         # The worker is stopping: the job is run again by another worker (as arq does).
         worker.jobs_retried += 1
