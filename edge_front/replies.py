@@ -139,6 +139,10 @@ class ReplyRouter:
                         self._deliver(_field(fields, b"r"), _field(fields, b"w"))
                     except Exception:  # one bad reply must not end the reader every request needs
                         log.exception("delivering a reply failed")
+            if batches:
+                # The requests just handed their replies answer their clients first: the next
+                # read's write to Redis is then off their path (a miss at c=1 waits for it).
+                await asyncio.sleep(0)
 
     async def _read(self, last_id: bytes | str) -> Any:
         """Block for new replies. Every TRIM_EVERY replies, or once a second when fewer came,

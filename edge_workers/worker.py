@@ -141,7 +141,7 @@ class EdgeWorker(Worker):
         if free <= 0 or not job_ids:
             return
         held: set[str] = self.ctx["held"]
-        claim = _CLAIM(
+        claim = _CLAIM.start(  # on the wire from here
             self._lean,
             [
                 self.queue_name,
@@ -167,10 +167,8 @@ class EdgeWorker(Worker):
         if data is None or state is None or len(job_ids) != 1 or free < self.max_jobs:
             reply = await claim
         else:
-            claiming = asyncio.ensure_future(claim)
-            await asyncio.sleep(0)  # the claim is on its way (its task ran up to the reply's read)
-            ahead.build(state, job_ids[0].decode(), data)
-            reply = await claiming
+            ahead.build(state, job_ids[0].decode(), data)  # while the claim travels
+            reply = await claim
         claimed = Claimed.from_claim(reply)
         if data is not None and state is not None and not claimed:  # another worker's
             ahead.drop(state, [job_ids[0].decode()])

@@ -28,7 +28,7 @@ import hashlib
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
 import hiredis
@@ -127,6 +127,23 @@ class LeanRedis:
             raise self._error(protocol, reply)
         return reply
 
+    def send_now(self, *args: Any) -> asyncio.Future[Any] | None:
+        """Write one command at once, without a loop turn: the future of its reply (an error
+        reply is its result, see `raise_for`); None when no connection is open (use `execute`)."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            return None
+        return self._send(protocol, _pack(args), 1)[-1]
+
+    def raise_for(self, reply: Any) -> Any:
+        """`reply`, or the error it is raised (READONLY closing the connection, as `execute`)."""
+        if isinstance(reply, RedisError):
+            protocol = self._protocol
+            if protocol is None:
+                raise reply
+            raise self._error(protocol, reply)
+        return reply
+
     async def execute_many(self, commands: Iterable[Sequence[Any]]) -> list[Any]:
         """Send the commands in one write; their replies, in order (error replies in place; a
         lost connection or a timeout raised)."""
@@ -212,7 +229,7 @@ class LeanRedis:
                     _, protocol = await loop.create_connection(
                         _Protocol, host, port, ssl=context.get() if context is not None else None
                     )
-                if params.socket_keepalive and protocol.transport is not None:
+                if getattr(params, "socket_keepalive", False) and protocol.transport is not None:
                     sock = protocol.transport.get_extra_info("socket")
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
                 await self._handshake(protocol)
@@ -253,6 +270,21 @@ class LeanScript:
     def __init__(self, text: str) -> None:
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+    def start(self, redis: LeanRedis, keys: Sequence[Any], args: Sequence[Any]) -> Awaitable[Any]:
+        """The script's reply, its EVALSHA written now when a connection is open: what the caller
+        does before awaiting it overlaps the round trip."""
+        return self._finish(redis, redis.send_now("EVALSHA", self.sha, len(keys), *keys, *args), keys, args)
+
+    async def _finish(
+        self, redis: LeanRedis, sent: asyncio.Future[Any] | None, keys: Sequence[Any], args: Sequence[Any]
+    ) -> Any:
+        if sent is None:
+            return await self(redis, keys, args)
+        reply = await sent
+        if isinstance(reply, NoScriptError):  # nothing ran: load it and run it
+            return await self(redis, keys, args)
+        return redis.raise_for(reply)
 
     async def __call__(self, redis: LeanRedis, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -201,3 +202,37 @@ async def test_callers_waiting_on_a_silent_redis_share_one_attempt_to_connect() 
         for writer in accepted:
             writer.close()
         listener.close()
+
+
+async def test_a_script_started_is_on_the_wire_before_it_is_awaited(admin: Redis) -> None:
+    lean = LeanRedis(admin)
+    script = LeanScript("return redis.call('INCR', KEYS[1])")
+    try:
+        assert await script.start(lean, ["n"], []) == 1  # no connection yet: opened, then sent
+        started = script.start(lean, ["n"], [])
+        await asyncio.sleep(0.05)  # not awaited yet, and already run
+        assert await admin.get("n") == b"2"
+        assert await started == 2
+        await admin.script_flush()
+        assert await script.start(lean, ["n"], []) == 3  # NOSCRIPT: loaded, run once
+        await admin.set("n", "text")
+        with pytest.raises(ResponseError):
+            await script.start(lean, ["n"], [])
+    finally:
+        await lean.aclose()
+
+
+async def test_it_connects_over_a_unix_socket_too(tmp_path: Path) -> None:
+    socket_path = tmp_path / "redis.sock"
+    unix_server = RedisServer(
+        extra_args=("--unixsocket", str(socket_path), "--unixsocketperm", "700")
+    ).start()
+    client = Redis.from_url(f"unix://{socket_path}?db=2")
+    lean = LeanRedis(client)
+    try:
+        await lean.execute("SET", "where", "db2")
+        assert await client.get("where") == b"db2"
+    finally:
+        await lean.aclose()
+        await client.aclose()
+        unix_server.stop()
