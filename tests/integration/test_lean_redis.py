@@ -5,7 +5,6 @@ a timeout, an error reply, READONLY, NOSCRIPT), with the next command on a new c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,31 +17,21 @@ from edge_agent.redis_server import RedisServer
 from shared.resp import LeanRedis, LeanScript, stream_entries
 
 
-@pytest.fixture
-async def admin(server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(server.url)
-    await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.aclose()
+async def names_of_clients(r: Redis) -> list[str]:
+    return [c.get("name", "") for c in await r.client_list()]
 
 
-async def names_of_clients(admin: Redis) -> list[str]:
-    return [c.get("name", "") for c in await admin.client_list()]
-
-
-async def until_blocked(admin: Redis, name: str) -> None:
+async def until_blocked(r: Redis, name: str) -> None:
     """Until the client named `name` waits in a blocking command (Redis lists it as blocked)."""
     for _ in range(500):
-        if any(c.get("name") == name and "b" in c.get("flags", "") for c in await admin.client_list()):
+        if any(c.get("name") == name and "b" in c.get("flags", "") for c in await r.client_list()):
             return
         await asyncio.sleep(0.01)  # Redis's state, polled: there is no event to wait on
     raise AssertionError(f"{name} never blocked")
 
 
-async def test_replies_reach_their_own_commands_however_many_callers_share_it(admin: Redis) -> None:
-    lean = LeanRedis(admin)
+async def test_replies_reach_their_own_commands_however_many_callers_share_it(r: Redis) -> None:
+    lean = LeanRedis(r)
     try:
         await lean.execute_many([("SET", f"k{i}", f"v{i}") for i in range(300)])
         got = await asyncio.gather(*(lean.execute("GET", f"k{i}") for i in range(300)))
@@ -55,8 +44,8 @@ async def test_replies_reach_their_own_commands_however_many_callers_share_it(ad
         await lean.aclose()
 
 
-async def test_an_error_reply_is_raised_alone_and_kept_in_place_in_a_batch(admin: Redis) -> None:
-    lean = LeanRedis(admin)
+async def test_an_error_reply_is_raised_alone_and_kept_in_place_in_a_batch(r: Redis) -> None:
+    lean = LeanRedis(r)
     try:
         await lean.execute("SET", "text", "x")
         with pytest.raises(ResponseError, match="WRONGTYPE"):
@@ -68,16 +57,16 @@ async def test_an_error_reply_is_raised_alone_and_kept_in_place_in_a_batch(admin
         await lean.aclose()
 
 
-async def test_a_lost_connection_fails_every_waiter_and_the_next_command_reconnects(admin: Redis) -> None:
-    reader = LeanRedis(admin, blocking=True)
+async def test_a_lost_connection_fails_every_waiter_and_the_next_command_reconnects(r: Redis) -> None:
+    reader = LeanRedis(r, blocking=True)
     try:
         await reader.execute("CLIENT", "SETNAME", "lean-reader")
         waiting = asyncio.ensure_future(reader.execute("XREAD", "BLOCK", 10_000, "STREAMS", "s", "$"))
-        await until_blocked(admin, "lean-reader")
-        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await until_blocked(r, "lean-reader")
+        await r.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
         with pytest.raises(RedisConnectionError):
             await asyncio.wait_for(waiting, 5)
-        await admin.xadd("s", {"r": "1"})
+        await r.xadd("s", {"r": "1"})
         entries = stream_entries(await reader.execute("XREAD", "STREAMS", "s", "0-0"))
         assert [fields for _, fields in entries] == [{b"r": b"1"}]
     finally:
@@ -85,13 +74,13 @@ async def test_a_lost_connection_fails_every_waiter_and_the_next_command_reconne
 
 
 async def test_no_reply_within_the_socket_timeout_raises_and_the_connection_is_replaced(
-    server: RedisServer, admin: Redis
+    server: RedisServer, r: Redis
 ) -> None:
     client = Redis.from_url(server.url, socket_timeout=0.2)
     lean = LeanRedis(client)
     try:
         assert await lean.execute("PING") == b"PONG"
-        await admin.execute_command("CLIENT", "PAUSE", 700)
+        await r.execute_command("CLIENT", "PAUSE", 700)
         with pytest.raises(RedisTimeoutError):
             await lean.execute("PING")
         await asyncio.sleep(0.7)
@@ -101,12 +90,10 @@ async def test_no_reply_within_the_socket_timeout_raises_and_the_connection_is_r
         await client.aclose()
 
 
-async def test_a_caller_that_gives_up_leaves_the_connection_in_step(
-    server: RedisServer, admin: Redis
-) -> None:
-    lean = LeanRedis(admin)
+async def test_a_caller_that_gives_up_leaves_the_connection_in_step(server: RedisServer, r: Redis) -> None:
+    lean = LeanRedis(r)
     try:
-        await admin.execute_command("CLIENT", "PAUSE", 300)
+        await r.execute_command("CLIENT", "PAUSE", 300)
         abandoned = asyncio.ensure_future(lean.execute("ECHO", "first"))
         await asyncio.sleep(0.05)
         abandoned.cancel()
@@ -116,31 +103,31 @@ async def test_a_caller_that_gives_up_leaves_the_connection_in_step(
 
 
 async def test_readonly_closes_the_connection_as_redis_py_does_after_a_failover(
-    server: RedisServer, admin: Redis
+    server: RedisServer, r: Redis
 ) -> None:
-    lean = LeanRedis(admin)
+    lean = LeanRedis(r)
     try:
         await lean.execute("CLIENT", "SETNAME", "lean-writer")
-        await admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # a replica of nothing: read-only
+        await r.execute_command("REPLICAOF", "127.0.0.1", "1")  # a replica of nothing: read-only
         try:
             with pytest.raises(RedisConnectionError, match="failover"):
                 await lean.execute("SET", "k", "v")
             with pytest.raises(RedisConnectionError, match="failover"):
                 await lean.execute_many([("GET", "k"), ("SET", "k", "v")])
         finally:
-            await admin.execute_command("REPLICAOF", "NO", "ONE")
-        assert "lean-writer" not in await names_of_clients(admin)
+            await r.execute_command("REPLICAOF", "NO", "ONE")
+        assert "lean-writer" not in await names_of_clients(r)
         assert await lean.execute("SET", "k", "v") == b"OK"
     finally:
         await lean.aclose()
 
 
-async def test_a_script_redis_lacks_is_loaded_and_run(admin: Redis) -> None:
-    lean = LeanRedis(admin)
+async def test_a_script_redis_lacks_is_loaded_and_run(r: Redis) -> None:
+    lean = LeanRedis(r)
     script = LeanScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
     try:
         assert await script(lean, ["n"], [2]) == 2
-        await admin.script_flush()
+        await r.script_flush()
         assert await script(lean, ["n"], [3]) == 5
         with pytest.raises(NoScriptError):
             await lean.execute("EVALSHA", "0" * 40, 0)
@@ -149,9 +136,9 @@ async def test_a_script_redis_lacks_is_loaded_and_run(admin: Redis) -> None:
 
 
 async def test_it_connects_as_its_client_would_password_database_and_name(
-    server: RedisServer, admin: Redis
+    server: RedisServer, r: Redis
 ) -> None:
-    await admin.config_set("requirepass", "s3cret")
+    await r.config_set("requirepass", "s3cret")
     try:
         client = Redis.from_url(f"redis://:s3cret@127.0.0.1:{server.port}/3", client_name="edge-front:x")
         lean = LeanRedis(client)
@@ -173,7 +160,7 @@ async def test_it_connects_as_its_client_would_password_database_and_name(
         await authed.aclose()
 
 
-async def test_nothing_listening_is_a_connection_error(admin: Redis) -> None:
+async def test_nothing_listening_is_a_connection_error(r: Redis) -> None:
     client = Redis.from_url("redis://127.0.0.1:1/0")
     with pytest.raises(RedisConnectionError, match=r"127\.0\.0\.1:1\b"):
         await LeanRedis(client).execute("PING")
@@ -204,18 +191,18 @@ async def test_callers_waiting_on_a_silent_redis_share_one_attempt_to_connect() 
         listener.close()
 
 
-async def test_a_script_started_is_on_the_wire_before_it_is_awaited(admin: Redis) -> None:
-    lean = LeanRedis(admin)
+async def test_a_script_started_is_on_the_wire_before_it_is_awaited(r: Redis) -> None:
+    lean = LeanRedis(r)
     script = LeanScript("return redis.call('INCR', KEYS[1])")
     try:
         assert await script.start(lean, ["n"], []) == 1  # no connection yet: opened, then sent
         started = script.start(lean, ["n"], [])
         await asyncio.sleep(0.05)  # not awaited yet, and already run
-        assert await admin.get("n") == b"2"
+        assert await r.get("n") == b"2"
         assert await started == 2
-        await admin.script_flush()
+        await r.script_flush()
         assert await script.start(lean, ["n"], []) == 3  # NOSCRIPT: loaded, run once
-        await admin.set("n", "text")
+        await r.set("n", "text")
         with pytest.raises(ResponseError):
             await script.start(lean, ["n"], [])
     finally:
