@@ -61,6 +61,9 @@ class WorkerState:
     # Ids of the jobs claimed and not yet finally answered (shared with the EdgeWorker, which
     # takes out of Redis's running set whatever a job's end left here).
     held: set[str] = field(default_factory=set)
+    # The worker's hand-off ticket (edge_workers/handoff.py): the command that puts it out again,
+    # given the slots about to be freed, when it is due; None when not.
+    renew_ticket: Callable[[int], tuple[Any, ...] | None] = lambda _: None
     # Upstream calls in flight by job id, so a front's cancel can stop one (see `cancel_listener`).
     running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
     cache_redis: Redis | None = None  # CACHE_REDIS_URL: the L2 cache's own Redis
@@ -81,10 +84,12 @@ class WorkerState:
             usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
             await publish(self.lean, job, pub, self.worker_id, breaker, usage, self.cache_redis)
             return
+        # The answer that frees a slot puts this worker's ticket out again, in its round trip.
+        renewal = self.renew_ticket(1)
         for pause in (*FINAL_PUBLISH_PAUSES_S, None):
             usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
             try:
-                await publish(self.lean, job, pub, self.worker_id, breaker, usage, self.cache_redis)
+                await publish(self.lean, job, pub, self.worker_id, breaker, usage, self.cache_redis, renewal)
                 break
             except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as e:
                 if pause is None or time.time() + pause >= job.deadline:

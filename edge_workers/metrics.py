@@ -28,6 +28,11 @@ BUILT_AHEAD = Counter(
     "Upstream requests built while their job's claim was on its way (edge_workers/ahead.py)",
     ["provider"],
 )
+HANDED = Counter(
+    "llm_edge_worker_handed_total",
+    "Jobs a miss handed to this idle worker already claimed for it (edge_workers/handoff.py)",
+    ["provider"],
+)
 COST = Counter(
     "llm_edge_cost_usd",
     "What upstream answers cost in USD (genai-prices, or the deployment's own prices)",

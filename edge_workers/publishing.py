@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -62,6 +63,7 @@ async def publish(
     breaker: BreakerSettings,
     usage_key: str | None = None,  # set when the deployment has a tpm limit
     cache_redis: Redis | None = None,  # CACHE_REDIS_URL's client; None: L2 is in `lean`'s Redis
+    then: tuple[Any, ...] | None = None,  # one more command for the round trip (its reply ignored)
 ) -> None:
     """One round trip on `lean`, every answer's: redis-py's pipeline only collects the commands."""
     redis = lean.client
@@ -106,12 +108,13 @@ async def publish(
             arq_compat.finish_job(pipe, keyspace.queue(job.provider), job.job_id)  # (edge_workers/runner.py)
             if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
                 release_slot(pipe, job.key_id, job.slot)
-        sent = lean.execute_many([args for args, _ in pipe.command_stack])
+        commands = [args for args, _ in pipe.command_stack]
+        sent = lean.execute_many(commands if then is None else [*commands, then])
         if cache_write is None:
             results = await sent
         else:
             results, _ = await asyncio.gather(sent, cache_write)
-        await calls.after(redis, results)
+        await calls.after(redis, results[: len(commands)])
 
 
 class ScriptCalls:

@@ -68,6 +68,7 @@ class Recovery:
             pipe.hset(keyspace.missing_keys(self.provider), self.worker_id, self.missing_keys)
             pipe.expire(keyspace.missing_keys(self.provider), WORKER_STATE_TTL_S)
             pipe.expire(keyspace.running(self.worker_id), WORKER_STATE_TTL_S)
+            pipe.expire(keyspace.idle(self.provider), WORKER_STATE_TTL_S)  # tickets (edge_workers/handoff.py)
             epoch = (await pipe.execute())[1]
         lost = self.epoch is not None and epoch != self.epoch
         if lost:
@@ -98,6 +99,8 @@ class Recovery:
             pipe.hdel(keyspace.load(self.provider), self.worker_id)
             pipe.hdel(keyspace.missing_keys(self.provider), self.worker_id)
             pipe.delete(keyspace.running(self.worker_id))
+            pipe.zrem(keyspace.idle(self.provider), self.worker_id)
+            pipe.delete(keyspace.inbox(self.worker_id))
             await pipe.execute()
 
     async def run(self) -> None:
@@ -126,6 +129,7 @@ class Recovery:
                     keyspace.wake(self.provider),
                     keyspace.load(self.provider),
                     keyspace.missing_keys(self.provider),
+                    keyspace.idle(self.provider),
                 ],
                 args=[
                     worker_id,
@@ -134,6 +138,7 @@ class Recovery:
                     JOB_KEY_PREFIX,
                     IN_PROGRESS_KEY_PREFIX,
                     WAKE_STREAM_MAXLEN,
+                    keyspace.inbox(worker_id),
                 ],
             )
             if ids:

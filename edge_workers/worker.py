@@ -1,9 +1,11 @@
 """One arq worker process for one provider's queue.
 
-`EdgeWorker` is arq's `Worker` with two changes, both for latency:
-- it blocks on the provider's wake stream (XREAD) instead of sleeping `poll_delay` between
-  polls, so a job is picked up as soon as the front enqueues it; the timed poll stays as a
-  fallback;
+`EdgeWorker` is arq's `Worker` with three changes, all for latency:
+- an idle worker leaves a ticket, and a miss that takes it hands the job to the worker's inbox
+  already claimed for it (edge_workers/handoff.py): no claim round trip;
+- it blocks on its inbox and the provider's wake stream (one XREAD) instead of sleeping
+  `poll_delay` between polls, so a job is picked up as soon as the front enqueues it; the timed
+  poll stays as a fallback;
 - it claims a batch of job ids with one Lua script instead of arq's four round trips per job, and
   runs each without arq's two more (edge_workers/runner.py): the claim returns the job and its
   try, the final publication deletes its keys.
@@ -29,7 +31,8 @@ from prometheus_client import start_http_server
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from edge_workers import ahead, runner
+from edge_workers import ahead, metrics, runner
+from edge_workers.handoff import Ticket
 from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
 from edge_workers.providers.bedrock_auth import keep_fresh, missing_credentials
 from edge_workers.publishing import load_scripts
@@ -43,7 +46,7 @@ from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
 from shared.redis_connect import arq_pool, pooled_client
 from shared.redis_memory import warn_about_eviction
 from shared.redis_settings import RedisTarget
-from shared.resp import LeanRedis, LeanScript, stream_entries
+from shared.resp import LeanRedis, LeanScript, streams_entries
 from shared.semantic_config import enabled_groups
 from shared.tasks import stop_tasks
 
@@ -81,17 +84,23 @@ class EdgeWorker(Worker):
         self.ctx["lean"] = self._lean = LeanRedis(self.pool)
         self._slot_freed = asyncio.Event()
         self.ctx["redis"] = self.pool
+        self.ctx["renew_ticket"] = self.ticket_renewal
         if self.on_startup:
             await self.on_startup(self.ctx)
         wake_stream = self.ctx["wake_stream"]
+        ticket: Ticket = self.ctx["ticket"]
         # From the start: claims delete the entries they read, so what is left names jobs nobody
         # has claimed yet (a worker starting during a burst takes its share at once).
         last_id: bytes | str = "0-0"
         log.info("worker ready on queue %s", self.queue_name)
         polled = 0.0
         redis_down = False
+        handed = False  # the last read brought a handed job
         while True:
             if not self.allow_pick_jobs:  # draining (SIGTERM): claim nothing more
+                if not ticket.closed:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._withdraw(ticket)
                 arq_compat.forget_done_tasks(self)
                 await asyncio.sleep(0.1)
                 continue
@@ -101,17 +110,26 @@ class EdgeWorker(Worker):
                 if time.monotonic() - polled >= self.poll_delay_s:
                     await arq_compat.poll_once(self)
                     polled = time.monotonic()
-                free = arq_compat.free_slots(self)
-                if free <= 0:
+                free = self.free_slots()
+                if free <= 0 and not ticket.out:
                     # Saturated: read no wake entries we could not start; they wait in the stream
                     # (or another worker takes their jobs) until a slot frees, not for the poll.
                     self._slot_freed.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._slot_freed.wait(), self.poll_delay_s)
                     continue
-                block_ms = int(self.poll_delay_s * 1000)
-                read = ("XREAD", "COUNT", min(free, 1000), "BLOCK", block_ms, "STREAMS", wake_stream, last_id)
-                entries = stream_entries(await self._wake.execute(*read))
+                # The ticket goes out with this read unless a job it brought just started: that
+                # job's answer takes it out, in a round trip it makes anyway.
+                renewal = None if handed else self.ticket_renewal()
+                commands = [] if renewal is None else [renewal]
+                read = ticket.read(wake_stream, last_id, self.free_slots(), int(self.poll_delay_s * 1000))
+                got = streams_entries((await self._wake.execute_many([*commands, read]))[-1])
+                jobs = ticket.taken(got)
+                handed = bool(jobs)
+                if jobs:
+                    metrics.HANDED.labels(self.ctx["provider"]).inc(len(jobs))
+                    await self.run_claimed(jobs)
+                entries = got.get(wake_stream.encode())
                 if entries:
                     last_id = entries[-1][0]
                     await self.start_jobs(
@@ -137,10 +155,9 @@ class EdgeWorker(Worker):
         (without wake entries). The main loop reads no more wake entries than there are slots.
         `data`: the one job's data, from its wake entry: its upstream request is built while the
         claim travels (edge_workers/ahead.py)."""
-        free = arq_compat.free_slots(self)
+        free = self.free_slots()
         if free <= 0 or not job_ids:
             return
-        held: set[str] = self.ctx["held"]
         claim = _CLAIM.start(  # on the wire from here
             self._lean,
             [
@@ -164,7 +181,7 @@ class EdgeWorker(Worker):
         state: WorkerState | None = self.ctx.get("edge")
         # Only an idle worker builds ahead: a busy one has other jobs' work to do while a claim
         # travels, and building ahead costs the job's data decoded twice (2-3% of c=64's misses/s).
-        if data is None or state is None or len(job_ids) != 1 or free < self.max_jobs:
+        if data is None or state is None or len(job_ids) != 1 or arq_compat.free_slots(self) < self.max_jobs:
             reply = await claim
         else:
             ahead.build(state, job_ids[0].decode(), data)  # while the claim travels
@@ -172,12 +189,34 @@ class EdgeWorker(Worker):
         claimed = Claimed.from_claim(reply)
         if data is not None and state is not None and not claimed:  # another worker's
             ahead.drop(state, [job_ids[0].decode()])
+        await self.run_claimed(claimed)
+
+    async def run_claimed(self, claimed: list[Claimed]) -> None:
+        """Start the jobs claimed for this worker (by its claim, or handed to it)."""
+        held: set[str] = self.ctx["held"]
         for job in claimed:
             held.add(job.job_id)
             await arq_compat.take_slot(self)
             task = self.loop.create_task(runner.run(self, job))
             task.add_done_callback(self._job_done)
             self.tasks[job.job_id] = task
+
+    def ticket_renewal(self, freeing: int = 0) -> tuple[Any, ...] | None:
+        """The command that puts this worker's ticket out when due (`freeing`: slots a job that
+        is answering is about to free)."""
+        ticket: Ticket = self.ctx["ticket"]
+        return ticket.renewal(arq_compat.free_slots(self) + freeing)
+
+    def free_slots(self) -> int:
+        """Slots for jobs to claim: one is kept for the job a ticket out may bring."""
+        ticket: Ticket = self.ctx["ticket"]
+        return arq_compat.free_slots(self) - (1 if ticket.out else 0)
+
+    async def _withdraw(self, ticket: Ticket) -> None:
+        """Draining: take the ticket back, and run the jobs handed before it was (they are this
+        worker's already)."""
+        replies = await self._wake.execute_many([ticket.withdraw(), ticket.read("", "", 0, None)])
+        await self.run_claimed(ticket.taken(streams_entries(replies[-1])))
 
     async def close(self) -> None:
         await super().close()
@@ -238,6 +277,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         settings, models = load_settings()
     held: set[str] = set()  # ids of the jobs this worker claimed and has not answered yet
     job_timeout_s = settings.request_timeout_s + 5
+    worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     semantic = _semantic_cache(provider, settings, models)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
@@ -269,6 +309,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             redis=ctx["redis"],
             lean=ctx["lean"],
             held=held,
+            renew_ticket=ctx["renew_ticket"],
             cache_redis=_cache_client(settings),
             semantic=semantic,
         )
@@ -309,7 +350,9 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
         ctx={
             "wake_stream": keyspace.wake(provider),
             "held": held,
-            "worker_id": f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}",
+            "worker_id": worker_id,
+            "ticket": Ticket(provider, worker_id),
+            "provider": provider,
         },
         on_startup=on_startup,
         on_shutdown=on_shutdown,

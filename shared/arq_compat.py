@@ -193,14 +193,17 @@ return claimed
 """
 
 
-# Take over a dead worker: KEYS registry, queue, wake stream, load hash, missing-keys hash;
-# ARGV dead worker id, now_ms, its running-set key, job-key prefix, in-progress prefix,
-# wake-stream maxlen. Atomic, so when several workers reap the same dead one, only the first
+# Take over a dead worker: KEYS registry, queue, wake stream, load hash, missing-keys hash, idle
+# tickets; ARGV dead worker id, now_ms, its running-set key, job-key prefix, in-progress prefix,
+# wake-stream maxlen, its inbox (the jobs handed to it are in its running set too).
+# Atomic, so when several workers reap the same dead one, only the first
 # re-queues its jobs. A job whose key is gone (answered, expired or cancelled) is not re-queued.
 REAP_LUA = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {} end
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('DEL', ARGV[7])
 local jobs = redis.call('SMEMBERS', ARGV[3])
 local requeued = {}
 for _, id in ipairs(jobs) do

@@ -31,6 +31,17 @@ def wake(provider: str) -> str:
     return f"{PREFIX}:wake:{provider}"
 
 
+def idle(provider: str) -> str:
+    """Sorted set: the provider's idle workers' tickets (worker id scored by when it was last
+    renewed, ms). A miss hands its job to the worker whose ticket it takes (edge_workers/handoff.py)."""
+    return f"{PREFIX}:idle:{provider}"
+
+
+def inbox(worker_id: str) -> str:
+    """Stream: the jobs handed to one worker, already claimed for it by the miss script."""
+    return f"{PREFIX}:inbox:{worker_id}"
+
+
 def replies(front_id: str) -> str:
     """Stream a front process reads its answers from; one per front process, not per request."""
     return f"{PREFIX}:reply:{front_id}"

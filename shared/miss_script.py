@@ -3,9 +3,12 @@ else joins an identical request already in flight (shared/flights.py), else admi
 the virtual key (shared/admission.py) and enqueues the job, marking it in flight: atomically.
 
 The job is written exactly as arq's `enqueue_job` writes it (job key with expiry, queue
-sorted-set entry), and the provider's wake stream gets its id, so workers wake at once. A small
-job's data rides in its wake entry too: the woken worker builds (and signs) its upstream request
-while its claim is on the way (edge_workers/ahead.py), a round trip it otherwise waits out.
+sorted-set entry). When an idle worker left a fresh ticket, the script takes it, claims the job
+for that worker and appends it to the worker's inbox (edge_workers/handoff.py): the worker
+starts the job without a claim of its own. Otherwise the provider's wake stream gets its id, so
+workers wake at once and claim it; a small job's data rides in its wake entry too, and the woken
+worker builds (and signs) its upstream request while its claim is on the way
+(edge_workers/ahead.py).
 
 With the L2 cache in its own Redis (`CACHE_REDIS_URL`) the lookup cannot be part of it: the
 front reads L2 there first and runs this script without the lookup (two round trips).
@@ -20,11 +23,19 @@ import msgspec
 
 from shared import keyspace
 from shared.admission import KeyLimits, settle, window_bounds
-from shared.arq_compat import JOB_KEY_PREFIX, serialize_job_data
+from shared.arq_compat import (
+    IN_PROGRESS_KEY_PREFIX,
+    JOB_KEY_PREFIX,
+    RETRY_KEY_PREFIX,
+    RETRY_KEY_TTL_S,
+    WORKER_STATE_TTL_S,
+    serialize_job_data,
+)
 from shared.queue import (
     JOB_FUNCTION,
     JOB_KEY_GRACE_MS,
     REPLY_STREAM_MAXLEN,
+    TICKET_FRESH_MS,
     USAGE_TTL_S,
     WAKE_DATA_MAX_BYTES,
     WAKE_STREAM_MAXLEN,
@@ -37,7 +48,7 @@ from shared.resp import LeanRedis, LeanScript
 # KEYS: job key, queue, wake stream, rpm counter, in-flight set, deployment usage hash ('' none),
 # tpm counter, spend hash (the key's four: '' for the master key and keys without limits), L2
 # entry ('' no lookup), flight ('' the request takes no part in single-flight), its followers, its
-# chunk log, the asking front's reply stream.
+# chunk log, the asking front's reply stream, the provider's idle workers' tickets.
 # ARGV: job id, job data, job key ttl ms, now ms, wake maxlen, rpm limit ('' none), window reset
 # ms (unix), parallel limit ('' none), slot ('' none: `<id>` or `<id>:<tokens>:<usd>`), slot
 # expiry ms (unix), check ('1': first attempt), usage ttl s, tpm limit ('' none), budget USD
@@ -45,7 +56,10 @@ from shared.resp import LeanRedis, LeanScript
 # to copy a streamed flight's chunks so far, the flight's value `<job id> <deadline ms>`, the
 # reply stream's maxlen, the oldest store time (unix ms) of an L2 entry the request accepts ('' any:
 # max-age, shared/cache_policy.py; an entry without a store time counts as too old), '1' to put
-# the job data in the wake entry too (a small job: a worker prepares its call while claiming it).
+# the job data in the wake entry too (a small job: a worker prepares its call while claiming it),
+# the oldest renewal time (unix ms) of a ticket still fresh.
+# An enqueued job goes to an idle worker's inbox, claimed for it, when a fresh ticket is there
+# (edge_workers/handoff.py: no claim round trip), else to the wake stream for any worker to claim.
 # Returns {verdict, requests counted in the window, tokens counted in the window (used and
 # reserved, this request's included), spend (used and reserved, as a string)}: verdict 0
 # enqueued (and charged on a first attempt); refused (nothing written) 1 at the rpm limit, 2 at
@@ -121,7 +135,28 @@ if slot ~= '' then
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-if ARGV[21] == '1' then
+local handed = false
+while KEYS[14] ~= '' and not handed do
+  local ticket = redis.call('ZPOPMAX', KEYS[14])
+  if #ticket == 0 then break end
+  if tonumber(ticket[2]) < tonumber(ARGV[22]) then
+    redis.call('DEL', KEYS[14])  -- the freshest is stale: so are the rest
+    break
+  end
+  -- Claimed for the ticket's worker as the claim script would (lease, running set, try).
+  local worker = ticket[1]
+  redis.call('SET', '@IN_PROGRESS@' .. ARGV[1], '1', 'PX', ARGV[3] + 10000)
+  redis.call('SADD', '@RUNNING@' .. worker, ARGV[1])
+  redis.call('EXPIRE', '@RUNNING@' .. worker, @STATE_TTL@)
+  local tries = redis.call('INCR', '@RETRY@' .. ARGV[1])
+  redis.call('EXPIRE', '@RETRY@' .. ARGV[1], @RETRY_TTL@)
+  redis.call('XADD', '@INBOX@' .. worker, 'MAXLEN', 16, '*',
+    'j', ARGV[1], 'd', ARGV[2], 's', ARGV[4], 't', tries)
+  redis.call('EXPIRE', '@INBOX@' .. worker, @STATE_TTL@)
+  handed = true
+end
+if handed then
+elseif ARGV[21] == '1' then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'j', ARGV[1], 'd', ARGV[2])
 else
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'j', ARGV[1])
@@ -133,6 +168,15 @@ end
 if KEYS[10] ~= '' then redis.call('SET', KEYS[10], ARGV[18], 'PX', ARGV[3]) end
 return {0, count, tokens, tostring(spent)}
 """
+for _name, _value in (
+    ("IN_PROGRESS", IN_PROGRESS_KEY_PREFIX),
+    ("RUNNING", keyspace.running("")),
+    ("RETRY", RETRY_KEY_PREFIX),
+    ("INBOX", keyspace.inbox("")),
+    ("STATE_TTL", str(WORKER_STATE_TTL_S)),
+    ("RETRY_TTL", str(RETRY_KEY_TTL_S)),
+):
+    MISS_LUA = MISS_LUA.replace(f"@{_name}@", _value)
 
 
 @dataclass
@@ -218,6 +262,7 @@ class MissScript:
             keyspace.flight_followers(cache_key) if flight else "",
             keyspace.flight_log(cache_key) if flight else "",
             job.reply_to,
+            keyspace.idle(job.provider),
         ]
         args: list[bytes | str | int | float] = [
             job.job_id,
@@ -241,6 +286,7 @@ class MissScript:
             REPLY_STREAM_MAXLEN,
             "" if oldest is None else int(oldest * 1000),
             "1" if len(data) <= WAKE_DATA_MAX_BYTES else "",
+            now_ms - TICKET_FRESH_MS,
         ]
         result = await _MISS(self._redis, keys, args)
         verdict = int(result[0])

@@ -33,6 +33,11 @@ JOB_KEY_GRACE_MS = 5_000
 # Workers heartbeat this often; one silent for DEAD_AFTER_S is dead and its jobs are re-queued.
 WORKER_HEARTBEAT_S = 0.5
 WORKER_DEAD_AFTER_S = 2.0
+# An idle worker renews its ticket (edge_workers/handoff.py) at least this often, and a miss hands
+# its job only to a ticket renewed within TICKET_FRESH_MS: a worker killed while idle can take
+# one job with it, which the reaper gives back within WORKER_DEAD_AFTER_S.
+TICKET_RENEW_S = 1.0
+TICKET_FRESH_MS = int(WORKER_DEAD_AFTER_S * 1000)
 # A deployment's per-minute usage hash outlives its minute just long enough to be read.
 USAGE_TTL_S = 120
 

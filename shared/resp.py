@@ -298,4 +298,14 @@ def stream_entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """XREAD's raw reply for one stream as redis-py gives it: [(entry id, {field: value})]."""
     if not reply:
         return []
-    return [(entry_id, dict(zip(fields[::2], fields[1::2], strict=True))) for entry_id, fields in reply[0][1]]
+    return _entries(reply[0][1])
+
+
+def streams_entries(reply: Any) -> dict[bytes, list[tuple[bytes, dict[bytes, bytes]]]]:
+    """XREAD's raw reply for several streams: stream name -> its entries (streams without new
+    entries are not there)."""
+    return {name: _entries(raw) for name, raw in reply or ()}
+
+
+def _entries(raw: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    return [(entry_id, dict(zip(fields[::2], fields[1::2], strict=True))) for entry_id, fields in raw]

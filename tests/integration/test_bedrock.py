@@ -13,8 +13,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import redis
 
 from edge_agent.devstack import DevStack, Front
+from shared import keyspace
 from tests.integration.conftest import fake_stats, sample, scrape, sdk, wait_until
 
 CONFIG = """\
@@ -120,11 +122,16 @@ def test_plain_answer_is_signed_translated_and_named(client: openai.OpenAI, stac
 def test_requests_signed_while_claimed_verify(client: openai.OpenAI, stack: DevStack) -> None:
     """A small job's request is built and signed while its claim travels (edge_workers/ahead.py):
     the fake, checking every signature and the body's hash, accepts it; a job too large to ride
-    in its wake entry is built after its claim, as before."""
+    in its wake entry is built after its claim, as before. (An idle worker is handed its jobs
+    without a claim, edge_workers/handoff.py: its ticket is taken away here so that the job
+    wakes it through the wake stream instead.)"""
     worker = next(w for w in stack.workers if w.provider == "bedrock")
+    assert stack.redis is not None
+    r = redis.Redis.from_url(stack.redis.url)
     name = "llm_edge_worker_built_ahead_total"
     before = sample(scrape(worker.metrics_url), name, provider="bedrock")
     for _ in range(5):  # only an idle worker builds ahead: one busy with an earlier test's job does not
+        r.delete(keyspace.idle("bedrock"))
         small = client.chat.completions.create(model="nova", messages=_user(f"ahead {uuid.uuid4().hex[:8]}"))
         assert small.choices[0].message.content
         after = sample(scrape(worker.metrics_url), name, provider="bedrock")
@@ -132,6 +139,7 @@ def test_requests_signed_while_claimed_verify(client: openai.OpenAI, stack: DevS
             break
     assert after == before + 1
     large = "words " * 1200 + uuid.uuid4().hex  # over WAKE_DATA_MAX_BYTES
+    r.delete(keyspace.idle("bedrock"))
     answer = client.chat.completions.create(model="nova", messages=_user(large))
     assert answer.choices[0].message.content
     assert sample(scrape(worker.metrics_url), name, provider="bedrock") == after
