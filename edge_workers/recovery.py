@@ -100,7 +100,6 @@ class Recovery:
             pipe.hdel(keyspace.missing_keys(self.provider), self.worker_id)
             pipe.delete(keyspace.running(self.worker_id))
             pipe.zrem(keyspace.idle(self.provider), self.worker_id)
-            pipe.delete(keyspace.inbox(self.worker_id))
             await pipe.execute()
 
     async def run(self) -> None:
@@ -138,7 +137,6 @@ class Recovery:
                     JOB_KEY_PREFIX,
                     IN_PROGRESS_KEY_PREFIX,
                     WAKE_STREAM_MAXLEN,
-                    keyspace.inbox(worker_id),
                 ],
             )
             if ids:

@@ -58,7 +58,7 @@ async def run(worker: Worker, job: Claimed) -> None:
         # A job whose final publication went out left `held` and had its keys deleted by it.
         if job.job_id in held:
             held.discard(job.job_id)
-            await asyncio.shield(_finish(worker, job.job_id, finish))
+            await asyncio.shield(finish_job(worker, job.job_id, finish))
 
 
 async def _call(worker: Worker, job: Claimed) -> bool:
@@ -102,7 +102,7 @@ async def _call(worker: Worker, job: Claimed) -> bool:
     return True
 
 
-async def _finish(worker: Worker, job_id: str, finished: bool) -> None:
+async def finish_job(worker: Worker, job_id: str, finished: bool) -> None:
     """arq's `finish_job` for a job kept without a result, and out of this worker's running set;
     a job to run again only loses its lease."""
     with contextlib.suppress(RedisError, OSError):

@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge_workers import ahead, metrics, runner
-from edge_workers.handoff import Ticket
+from edge_workers.handoff import Inbox, Ticket
 from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
 from edge_workers.providers.bedrock_auth import keep_fresh, missing_credentials
 from edge_workers.publishing import load_scripts
@@ -42,11 +42,11 @@ from edge_workers.upstream import new_session
 from shared import arq_compat, keyspace, tracing
 from shared.arq_compat import CLAIM_LUA
 from shared.config import ModelTable, Settings, load_settings
-from shared.queue import JOB_FUNCTION, arq_deserialize, arq_serialize
+from shared.queue import JOB_FUNCTION, TICKET_RENEW_S, arq_deserialize, arq_serialize
 from shared.redis_connect import arq_pool, pooled_client
 from shared.redis_memory import warn_about_eviction
 from shared.redis_settings import RedisTarget
-from shared.resp import LeanRedis, LeanScript, streams_entries
+from shared.resp import LeanRedis, LeanScript, stream_entries
 from shared.semantic_config import enabled_groups
 from shared.tasks import stop_tasks
 
@@ -77,30 +77,40 @@ class EdgeWorker(Worker):
                 expires_extra_ms=self.expires_extra_ms,
             )
         # The miss's round trips go over lean connections (shared/resp.py): the wake stream's
-        # blocking reads on one, claims and answers' publications pipelined on the other. A
-        # claim is on the wire as soon as its task starts, and a job's request is built while it
-        # travels (edge_workers/ahead.py).
+        # blocking reads on one, claims and answers' publications pipelined on the other, and
+        # the inbox's subscription (edge_workers/handoff.py) on a third. A claim is on the wire
+        # as soon as its task starts, and a job's request is built while it travels
+        # (edge_workers/ahead.py).
         self._wake = LeanRedis(self.pool, blocking=True)
         self.ctx["lean"] = self._lean = LeanRedis(self.pool)
+        ticket: Ticket = self.ctx["ticket"]
+        self._inbox = Inbox(self.pool, ticket, self._run_handed)
         self._slot_freed = asyncio.Event()
         self.ctx["redis"] = self.pool
         self.ctx["renew_ticket"] = self.ticket_renewal
         if self.on_startup:
             await self.on_startup(self.ctx)
+        listening = self.loop.create_task(self._inbox.listen())
+        try:
+            await self._serve(ticket)
+        finally:
+            listening.cancel()
+            await self._inbox.aclose()
+
+    async def _serve(self, ticket: Ticket) -> None:
         wake_stream = self.ctx["wake_stream"]
-        ticket: Ticket = self.ctx["ticket"]
         # From the start: claims delete the entries they read, so what is left names jobs nobody
         # has claimed yet (a worker starting during a burst takes its share at once).
         last_id: bytes | str = "0-0"
         log.info("worker ready on queue %s", self.queue_name)
         polled = 0.0
         redis_down = False
-        handed = False  # the last read brought a handed job
+        checked = 0.0  # when the inbox's subscription was last checked against the primary
         while True:
             if not self.allow_pick_jobs:  # draining (SIGTERM): claim nothing more
-                if not ticket.closed:
+                if not ticket.closed:  # the jobs it brought before are run: they are this worker's
                     with contextlib.suppress(RedisError, OSError):
-                        await self._withdraw(ticket)
+                        await self._wake.execute(*ticket.withdraw())
                 arq_compat.forget_done_tasks(self)
                 await asyncio.sleep(0.1)
                 continue
@@ -111,25 +121,30 @@ class EdgeWorker(Worker):
                     await arq_compat.poll_once(self)
                     polled = time.monotonic()
                 free = self.free_slots()
-                if free <= 0 and not ticket.out:
+                if free <= 0:
                     # Saturated: read no wake entries we could not start; they wait in the stream
                     # (or another worker takes their jobs) until a slot frees, not for the poll.
                     self._slot_freed.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._slot_freed.wait(), self.poll_delay_s)
                     continue
-                # The ticket goes out with this read unless a job it brought just started: that
-                # job's answer takes it out, in a round trip it makes anyway.
-                renewal = None if handed else self.ticket_renewal()
-                commands = [] if renewal is None else [renewal]
-                read = ticket.read(wake_stream, last_id, self.free_slots(), int(self.poll_delay_s * 1000))
-                got = streams_entries((await self._wake.execute_many([*commands, read]))[-1])
-                jobs = ticket.taken(got)
-                handed = bool(jobs)
-                if jobs:
-                    metrics.HANDED.labels(self.ctx["provider"]).inc(len(jobs))
-                    await self.run_claimed(jobs)
-                entries = got.get(wake_stream.encode())
+                # The ticket goes out (or is renewed) with this read; once a second, the read
+                # also checks that the inbox is subscribed where the ticket is.
+                commands: list[tuple[Any, ...]] = []
+                renewal = self.ticket_renewal()
+                if renewal is not None:
+                    commands.append(renewal)
+                check = time.monotonic() - checked >= TICKET_RENEW_S
+                if check:
+                    commands.append(self._inbox.numsub())
+                    checked = time.monotonic()
+                free = self.free_slots()
+                block_ms = int(self.poll_delay_s * 1000)
+                read = ("XREAD", "COUNT", min(free, 1000), "BLOCK", block_ms, "STREAMS", wake_stream, last_id)
+                replies = await self._wake.execute_many([*commands, read])
+                if check:
+                    await self._inbox.check(replies[-2])
+                entries = stream_entries(replies[-1])
                 if entries:
                     last_id = entries[-1][0]
                     await self.start_jobs(
@@ -192,7 +207,7 @@ class EdgeWorker(Worker):
         await self.run_claimed(claimed)
 
     async def run_claimed(self, claimed: list[Claimed]) -> None:
-        """Start the jobs claimed for this worker (by its claim, or handed to it)."""
+        """Start the jobs this worker claimed."""
         held: set[str] = self.ctx["held"]
         for job in claimed:
             held.add(job.job_id)
@@ -201,9 +216,27 @@ class EdgeWorker(Worker):
             task.add_done_callback(self._job_done)
             self.tasks[job.job_id] = task
 
+    def _run_handed(self, job: Claimed) -> None:
+        """Start a job handed to this worker (its inbox's message), in the slot its ticket kept."""
+        metrics.HANDED.labels(self.ctx["provider"]).inc()
+        self.ctx["held"].add(job.job_id)
+        self.tasks[job.job_id] = self.loop.create_task(self._handed(job))
+
+    async def _handed(self, job: Claimed) -> None:
+        try:
+            await arq_compat.take_slot(self)  # at once: its ticket kept the slot
+        except asyncio.CancelledError:  # stopping: back to the queue, for another worker
+            self.ctx["held"].discard(job.job_id)
+            await asyncio.shield(runner.finish_job(self, job.job_id, False))
+            raise
+        try:
+            await runner.run(self, job)
+        finally:
+            self._job_done(None)
+
     def ticket_renewal(self, freeing: int = 0) -> tuple[Any, ...] | None:
         """The command that puts this worker's ticket out when due (`freeing`: slots a job that
-        is answering is about to free)."""
+        is answering is about to free); None when not."""
         ticket: Ticket = self.ctx["ticket"]
         return ticket.renewal(arq_compat.free_slots(self) + freeing)
 
@@ -212,19 +245,13 @@ class EdgeWorker(Worker):
         ticket: Ticket = self.ctx["ticket"]
         return arq_compat.free_slots(self) - (1 if ticket.out else 0)
 
-    async def _withdraw(self, ticket: Ticket) -> None:
-        """Draining: take the ticket back, and run the jobs handed before it was (they are this
-        worker's already)."""
-        replies = await self._wake.execute_many([ticket.withdraw(), ticket.read("", "", 0, None)])
-        await self.run_claimed(ticket.taken(streams_entries(replies[-1])))
-
     async def close(self) -> None:
         await super().close()
         if hasattr(self, "_wake"):  # main() ran
             await self._wake.aclose()
             await self._lean.aclose()
 
-    def _job_done(self, _: asyncio.Task[None]) -> None:
+    def _job_done(self, _: asyncio.Task[None] | None) -> None:
         arq_compat.release_slot(self)
         self._slot_freed.set()
 

@@ -195,7 +195,7 @@ return claimed
 
 # Take over a dead worker: KEYS registry, queue, wake stream, load hash, missing-keys hash, idle
 # tickets; ARGV dead worker id, now_ms, its running-set key, job-key prefix, in-progress prefix,
-# wake-stream maxlen, its inbox (the jobs handed to it are in its running set too).
+# wake-stream maxlen (the jobs handed to it, edge_workers/handoff.py, are in its running set too).
 # Atomic, so when several workers reap the same dead one, only the first
 # re-queues its jobs. A job whose key is gone (answered, expired or cancelled) is not re-queued.
 REAP_LUA = """
@@ -203,7 +203,6 @@ if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {} end
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('DEL', ARGV[7])
 local jobs = redis.call('SMEMBERS', ARGV[3])
 local requeued = {}
 for _, id in ipairs(jobs) do

@@ -38,7 +38,7 @@ def idle(provider: str) -> str:
 
 
 def inbox(worker_id: str) -> str:
-    """Stream: the jobs handed to one worker, already claimed for it by the miss script."""
+    """Pub/sub channel: the jobs handed to one worker, already claimed for it by the miss script."""
     return f"{PREFIX}:inbox:{worker_id}"
 
 

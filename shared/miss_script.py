@@ -3,12 +3,12 @@ else joins an identical request already in flight (shared/flights.py), else admi
 the virtual key (shared/admission.py) and enqueues the job, marking it in flight: atomically.
 
 The job is written exactly as arq's `enqueue_job` writes it (job key with expiry, queue
-sorted-set entry). When an idle worker left a fresh ticket, the script takes it, claims the job
-for that worker and appends it to the worker's inbox (edge_workers/handoff.py): the worker
-starts the job without a claim of its own. Otherwise the provider's wake stream gets its id, so
-workers wake at once and claim it; a small job's data rides in its wake entry too, and the woken
-worker builds (and signs) its upstream request while its claim is on the way
-(edge_workers/ahead.py).
+sorted-set entry). When an idle worker left a fresh ticket, the script takes it, publishes the
+job to the worker's inbox channel and, if the worker received it, claims the job for it
+(edge_workers/handoff.py): the worker starts the job without a claim of its own. Otherwise the
+provider's wake stream gets its id, so workers wake at once and claim it; a small job's data
+rides in its wake entry too, and the woken worker builds (and signs) its upstream request while
+its claim is on the way (edge_workers/ahead.py).
 
 With the L2 cache in its own Redis (`CACHE_REDIS_URL`) the lookup cannot be part of it: the
 front reads L2 there first and runs this script without the lookup (two round trips).
@@ -58,8 +58,9 @@ from shared.resp import LeanRedis, LeanScript
 # max-age, shared/cache_policy.py; an entry without a store time counts as too old), '1' to put
 # the job data in the wake entry too (a small job: a worker prepares its call while claiming it),
 # the oldest renewal time (unix ms) of a ticket still fresh.
-# An enqueued job goes to an idle worker's inbox, claimed for it, when a fresh ticket is there
-# (edge_workers/handoff.py: no claim round trip), else to the wake stream for any worker to claim.
+# An enqueued job is published to an idle worker's inbox and claimed for it when a fresh ticket
+# is there and its worker listens (edge_workers/handoff.py: no claim round trip), else named on
+# the wake stream for any worker to claim.
 # Returns {verdict, requests counted in the window, tokens counted in the window (used and
 # reserved, this request's included), spend (used and reserved, as a string)}: verdict 0
 # enqueued (and charged on a first attempt); refused (nothing written) 1 at the rpm limit, 2 at
@@ -136,24 +137,26 @@ end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 local handed = false
-while KEYS[14] ~= '' and not handed do
+while KEYS[14] ~= '' do
   local ticket = redis.call('ZPOPMAX', KEYS[14])
   if #ticket == 0 then break end
   if tonumber(ticket[2]) < tonumber(ARGV[22]) then
     redis.call('DEL', KEYS[14])  -- the freshest is stale: so are the rest
     break
   end
-  -- Claimed for the ticket's worker as the claim script would (lease, running set, try).
   local worker = ticket[1]
-  redis.call('SET', '@IN_PROGRESS@' .. ARGV[1], '1', 'PX', ARGV[3] + 10000)
-  redis.call('SADD', '@RUNNING@' .. worker, ARGV[1])
-  redis.call('EXPIRE', '@RUNNING@' .. worker, @STATE_TTL@)
-  local tries = redis.call('INCR', '@RETRY@' .. ARGV[1])
-  redis.call('EXPIRE', '@RETRY@' .. ARGV[1], @RETRY_TTL@)
-  redis.call('XADD', '@INBOX@' .. worker, 'MAXLEN', 16, '*',
-    'j', ARGV[1], 'd', ARGV[2], 's', ARGV[4], 't', tries)
-  redis.call('EXPIRE', '@INBOX@' .. worker, @STATE_TTL@)
-  handed = true
+  local tries = tonumber(redis.call('GET', '@RETRY@' .. ARGV[1]) or '0') + 1
+  local message = ARGV[1] .. ' ' .. ARGV[4] .. ' ' .. tries .. ' ' .. ARGV[2]
+  if redis.call('PUBLISH', '@INBOX@' .. worker, message) > 0 then
+    -- Claimed for the ticket's worker as the claim script would (lease, running set, try).
+    redis.call('SET', '@IN_PROGRESS@' .. ARGV[1], '1', 'PX', ARGV[3] + 10000)
+    redis.call('SADD', '@RUNNING@' .. worker, ARGV[1])
+    redis.call('EXPIRE', '@RUNNING@' .. worker, @STATE_TTL@)
+    redis.call('SET', '@RETRY@' .. ARGV[1], tries, 'EX', @RETRY_TTL@)
+    handed = true
+    break
+  end
+  -- Nobody listens on that inbox: its worker is gone. The next ticket, if any.
 end
 if handed then
 elseif ARGV[21] == '1' then

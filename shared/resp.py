@@ -24,11 +24,12 @@ Failures look like redis-py's, so callers keep their handling:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import hiredis
@@ -52,19 +53,21 @@ _pack = hiredis.pack_command
 class _Protocol(asyncio.Protocol):
     """One connection: commands written in order, each reply handed to the oldest waiter."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_push: Callable[[bytes], None] | None = None) -> None:
         self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error)
+        self.on_push = on_push  # a subscribed connection's messages (their payloads) go here
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.sent_at: deque[float] = deque()  # when each waiter's command went out (timeouts)
         self.transport: asyncio.Transport | None = None
         self.lost: RedisError | None = None  # set once the connection is gone: why
         self.timer: asyncio.TimerHandle | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        reader, waiting, sent_at = self.reader, self.waiting, self.sent_at
+        reader, waiting, sent_at, on_push = self.reader, self.waiting, self.sent_at, self.on_push
         reader.feed(data)
         while True:
             try:
@@ -74,6 +77,9 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is False:
                 return
+            if on_push is not None and type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                on_push(reply[2])
+                continue
             if not waiting:  # a reply nobody asked for: this connection cannot be trusted
                 self.fail(RedisConnectionError("Unexpected reply from Redis"))
                 return
@@ -94,6 +100,8 @@ class _Protocol(asyncio.Protocol):
     def _end(self, error: RedisError) -> None:
         if self.lost is None:
             self.lost = error
+        if not self.closed.done():
+            self.closed.set_result(None)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -107,8 +115,13 @@ class _Protocol(asyncio.Protocol):
 class LeanRedis:
     """One connection to the Redis of `client` (a redis-py client), for hot-path commands."""
 
-    def __init__(self, client: Redis, *, blocking: bool = False) -> None:
-        """`blocking`: for blocking reads (XREAD BLOCK): no reply timeout (the block bounds it)."""
+    def __init__(
+        self, client: Redis, *, blocking: bool = False, on_push: Callable[[bytes], None] | None = None
+    ) -> None:
+        """`blocking`: for blocking reads (XREAD BLOCK) and subscriptions: no reply timeout (the
+        block bounds it). `on_push`: called with each message's payload once the connection is
+        subscribed (SUBSCRIBE through `execute`)."""
+        self._on_push = on_push
         self.client = client  # for what is not on the hot path (and a pipeline's commands)
         self._pool = client.connection_pool
         # A redis-py connection that is never opened: it says where and how to connect.
@@ -160,6 +173,12 @@ class LeanRedis:
             if isinstance(reply, ReadOnlyError):
                 raise self._error(protocol, reply)
         return replies
+
+    async def wait_closed(self) -> None:
+        """Return once the open connection is gone (at once when none is open)."""
+        protocol = self._protocol
+        if protocol is not None and protocol.lost is None:
+            await asyncio.shield(protocol.closed)
 
     async def aclose(self) -> None:
         if self._opening is not None:
@@ -218,8 +237,9 @@ class LeanRedis:
         try:
             async with asyncio.timeout(params.socket_connect_timeout):
                 path = getattr(params, "path", None)
+                new = functools.partial(_Protocol, self._on_push)
                 if path is not None:
-                    _, protocol = await loop.create_unix_connection(_Protocol, path)
+                    _, protocol = await loop.create_unix_connection(new, path)
                 else:
                     if isinstance(self._pool, SentinelConnectionPool):
                         host, port = await self._pool.get_master_address()
@@ -227,7 +247,7 @@ class LeanRedis:
                         host, port = params.host, params.port
                     context = getattr(params, "ssl_context", None)
                     _, protocol = await loop.create_connection(
-                        _Protocol, host, port, ssl=context.get() if context is not None else None
+                        new, host, port, ssl=context.get() if context is not None else None
                     )
                 if getattr(params, "socket_keepalive", False) and protocol.transport is not None:
                     sock = protocol.transport.get_extra_info("socket")

@@ -1,0 +1,53 @@
+"""A worker's hand-off ticket (edge_workers/handoff.py): when it goes out, when it is renewed,
+and that a draining worker puts none out again."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_workers import handoff
+from edge_workers.handoff import Ticket, handed_job
+from shared import keyspace
+
+
+def listening() -> Ticket:
+    ticket = Ticket("openai", "w1")
+    ticket.listening = True
+    return ticket
+
+
+def test_a_ticket_goes_out_only_while_the_inbox_listens_and_two_slots_are_free() -> None:
+    ticket = Ticket("openai", "w1")
+    assert ticket.renewal(free=10) is None  # not subscribed yet: a job it brought would be lost
+    ticket.listening = True
+    assert ticket.renewal(free=1) is None  # one slot: kept for the wake stream's jobs
+    command = ticket.renewal(free=2)
+    assert command is not None and command[:2] == ("ZADD", keyspace.idle("openai")) and command[3] == "w1"
+    assert ticket.out
+
+
+def test_a_ticket_out_is_renewed_once_a_renewal_period_and_again_at_once_when_spent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(handoff.time, "monotonic", lambda: now[0])
+    ticket = listening()
+    assert ticket.renewal(free=5) is not None
+    assert ticket.renewal(free=5) is None
+    now[0] += handoff.TICKET_RENEW_S
+    assert ticket.renewal(free=5) is not None  # still idle: renewed, so it stays fresh
+    ticket.spent()
+    assert not ticket.out and ticket.renewal(free=5) is not None  # a job took it: out again
+
+
+def test_a_withdrawn_ticket_never_goes_out_again() -> None:
+    ticket = listening()
+    ticket.renewal(free=5)
+    assert ticket.withdraw() == ("ZREM", keyspace.idle("openai"), "w1")
+    assert not ticket.out and ticket.renewal(free=5) is None
+
+
+def test_an_inbox_message_is_the_job_claimed_for_this_worker() -> None:
+    data = b"\x85arq job data with spaces \x00"
+    job = handed_job(b"job1 1700000000123 2 " + data)
+    assert (job.job_id, job.score, job.job_try, job.data) == ("job1", 1700000000123, 2, data)
