@@ -102,6 +102,7 @@ def _job(state: FrontState, miss: Miss, deployment: Deployment) -> Job:
         upstream_headers=miss.upstream_headers,
         skip_lookup=miss.skip_lookup,
         trace=front_tracing.job_context() if tracing.ON else None,
+        record_now=state.router.state(deployment) != "closed",
     )
 
 

@@ -42,6 +42,7 @@ from shared.resp import LeanRedis
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
 
+    from edge_workers.ledger import Ledger
     from edge_workers.semantic.cache import SemanticCache
 
 log = logging.getLogger("edge.worker")
@@ -70,6 +71,7 @@ class WorkerState:
     # Upstream requests built while their jobs were being claimed, by job id (edge_workers/ahead.py).
     built_ahead: dict[str, ahead.Ahead] = field(default_factory=dict)
     semantic: SemanticCache | None = None  # set only where a model group has semantic_cache on
+    ledger: Ledger | None = None  # successful attempts' records, batched (edge_workers/ledger.py)
 
     async def publish(self, job: Job, pub: Publication) -> None:
         """Send `pub`. A job's last publication (its answer or its failure: the front waits for
@@ -89,7 +91,17 @@ class WorkerState:
         for pause in (*FINAL_PUBLISH_PAUSES_S, None):
             usage = keyspace.usage(job.deployment_id, time.time()) if limited else None
             try:
-                await publish(self.lean, job, pub, self.worker_id, breaker, usage, self.cache_redis, renewal)
+                await publish(
+                    self.lean,
+                    job,
+                    pub,
+                    self.worker_id,
+                    breaker,
+                    usage,
+                    self.cache_redis,
+                    renewal,
+                    self.ledger,
+                )
                 break
             except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as e:
                 if pause is None or time.time() + pause >= job.deadline:

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -25,6 +25,9 @@ from shared.flights import FANOUT_LUA, REPLY_STREAM_TTL_S, fan_out
 from shared.queue import REPLY_STREAM_MAXLEN, USAGE_TTL_S, Job, Reply, encode_reply, release_slot
 from shared.resp import LeanRedis
 from shared.routing import BreakerSettings
+
+if TYPE_CHECKING:
+    from edge_workers.ledger import Ledger
 
 log = logging.getLogger("edge.worker")
 
@@ -64,6 +67,7 @@ async def publish(
     usage_key: str | None = None,  # set when the deployment has a tpm limit
     cache_redis: Redis | None = None,  # CACHE_REDIS_URL's client; None: L2 is in `lean`'s Redis
     then: tuple[Any, ...] | None = None,  # one more command for the round trip (its reply ignored)
+    ledger: Ledger | None = None,  # where a successful attempt's records wait; None: written now
 ) -> None:
     """One round trip on `lean`, every answer's: redis-py's pipeline only collects the commands."""
     redis = lean.client
@@ -99,11 +103,13 @@ async def publish(
                 keyspace.stream_started(job.job_id), b"1", ex=max(1, int(job.deadline - time.time()) + 60)
             )
         if pub.attempt is not None:
-            args = record_args(int(time.time() * 1000), pub.attempt.outcome, breaker, pub.attempt.latency_ms)
-            record = [keyspace.breaker(job.deployment_id), *args]
-            calls.add(lambda p: p.evalsha(RECORD_SHA, 1, *record))
-            pipe.incr(keyspace.served(job.provider))
-            _record_outcome(pipe, job, pub, pub.attempt)
+            record = _attempt_record(job, pub, pub.attempt, breaker)
+            if ledger is not None and pub.attempt.outcome == "ok" and not job.record_now:
+                ledger.add(record)  # written in a later batch (edge_workers/ledger.py)
+            else:  # now, and what waited before it
+                for script, rest in [*(ledger.take() if ledger is not None else ()), record]:
+                    calls.add(script)
+                    rest(pipe)
             pipe.srem(keyspace.running(worker_id), job.job_id)
             arq_compat.finish_job(pipe, keyspace.queue(job.provider), job.job_id)  # (edge_workers/runner.py)
             if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
@@ -153,12 +159,32 @@ async def load_scripts(redis: Redis) -> None:
         await redis.script_load(lua)
 
 
-def _record_outcome(pipe: Pipeline, job: Job, pub: Publication, attempt: Attempt) -> None:
+# What one attempt's records add to a pipeline: the breaker's script call (run again after
+# NOSCRIPT), then the rest.
+Record = tuple[Callable[[Pipeline], object], Callable[[Pipeline], None]]
+
+
+def _attempt_record(job: Job, pub: Publication, attempt: Attempt, breaker: BreakerSettings) -> Record:
+    """The attempt's breaker record, the served counter and its outcome line, as of now."""
+    now_ms = int(time.time() * 1000)
+
+    def script(pipe: Pipeline) -> object:
+        args = record_args(now_ms, attempt.outcome, breaker, attempt.latency_ms)
+        return pipe.evalsha(RECORD_SHA, 1, keyspace.breaker(job.deployment_id), *args)
+
+    def rest(pipe: Pipeline) -> None:
+        pipe.incr(keyspace.served(job.provider))
+        _record_outcome(pipe, job, pub, attempt, now_ms)
+
+    return script, rest
+
+
+def _record_outcome(pipe: Pipeline, job: Job, pub: Publication, attempt: Attempt, now_ms: int) -> None:
     """The job's line in its provider's recent outcomes (the operator dashboard's numbers)."""
     final = pub.replies[-1] if pub.replies else None
     status = final.status if final is not None else 502
     fields = outcomes.entry(
-        int(time.time() * 1000),
+        now_ms,
         job.request_id,
         job.upstream_model,
         job.deployment_id,

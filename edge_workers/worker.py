@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from edge_workers import ahead, metrics, runner
 from edge_workers.handoff import Inbox, Ticket
 from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
+from edge_workers.ledger import Ledger
 from edge_workers.providers.bedrock_auth import keep_fresh, missing_credentials
 from edge_workers.publishing import load_scripts
 from edge_workers.recovery import Recovery
@@ -120,7 +121,7 @@ class EdgeWorker(Worker):
                 if time.monotonic() - polled >= self.poll_delay_s:
                     await arq_compat.poll_once(self)
                     polled = time.monotonic()
-                free = self.free_slots()
+                free = arq_compat.free_slots(self)
                 if free <= 0:
                     # Saturated: read no wake entries we could not start; they wait in the stream
                     # (or another worker takes their jobs) until a slot frees, not for the poll.
@@ -138,7 +139,7 @@ class EdgeWorker(Worker):
                 if check:
                     commands.append(self._inbox.numsub())
                     checked = time.monotonic()
-                free = self.free_slots()
+                free = arq_compat.free_slots(self)  # the ticket's slot too: a claim may take it back
                 block_ms = int(self.poll_delay_s * 1000)
                 read = ("XREAD", "COUNT", min(free, 1000), "BLOCK", block_ms, "STREAMS", wake_stream, last_id)
                 replies = await self._wake.execute_many([*commands, read])
@@ -170,9 +171,15 @@ class EdgeWorker(Worker):
         (without wake entries). The main loop reads no more wake entries than there are slots.
         `data`: the one job's data, from its wake entry: its upstream request is built while the
         claim travels (edge_workers/ahead.py)."""
-        free = self.free_slots()
+        free = arq_compat.free_slots(self)
         if free <= 0 or not job_ids:
             return
+        ticket: Ticket = self.ctx["ticket"]
+        take_back = ""
+        if ticket.out and len(job_ids) >= free:  # the slot kept for the ticket's job is wanted
+            take_back, ticket.out = ticket.worker_id, False
+        elif ticket.out:
+            free -= 1
         claim = _CLAIM.start(  # on the wire from here
             self._lean,
             [
@@ -182,6 +189,7 @@ class EdgeWorker(Worker):
                 self.ctx["wake_stream"],
                 arq_compat.JOB_KEY_PREFIX,
                 arq_compat.RETRY_KEY_PREFIX,
+                ticket.key,
             ],
             [
                 timestamp_ms(),
@@ -189,6 +197,7 @@ class EdgeWorker(Worker):
                 arq_compat.WORKER_STATE_TTL_S,
                 free,
                 len(job_ids),
+                take_back,
                 *job_ids,
                 *wake_entries,
             ],
@@ -239,11 +248,6 @@ class EdgeWorker(Worker):
         is answering is about to free); None when not."""
         ticket: Ticket = self.ctx["ticket"]
         return ticket.renewal(arq_compat.free_slots(self) + freeing)
-
-    def free_slots(self) -> int:
-        """Slots for jobs to claim: one is kept for the job a ticket out may bring."""
-        ticket: Ticket = self.ctx["ticket"]
-        return arq_compat.free_slots(self) - (1 if ticket.out else 0)
 
     async def close(self) -> None:
         await super().close()
@@ -339,6 +343,7 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             renew_ticket=ctx["renew_ticket"],
             cache_redis=_cache_client(settings),
             semantic=semantic,
+            ledger=Ledger(ctx["lean"]),
         )
         ctx["cancel_listener"] = asyncio.create_task(cancel_listener(state))
         if semantic is not None:  # replays the shared vectors, then follows them
@@ -355,6 +360,8 @@ def build_worker(provider: str, settings: Settings | None = None, models: Any = 
             await recovery.leave()
         state: WorkerState | None = ctx.get("edge")
         if state is not None:
+            if state.ledger is not None:
+                await state.ledger.flush()
             await state.session.close()
             if state.cache_redis is not None:
                 await state.cache_redis.aclose()

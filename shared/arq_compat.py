@@ -165,13 +165,20 @@ WORKER_STATE_TTL_S = 30
 # job reads nothing more. Running jobs stay in arq's queue, so the ids are tried until the limit
 # is met, not just the first few. The wake-stream entries given are deleted: their jobs are claimed now or
 # cannot be (running or gone), so no other worker needs them and the stream is empty when idle.
-# KEYS: queue, in-progress prefix, running set, wake stream, job-key prefix, retry-key prefix.
-# ARGV: now_ms, in-progress ms, running-set ttl, most to claim, number of ids, ids..., entry ids...
+# A worker whose hand-off ticket is out (edge_workers/handoff.py) keeps a slot for the job it may
+# bring; to claim into that slot too, it names its ticket: taken back here, atomically, or, if a
+# miss took it first, one job fewer is claimed (the handed one takes the slot).
+# KEYS: queue, in-progress prefix, running set, wake stream, job-key prefix, retry-key prefix,
+# idle tickets.
+# ARGV: now_ms, in-progress ms, running-set ttl, most to claim, number of ids, the ticket to take
+# back ('' none), ids..., entry ids...
 CLAIM_LUA = """
 local claimed = {}
-local want = tonumber(ARGV[4]) * 4
-local last = 5 + tonumber(ARGV[5])
-for i = 6, last do
+local want = tonumber(ARGV[4])
+if ARGV[6] ~= '' and redis.call('ZREM', KEYS[7], ARGV[6]) == 0 then want = want - 1 end
+want = want * 4
+local last = 6 + tonumber(ARGV[5])
+for i = 7, last do
   if #claimed >= want then break end
   local id = ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], id)

@@ -84,6 +84,9 @@ class Job(msgspec.Struct, frozen=True):
     # tracing is on: the worker's spans continue the request's trace. Optional, so fronts and
     # workers of either version read each other's jobs (msgspec ignores unknown fields).
     trace: dict[str, str] | None = None
+    # The front did not see the deployment's breaker closed (the job may be a half-open breaker's
+    # probe): the worker records its outcome with the answer, never in a later batch.
+    record_now: bool = False
 
 
 class Reply(msgspec.Struct, frozen=True):

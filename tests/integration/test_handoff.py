@@ -59,7 +59,9 @@ async def inboxes(r: Redis) -> AsyncIterator[PubSub]:
     pubsub = r.pubsub(ignore_subscribe_messages=True)
     channels = (keyspace.inbox("w1"), keyspace.inbox("w2"))
     await pubsub.subscribe(*channels)
-    while [n for _, n in await r.pubsub_numsub(*channels)] != [1, 1]:
+    for _ in range(500):  # until Redis has both subscriptions
+        if [n for _, n in await r.pubsub_numsub(*channels)] == [1, 1]:
+            break
         await asyncio.sleep(0.01)
     try:
         yield pubsub
@@ -114,8 +116,36 @@ async def test_a_handed_job_is_not_claimed_again_by_the_poll(r: Redis, inboxes: 
         keyspace.wake("openai"),
         JOB_KEY_PREFIX,
         RETRY_KEY_PREFIX,
+        IDLE,
     ]
-    assert await claim(keys=keys, args=[now_ms() + 1000, 60_000, WORKER_STATE_TTL_S, 10, 1, "job1"]) == []
+    assert await claim(keys=keys, args=[now_ms() + 1000, 60_000, WORKER_STATE_TTL_S, 10, 1, "", "job1"]) == []
+
+
+async def test_a_claim_into_the_kept_slot_takes_the_ticket_back_or_leaves_the_slot(r: Redis) -> None:
+    """A worker with its ticket out claims into the slot it kept only by taking the ticket back in
+    the claim; when a miss took the ticket first, the handed job gets the slot."""
+    claim = r.register_script(CLAIM_LUA)
+    keys = [
+        keyspace.queue("openai"),
+        IN_PROGRESS_KEY_PREFIX,
+        keyspace.running("w1"),
+        keyspace.wake("openai"),
+        JOB_KEY_PREFIX,
+        RETRY_KEY_PREFIX,
+        IDLE,
+    ]
+    for n in (1, 2, 3, 4):
+        await r.zadd(keyspace.queue("openai"), {f"j{n}": 1_000})
+    await r.zadd(IDLE, {"w1": now_ms()})
+    args = [2_000, 60_000, WORKER_STATE_TTL_S, 2, 2, "w1", "j1", "j2"]
+    assert [job_id for job_id, *_ in chunks(await claim(keys=keys, args=args))] == [b"j1", b"j2"]
+    assert await r.zcard(IDLE) == 0  # taken back: no job will be handed to this worker
+    args = [2_000, 60_000, WORKER_STATE_TTL_S, 2, 2, "w1", "j3", "j4"]  # the ticket was taken meanwhile
+    assert [job_id for job_id, *_ in chunks(await claim(keys=keys, args=args))] == [b"j3"]
+
+
+def chunks(reply: list[bytes]) -> list[list[bytes]]:
+    return [reply[i : i + 4] for i in range(0, len(reply), 4)]
 
 
 async def test_without_a_fresh_ticket_the_job_wakes_any_worker(r: Redis, inboxes: PubSub) -> None:

@@ -54,8 +54,9 @@ def claim(
             keyspace.wake("openai"),
             JOB_KEY_PREFIX,
             RETRY_KEY_PREFIX,
+            keyspace.idle("openai"),
         ],
-        args=[now_ms, LEASE_MS, WORKER_STATE_TTL_S, most, len(ids), *ids, *wake_entries],
+        args=[now_ms, LEASE_MS, WORKER_STATE_TTL_S, most, len(ids), "", *ids, *wake_entries],
     )
     return [(job.job_id, float(job.score)) for job in Claimed.from_claim(out)]
 
@@ -118,14 +119,16 @@ def test_claim_returns_each_job_with_its_data_and_counted_try(r: redis.Redis) ->
         keyspace.wake("openai"),
         JOB_KEY_PREFIX,
         RETRY_KEY_PREFIX,
+        keyspace.idle("openai"),
     ]
-    out = script(keys=keys, args=[2_000, LEASE_MS, WORKER_STATE_TTL_S, 10, 2, "j", "gone"])
+    out = script(keys=keys, args=[2_000, LEASE_MS, WORKER_STATE_TTL_S, 10, 2, "", "j", "gone"])
     first, gone = Claimed.from_claim(out)
     assert (first.job_id, first.data, first.job_try) == ("j", b"payload", 1)
     assert (gone.job_id, gone.data, gone.job_try) == ("gone", None, 1)  # its key expired: runner drops it
     assert 0 < r.ttl(RETRY_KEY_PREFIX + "j") <= RETRY_KEY_TTL_S
     r.delete(IN_PROGRESS_KEY_PREFIX + "j")  # its worker died; the reaper let it go
-    (again,) = Claimed.from_claim(script(keys=keys, args=[2_000, LEASE_MS, WORKER_STATE_TTL_S, 10, 1, "j"]))
+    args = [2_000, LEASE_MS, WORKER_STATE_TTL_S, 10, 1, "", "j"]
+    (again,) = Claimed.from_claim(script(keys=keys, args=args))
     assert again.job_try == 2  # arq's count of runs, as its run_job would have made it
 
 
