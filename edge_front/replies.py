@@ -1,11 +1,18 @@
 """Answers from workers, for every request waiting in this front process.
 
-All waiting requests share one reader task and one Redis connection (a lean one, shared/resp.py:
-it is on every miss's path): the reader blocks on this process's reply stream and hands each
-reply to the future of its request. A request that waits
-holds no connection, so 2,000 waiting requests cost 2,000 futures, not 2,000 sockets. What was
-read is trimmed from the stream in the round trip of a later read (every 64 replies, or within
-a second or two), so the stream holds only a few replies besides the undelivered ones.
+Workers append each reply to this process's reply stream and publish it on the channel of the
+same name (shared/flights.py). One reader serves every waiting request: it stays subscribed on
+a lean connection of its own (shared/resp.py) and hands each pushed reply to the future of its
+request, with nothing to re-arm per reply (a blocking read would cost a write to Redis per
+batch, on a miss's path). A request that waits holds no connection, so 2,000 waiting requests
+cost 2,000 futures, not 2,000 sockets.
+
+The stream is what makes the push safe: whenever the reader (re)subscribes, and once a second
+besides, it reads the stream from the last reply it handed over, so a reply published while it
+was not subscribed (a Redis restart, a failover, a dropped connection) is handed over all the
+same, and a reply pushed twice (read and pushed) only once, by its entry id. The same once-a-
+second round trip trims what was handed over from the stream, and checks that Redis (the
+primary) sees the subscription: one on a demoted primary is opened again.
 """
 
 from __future__ import annotations
@@ -16,15 +23,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.flights import reply_message
 from shared.queue import Job, Reply, decode_reply
 from shared.resp import LeanRedis
 
 log = logging.getLogger("edge.front")
-# What the reader has read is trimmed from the stream after this many replies, or this long.
-TRIM_EVERY = 64
+# What the reader handed over is trimmed from the stream this often (with a read of what the push
+# may have missed and a check of the subscription).
 TRIM_AFTER_S = 1.0
+READ_COUNT = 1000
 
 
 Waiter = asyncio.Future[Reply] | asyncio.Queue[Reply | None]
@@ -42,10 +52,16 @@ class _Wait:
 
 
 class ReplyRouter:
-    def __init__(self, redis: LeanRedis, stream: str) -> None:
-        """`redis`: a blocking lean connection of the reader's own."""
+    def __init__(self, redis: LeanRedis, stream: str, subscriber: Redis | None = None) -> None:
+        """`redis`: a lean connection for the reader's reads and trims; the subscription gets a
+        connection of its own, made as `subscriber` (a client without a read timeout) makes
+        them, or else as `redis`'s client does."""
         self.redis = redis
         self.stream = stream
+        self._subscriber_client = subscriber
+        self._subscriber: LeanRedis | None = None  # made by `run`
+        self._held: list[bytes] | None = None  # pushes while the stream is read after subscribing
+        self._last_key = (0, 0)  # `last_id` as numbers: entries up to it are handed over
         # A non-streamed answer waits on a future; a streamed one on a queue of its replies. Each
         # waiter is listed with its job (see `waiting_for`).
         self._waiters: dict[str, _Wait] = {}
@@ -111,57 +127,99 @@ class ReplyRouter:
         return ids
 
     async def run(self) -> None:
+        client = self._subscriber_client or self.redis.client
+        self._subscriber = subscriber = LeanRedis(client, blocking=True, on_push=self._pushed)
         failing = False
         while True:
             try:
-                batches = await self._read(self.last_id)
+                self._held = []  # pushes wait until what came before them is read
+                await subscriber.execute("SUBSCRIBE", self.stream)
+                await self._read_behind()
+                held, self._held = self._held, None
+                for payload in held:
+                    self._pushed(payload)
                 if failing:
                     self.recoveries += 1
                 failing = False
+                await self._keep(subscriber)
             except (RedisError, OSError) as e:
                 if not failing:  # once per outage
                     log.warning("reply stream read failed (%s); retrying", type(e).__name__)
                 failing = True
-                await asyncio.sleep(0.2)
-                continue
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # This task serves every waiting request: it must outlive any surprise.
                 log.exception("reply reader failed; retrying")
-                await asyncio.sleep(0.2)
-                continue
-            for _, entries in batches or ():
-                self._untrimmed += len(entries)
-                for entry_id, fields in entries:
-                    self.last_id = entry_id
-                    try:
-                        self._deliver(_field(fields, b"r"), _field(fields, b"w"))
-                    except Exception:  # one bad reply must not end the reader every request needs
-                        log.exception("delivering a reply failed")
-            if batches:
-                # The requests just handed their replies answer their clients first: the next
-                # read's write to Redis is then off their path (a miss at c=1 waits for it).
-                await asyncio.sleep(0)
+            self._held = None
+            await subscriber.aclose()
+            await asyncio.sleep(0.2)
 
-    async def _read(self, last_id: bytes | str) -> Any:
-        """Block for new replies. Every TRIM_EVERY replies, or once a second when fewer came,
-        trim everything up to `last_id` (read and handed over already) in the same round trip:
-        an exact trim, it only ever removes one batch. Trimming on every read would cost the
-        reader, which every waiting request shares, a pipeline per reply."""
-        now = time.monotonic()
-        due = self._untrimmed >= TRIM_EVERY or (self._untrimmed and now - self._trimmed_at >= TRIM_AFTER_S)
-        read = ("XREAD", "COUNT", 1000, "BLOCK", 1000, "STREAMS", self.stream, last_id)
-        if not due or last_id == "0-0":
-            return await self.redis.execute(*read)
-        self._untrimmed, self._trimmed_at = 0, now
-        trim = ("XTRIM", self.stream, "MINID", after(last_id))
-        for reply in (replies := await self.redis.execute_many([trim, read])):
-            if isinstance(reply, Exception):
-                raise reply
-        return replies[1]
+    async def _keep(self, subscriber: LeanRedis) -> None:
+        """While subscribed: once a second, trim what was handed over, read what the push may
+        have missed and check the subscription against the primary; return when it is gone."""
+        while True:
+            closed = asyncio.ensure_future(subscriber.wait_closed())
+            done, _ = await asyncio.wait({closed}, timeout=TRIM_AFTER_S)
+            if done:
+                return
+            closed.cancel()
+            commands: list[tuple[Any, ...]] = [("PUBSUB", "NUMSUB", self.stream)]
+            if self._untrimmed and self.last_id != "0-0":
+                commands.append(("XTRIM", self.stream, "MINID", after(self.last_id)))
+                self._untrimmed = 0
+            commands.append(self._read_command())
+            replies = await self.redis.execute_many(commands)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            self._deliver_entries(replies[-1])
+            if replies[0][1:] == [0]:  # the subscription is on a server no longer the primary
+                return
+
+    async def _read_behind(self) -> None:
+        """Hand over what is on the stream after `last_id`, up to its end."""
+        while True:
+            if self._deliver_entries(await self.redis.execute(*self._read_command())) < READ_COUNT:
+                return
+
+    def _read_command(self) -> tuple[Any, ...]:
+        return ("XREAD", "COUNT", READ_COUNT, "STREAMS", self.stream, self.last_id)
+
+    def _deliver_entries(self, reply: Any) -> int:
+        """Hand over the entries of an XREAD reply not handed over yet; how many it held."""
+        entries = reply[0][1] if reply else []
+        for entry_id, fields in entries:
+            self._take(entry_id, _field(fields, b"r"), _field(fields, b"w"))
+        return len(entries)
+
+    def _pushed(self, payload: bytes) -> None:
+        """A reply published to the subscription (the subscriber's callback)."""
+        if self._held is not None:
+            self._held.append(payload)
+            return
+        try:
+            entry_id, wait_id, data = reply_message(payload)
+        except ValueError:
+            log.error("malformed reply message on %s dropped", self.stream)
+            return
+        self._take(entry_id, data, wait_id)
+
+    def _take(self, entry_id: bytes, data: bytes | None, wait_id: bytes | None) -> None:
+        """Hand over the reply of stream entry `entry_id` unless it was already (pushed and read)."""
+        key = _id_key(entry_id)
+        if key <= self._last_key:
+            return
+        self._last_key, self.last_id = key, entry_id
+        self._untrimmed += 1
+        try:
+            self._deliver(data, wait_id)
+        except Exception:  # one bad reply must not end the reader every request needs
+            log.exception("delivering a reply failed")
 
     async def aclose(self) -> None:
+        if self._subscriber is not None:
+            await self._subscriber.aclose()
         await self.redis.aclose()
 
     def _deliver(self, data: bytes | None, wait_id: bytes | None = None) -> None:
@@ -199,6 +257,11 @@ def _field(fields: list[bytes], name: bytes) -> bytes | None:
         if fields[i] == name:
             return fields[i + 1]
     return None
+
+
+def _id_key(entry_id: bytes | str) -> tuple[int, int]:
+    millis, _, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")
+    return int(millis), int(seq or 0)
 
 
 def after(entry_id: bytes | str) -> str:

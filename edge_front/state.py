@@ -100,7 +100,7 @@ class FrontState:
             queue_redis=queue_redis,
             queue_lean=LeanRedis(queue_redis),
             reader_redis=reader,
-            replies=ReplyRouter(LeanRedis(reader, blocking=True), keyspace.replies(front_id)),
+            replies=ReplyRouter(LeanRedis(queue_redis), keyspace.replies(front_id), reader),
             router=Router(models, queue_redis),
             front_id=front_id,
         )

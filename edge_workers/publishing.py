@@ -21,8 +21,8 @@ from shared import arq_compat, keyspace, outcomes
 from shared.admission import window_bounds
 from shared.breaker import RECORD_LUA, Outcome, record_args
 from shared.costs import with_cost
-from shared.flights import FANOUT_LUA, REPLY_STREAM_TTL_S, fan_out
-from shared.queue import REPLY_STREAM_MAXLEN, USAGE_TTL_S, Job, Reply, encode_reply, release_slot
+from shared.flights import FANOUT_LUA, fan_out
+from shared.queue import USAGE_TTL_S, Job, Reply, release_slot
 from shared.resp import LeanRedis
 from shared.routing import BreakerSettings
 
@@ -77,14 +77,8 @@ async def publish(
             pipe.hincrby(usage_key, "t", tokens)
             pipe.expire(usage_key, USAGE_TTL_S)
         calls = ScriptCalls(pipe)
-        if job.flight and job.cache_key is not None:  # to every request that joined it too
-            calls.add(lambda p: fan_out(p, job, pub.replies, last=pub.attempt is not None))
-        else:
-            for reply in pub.replies:
-                pipe.xadd(
-                    job.reply_to, {b"r": encode_reply(reply)}, maxlen=REPLY_STREAM_MAXLEN, approximate=True
-                )
-            pipe.expire(job.reply_to, REPLY_STREAM_TTL_S)
+        # To its front (and, for a flight, to every request that joined it), streamed and pushed.
+        calls.add(lambda p: fan_out(p, job, pub.replies, last=pub.attempt is not None))
         cache_write: Awaitable[None] | None = None
         if pub.cache_body is not None and job.cache_key is not None:
             entry = with_cost(pub.cache_cost, pub.cache_body, job.cache_ttl_s)

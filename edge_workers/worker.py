@@ -182,15 +182,7 @@ class EdgeWorker(Worker):
             free -= 1
         claim = _CLAIM.start(  # on the wire from here
             self._lean,
-            [
-                self.queue_name,
-                arq_compat.IN_PROGRESS_KEY_PREFIX,
-                keyspace.running(self.ctx["worker_id"]),
-                self.ctx["wake_stream"],
-                arq_compat.JOB_KEY_PREFIX,
-                arq_compat.RETRY_KEY_PREFIX,
-                ticket.key,
-            ],
+            keyspace.claim_keys(self.ctx["provider"], self.ctx["worker_id"]),
             [
                 timestamp_ms(),
                 arq_compat.in_progress_ms(self),

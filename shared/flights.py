@@ -27,6 +27,7 @@ a Sentinel group (what the gateway supports), not on Redis Cluster.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -38,11 +39,17 @@ from shared.queue import REPLY_STREAM_MAXLEN, Job, Reply, encode_reply
 # A reply stream outlives its last write by this long; a front that went away leaves no litter.
 REPLY_STREAM_TTL_S = 3600
 
-# KEYS: the leader's reply stream, the flight, its followers, its chunk log.
+# Every reply is appended to its front's reply stream and published on the channel of the same
+# name with its entry id (`<id> <wait id, or nothing> <reply>`): the front's reader is pushed it
+# (nothing to re-arm per reply) and reads the stream only for what came while it was not
+# subscribed (edge_front/replies.py).
+# KEYS: the leader's reply stream, the flight, its followers, its chunk log (the three: '' for a
+# job that leads no flight).
 # ARGV: reply stream maxlen, reply stream ttl s, '1' when this is the job's last publication
 # (ends the flight), '1' to keep chunks in the log, then (is chunk '1'/'0', reply) pairs.
 FANOUT_LUA = """
-local followers = redis.call('SMEMBERS', KEYS[3])
+local followers = {}
+if KEYS[3] ~= '' then followers = redis.call('SMEMBERS', KEYS[3]) end
 local targets = {}
 for i, member in ipairs(followers) do
   local space = string.find(member, ' ', 1, true)
@@ -50,9 +57,11 @@ for i, member in ipairs(followers) do
 end
 for i = 5, #ARGV, 2 do
   local reply = ARGV[i + 1]
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'r', reply)
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'r', reply)
+  redis.call('PUBLISH', KEYS[1], id .. '  ' .. reply)
   for _, target in ipairs(targets) do
-    redis.call('XADD', target[1], 'MAXLEN', '~', ARGV[1], '*', 'r', reply, 'w', target[2])
+    id = redis.call('XADD', target[1], 'MAXLEN', '~', ARGV[1], '*', 'r', reply, 'w', target[2])
+    redis.call('PUBLISH', target[1], id .. ' ' .. target[2] .. ' ' .. reply)
   end
   if ARGV[4] == '1' and ARGV[i] == '1' then
     redis.call('XADD', KEYS[4], '*', 'r', reply)
@@ -60,7 +69,8 @@ for i = 5, #ARGV, 2 do
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 for _, target in ipairs(targets) do redis.call('EXPIRE', target[1], ARGV[2]) end
-if ARGV[3] == '1' then
+if KEYS[2] == '' then
+elseif ARGV[3] == '1' then
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 elseif ARGV[4] == '1' then
   local ttl = redis.call('PTTL', KEYS[2])
@@ -90,20 +100,49 @@ def follower_member(reply_stream: str, wait_id: str) -> str:
 
 
 def fan_out(pipe: Pipeline, job: Job, replies: list[Reply], last: bool) -> None:
-    """Queue on `pipe` the publication of `replies` of a flight's job, to its leader and every
-    follower (EVALSHA: the worker loads the script at start and again after a NOSCRIPT)."""
-    assert job.cache_key is not None
+    """Queue on `pipe` the publication of `replies` of a job, to its front and, when it leads a
+    flight, to every follower (EVALSHA: the worker loads the script at start and again after a
+    NOSCRIPT)."""
+    flight = job.flight and job.cache_key is not None
     args: list[str | bytes | int] = [REPLY_STREAM_MAXLEN, REPLY_STREAM_TTL_S, "1" if last else "0"]
-    args.append("1" if job.stream else "0")
+    args.append("1" if flight and job.stream else "0")
     for reply in replies:
         args += ["1" if reply.kind == "chunk" else "0", encode_reply(reply)]
-    keys = [
-        job.reply_to,
-        keyspace.flight(job.cache_key),
-        keyspace.flight_followers(job.cache_key),
-        keyspace.flight_log(job.cache_key),
-    ]
+    keys = [job.reply_to, "", "", ""]
+    if flight:
+        assert job.cache_key is not None
+        keys[1:] = [
+            keyspace.flight(job.cache_key),
+            keyspace.flight_followers(job.cache_key),
+            keyspace.flight_log(job.cache_key),
+        ]
     pipe.evalsha(FANOUT_SHA, len(keys), *keys, *args)  # type: ignore[arg-type]
+
+
+def reply_message(payload: bytes) -> tuple[bytes, bytes | None, bytes]:
+    """A published reply's (entry id, wait id or None, encoded reply)."""
+    entry_id, wait_id, reply = payload.split(b" ", 2)
+    return entry_id, wait_id or None, reply
+
+
+async def post_reply(redis: Redis, stream: str, reply: Reply | bytes) -> None:
+    """Append `reply` (or its encoding) to a front's reply stream and publish it, with FANOUT_LUA
+    as workers do, for the rare replies made elsewhere (an operator's cancel). Both in one
+    script: a reader skips a pushed entry older than one it was pushed already."""
+    data = reply if isinstance(reply, bytes) else encode_reply(reply)
+    keys_and_args: list[Any] = [
+        stream,
+        "",
+        "",
+        "",
+        REPLY_STREAM_MAXLEN,
+        REPLY_STREAM_TTL_S,
+        "0",
+        "0",
+        "0",
+        data,
+    ]
+    await redis.eval(FANOUT_LUA, 4, *keys_and_args)  # type: ignore[misc]
 
 
 class FlightCancel:

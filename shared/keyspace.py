@@ -6,7 +6,7 @@ everything else lives under one prefix so operators can see and ACL it.
 
 from __future__ import annotations
 
-from shared.arq_compat import HEALTH_CHECK_SUFFIX
+from shared.arq_compat import HEALTH_CHECK_SUFFIX, IN_PROGRESS_KEY_PREFIX, JOB_KEY_PREFIX, RETRY_KEY_PREFIX
 
 PREFIX = "edge"
 
@@ -40,6 +40,19 @@ def idle(provider: str) -> str:
 def inbox(worker_id: str) -> str:
     """Pub/sub channel: the jobs handed to one worker, already claimed for it by the miss script."""
     return f"{PREFIX}:inbox:{worker_id}"
+
+
+def claim_keys(provider: str, worker_id: str) -> list[str]:
+    """The KEYS of a claim (shared.arq_compat.CLAIM_LUA) by the worker `worker_id` of `provider`."""
+    return [
+        queue(provider),
+        IN_PROGRESS_KEY_PREFIX,
+        running(worker_id),
+        wake(provider),
+        JOB_KEY_PREFIX,
+        RETRY_KEY_PREFIX,
+        idle(provider),
+    ]
 
 
 def replies(front_id: str) -> str:

@@ -84,7 +84,8 @@ if KEYS[10] ~= '' then
       local space = string.find(ARGV[16], ' ', 1, true)
       local wait = string.sub(ARGV[16], space + 1)
       for _, entry in ipairs(redis.call('XRANGE', KEYS[12], '-', '+')) do
-        redis.call('XADD', KEYS[13], 'MAXLEN', '~', ARGV[19], '*', 'r', entry[2][2], 'w', wait)
+        local id = redis.call('XADD', KEYS[13], 'MAXLEN', '~', ARGV[19], '*', 'r', entry[2][2], 'w', wait)
+        redis.call('PUBLISH', KEYS[13], id .. ' ' .. wait .. ' ' .. entry[2][2])  -- as FANOUT_LUA
       end
     end
     return {6, leader}

@@ -32,14 +32,13 @@ from shared.arq_compat import JOB_KEY_PREFIX
 from shared.breaker import HASH_TTL_S
 from shared.config import ModelTable
 from shared.errors import error_body
+from shared.flights import post_reply
 from shared.queue import (
-    REPLY_STREAM_MAXLEN,
     Job,
     Reply,
     arq_deserialize,
     cancel,
     decode_job,
-    encode_reply,
     slot_of,
 )
 
@@ -145,7 +144,7 @@ async def cancel_job(redis: Redis, providers: list[str], job_id: str) -> str:
         return f"cancelled on {holder}"
     body = error_body(CANCELLED_STATUS, "The gateway's operator cancelled this request.", code="cancelled")
     reply = Reply(job_id, status=CANCELLED_STATUS, body=body)
-    await redis.xadd(job.reply_to, {b"r": encode_reply(reply)}, maxlen=REPLY_STREAM_MAXLEN, approximate=True)
+    await post_reply(redis, job.reply_to, reply)
     return f"cancelled on {holder}, request {job.request_id} answered {CANCELLED_STATUS}"
 
 

@@ -109,15 +109,7 @@ async def test_a_handed_job_is_not_claimed_again_by_the_poll(r: Redis, inboxes: 
     await r.zadd(IDLE, {"w1": now_ms()})
     await enqueue(r, 1)
     claim = r.register_script(CLAIM_LUA)
-    keys = [
-        keyspace.queue("openai"),
-        IN_PROGRESS_KEY_PREFIX,
-        keyspace.running("w2"),
-        keyspace.wake("openai"),
-        JOB_KEY_PREFIX,
-        RETRY_KEY_PREFIX,
-        IDLE,
-    ]
+    keys = keyspace.claim_keys("openai", "w2")
     assert await claim(keys=keys, args=[now_ms() + 1000, 60_000, WORKER_STATE_TTL_S, 10, 1, "", "job1"]) == []
 
 
@@ -125,15 +117,7 @@ async def test_a_claim_into_the_kept_slot_takes_the_ticket_back_or_leaves_the_sl
     """A worker with its ticket out claims into the slot it kept only by taking the ticket back in
     the claim; when a miss took the ticket first, the handed job gets the slot."""
     claim = r.register_script(CLAIM_LUA)
-    keys = [
-        keyspace.queue("openai"),
-        IN_PROGRESS_KEY_PREFIX,
-        keyspace.running("w1"),
-        keyspace.wake("openai"),
-        JOB_KEY_PREFIX,
-        RETRY_KEY_PREFIX,
-        IDLE,
-    ]
+    keys = keyspace.claim_keys("openai", "w1")
     for n in (1, 2, 3, 4):
         await r.zadd(keyspace.queue("openai"), {f"j{n}": 1_000})
     await r.zadd(IDLE, {"w1": now_ms()})
@@ -218,6 +202,16 @@ def ticket_of(r: redis.Redis, worker: Worker) -> float | None:
     return None
 
 
+def two_idle_workers(stack: DevStack) -> tuple[Worker, Worker, Front, redis.Redis]:
+    """Two workers with their tickets out, a front, and a client of their Redis."""
+    one, other = stack.start_worker("openai"), stack.start_worker("openai")
+    front = stack.start_front()
+    assert stack.redis is not None
+    r = redis.Redis.from_url(stack.redis.url)
+    wait_until(lambda: ticket_of(r, one) and ticket_of(r, other), "both workers' tickets")
+    return one, other, front, r
+
+
 def test_an_idle_worker_is_handed_each_miss(stack: DevStack) -> None:
     """One request at a time: every miss goes to the idle worker's inbox, none through a claim;
     its answer puts the ticket out again for the next."""
@@ -238,12 +232,7 @@ def test_an_idle_worker_is_handed_each_miss(stack: DevStack) -> None:
 def test_a_worker_killed_while_idle_takes_no_job(stack: DevStack) -> None:
     """The freshest ticket is a worker SIGKILLed while idle: its subscription went with it, so the
     miss claims nothing for it (no reaper needed) and wakes the other worker at once."""
-    doomed = stack.start_worker("openai")
-    survivor = stack.start_worker("openai")
-    front = stack.start_front()
-    assert stack.redis is not None
-    r = redis.Redis.from_url(stack.redis.url)
-    wait_until(lambda: ticket_of(r, doomed) and ticket_of(r, survivor), "both workers' tickets")
+    doomed, survivor, front, r = two_idle_workers(stack)
     doomed.process.kill()
     doomed.process.wait()
     # As if it renewed its ticket just before it died: the miss takes its ticket first.
@@ -276,12 +265,7 @@ def test_hand_off_resumes_after_redis_restarts(stack: DevStack) -> None:
 
 
 def test_a_draining_worker_withdraws_its_ticket(stack: DevStack) -> None:
-    leaving = stack.start_worker("openai")
-    staying = stack.start_worker("openai")
-    front = stack.start_front()
-    assert stack.redis is not None
-    r = redis.Redis.from_url(stack.redis.url)
-    wait_until(lambda: ticket_of(r, leaving) and ticket_of(r, staying), "both workers' tickets")
+    leaving, staying, front, r = two_idle_workers(stack)
     os.kill(leaving.pid, signal.SIGTERM)
     wait_until(lambda: ticket_of(r, leaving) is None, "the draining worker's ticket withdrawn")
     for n in range(3):

@@ -47,15 +47,7 @@ def claim(
 ) -> list[tuple[str, float]]:
     script = r.register_script(CLAIM_LUA)
     out = script(
-        keys=[
-            keyspace.queue("openai"),
-            IN_PROGRESS_KEY_PREFIX,
-            keyspace.running(worker),
-            keyspace.wake("openai"),
-            JOB_KEY_PREFIX,
-            RETRY_KEY_PREFIX,
-            keyspace.idle("openai"),
-        ],
+        keys=keyspace.claim_keys("openai", worker),
         args=[now_ms, LEASE_MS, WORKER_STATE_TTL_S, most, len(ids), "", *ids, *wake_entries],
     )
     return [(job.job_id, float(job.score)) for job in Claimed.from_claim(out)]
@@ -112,15 +104,7 @@ def test_claim_returns_each_job_with_its_data_and_counted_try(r: redis.Redis) ->
     script = r.register_script(CLAIM_LUA)
     r.zadd(keyspace.queue("openai"), {"j": 1_000, "gone": 1_000})
     r.set(JOB_KEY_PREFIX + "j", b"payload")
-    keys = [
-        keyspace.queue("openai"),
-        IN_PROGRESS_KEY_PREFIX,
-        keyspace.running("w1"),
-        keyspace.wake("openai"),
-        JOB_KEY_PREFIX,
-        RETRY_KEY_PREFIX,
-        keyspace.idle("openai"),
-    ]
+    keys = keyspace.claim_keys("openai", "w1")
     out = script(keys=keys, args=[2_000, LEASE_MS, WORKER_STATE_TTL_S, 10, 2, "", "j", "gone"])
     first, gone = Claimed.from_claim(out)
     assert (first.job_id, first.data, first.job_try) == ("j", b"payload", 1)

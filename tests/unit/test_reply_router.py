@@ -52,9 +52,17 @@ class Setup:
         return waiter.result()
 
     async def send(self, reply: Reply) -> None:
-        await self.writer.xadd(STREAM, {b"r": encode_reply(reply)})
+        """As a worker does: appended to the stream and published with its entry id."""
+        await self.send_raw(encode_reply(reply))
 
-    async def send_raw(self, fields: dict[bytes, bytes]) -> None:
+    async def send_raw(self, data: bytes) -> None:
+        """Any bytes as a reply, as a worker sends one (its script, FANOUT_LUA, does both at once:
+        fakeredis runs no Lua, and this test is the only writer)."""
+        entry_id = await self.writer.xadd(STREAM, {b"r": data})
+        await self.writer.publish(STREAM, entry_id + b"  " + data)
+
+    async def send_unpublished(self, fields: dict[bytes, bytes]) -> None:
+        """Appended to the stream only: the reader finds it in its read of the stream."""
         await self.writer.xadd(STREAM, fields)  # type: ignore[arg-type]
 
     async def barrier(self, name: str = "barrier") -> Reply:
@@ -195,10 +203,10 @@ async def test_undecodable_entries_are_skipped_and_later_ones_delivered(
     setup.start()
     future = setup.router.expect("after")
     with caplog.at_level(logging.ERROR, logger="edge.front"):
-        await setup.send_raw({b"r": b"\xc1 not msgpack"})
-        await setup.send_raw({b"r": msgspec.msgpack.encode({"kind": "final"})})  # no job_id
-        await setup.send_raw({b"r": msgspec.msgpack.encode({"job_id": "after", "kind": "bogus"})})
-        await setup.send_raw({b"other": b"field"})  # no reply field at all
+        await setup.send_raw(b"\xc1 not msgpack")
+        await setup.send_raw(msgspec.msgpack.encode({"kind": "final"}))  # no job_id
+        await setup.send_raw(msgspec.msgpack.encode({"job_id": "after", "kind": "bogus"}))
+        await setup.send_unpublished({b"other": b"field"})  # no reply field at all: skipped
         await setup.send(Reply("after", body=b"ok"))
         assert (await setup.soon(future)).body == b"ok"
     undecodable = [r for r in caplog.records if "undecodable" in r.getMessage()]
@@ -235,3 +243,35 @@ async def test_the_reader_survives_an_unexpected_exception(
     await setup.soon(failed.wait())
     await setup.send(Reply("j", body=b"still here"))
     assert (await setup.soon(future)).body == b"still here"
+
+
+async def test_a_reply_missed_by_the_push_is_read_from_the_stream(setup: Setup) -> None:
+    """Published while the reader was not subscribed (or not published at all): the stream has it."""
+    setup.start()
+    future = setup.router.expect("unpushed")
+    await setup.send_unpublished({b"r": encode_reply(Reply("unpushed", body=b"read"))})
+    assert (await setup.soon(future)).body == b"read"
+
+
+async def test_a_reply_pushed_twice_or_pushed_and_read_is_handed_over_once(setup: Setup) -> None:
+    setup.start()
+    queue = setup.router.expect_stream("s4")
+    data = encode_reply(Reply("s4", kind="chunk", body=b"once"))
+    entry_id = await setup.writer.xadd(STREAM, {b"r": data})
+    await setup.writer.publish(STREAM, entry_id + b"  " + data)
+    assert (await setup.soon(queue.get())).body == b"once"
+    await setup.writer.publish(STREAM, entry_id + b"  " + data)  # again
+    await setup.router._read_behind()  # and the stream read: it is there too
+    await setup.barrier()
+    assert queue.empty()
+
+
+async def test_what_was_handed_over_is_trimmed_from_the_stream(setup: Setup) -> None:
+    setup.start()
+    for n in range(3):
+        await setup.barrier(f"b{n}")
+    for _ in range(100):  # the once-a-second trim, with room for a slow machine
+        if await setup.writer.xlen(STREAM) <= 1:
+            break
+        await asyncio.sleep(0.1)
+    assert await setup.writer.xlen(STREAM) <= 1  # MINID after the last one read
