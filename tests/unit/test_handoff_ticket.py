@@ -4,9 +4,10 @@ and that a draining worker puts none out again."""
 from __future__ import annotations
 
 import pytest
+from redis.asyncio import Redis
 
 from edge_workers import handoff
-from edge_workers.handoff import Ticket, handed_job
+from edge_workers.handoff import Inbox, Ticket, handed_job
 from shared import keyspace
 
 
@@ -51,3 +52,22 @@ def test_an_inbox_message_is_the_job_claimed_for_this_worker() -> None:
     data = b"\x85arq job data with spaces \x00"
     job = handed_job(b"job1 1700000000123 2 " + data)
     assert (job.job_id, job.score, job.job_try, job.data) == ("job1", 1700000000123, 2, data)
+
+
+async def test_an_inbox_the_primary_does_not_see_subscribes_again() -> None:
+    """After a failover the inbox may still be subscribed on the demoted primary: the check
+    against the primary (PUBSUB NUMSUB there says 0) closes it, so `listen` subscribes anew, and
+    no ticket goes out meanwhile."""
+    ticket = listening()
+    inbox = Inbox(Redis(), ticket, lambda job: None)
+    closed: list[bool] = []
+
+    async def aclose() -> None:
+        closed.append(True)
+
+    inbox._lean.aclose = aclose  # type: ignore[method-assign]
+    await inbox.check([inbox.channel.encode(), 1])
+    assert ticket.listening and closed == []
+    await inbox.check([inbox.channel.encode(), 0])
+    assert not ticket.listening and closed == [True]
+    assert ticket.renewal(free=5) is None

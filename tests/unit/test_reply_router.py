@@ -275,3 +275,38 @@ async def test_what_was_handed_over_is_trimmed_from_the_stream(setup: Setup) -> 
             break
         await asyncio.sleep(0.1)
     assert await setup.writer.xlen(STREAM) <= 1  # MINID after the last one read
+
+
+async def test_a_subscription_the_primary_does_not_see_is_opened_again(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failover the subscription may be on the demoted primary: once the once-a-second
+    check (PUBSUB NUMSUB on the primary) says nobody listens, the reader subscribes anew."""
+    setup.start()
+    await setup.barrier("first")
+    lean = setup.router.redis
+    real_many, real_execute = lean.execute_many, LeanRedis.execute
+    unseen = asyncio.Event()
+    subscribed: list[tuple[Any, ...]] = []
+
+    async def primary_sees_none(commands: list[tuple[Any, ...]]) -> list[Any]:
+        replies = await real_many(commands)
+        if not unseen.is_set() and commands[0][:2] == ("PUBSUB", "NUMSUB"):
+            unseen.set()
+            replies[0] = [replies[0][0], 0]
+        return replies
+
+    async def counting(self: LeanRedis, *args: Any) -> Any:
+        if args[:1] == ("SUBSCRIBE",):
+            subscribed.append(args)
+        return await real_execute(self, *args)
+
+    monkeypatch.setattr(lean, "execute_many", primary_sees_none)
+    monkeypatch.setattr(LeanRedis, "execute", counting)
+    await setup.soon(unseen.wait())
+    await setup.barrier("after")  # handed over through the new subscription, or read
+    for _ in range(100):
+        if subscribed:
+            break
+        await asyncio.sleep(0.05)
+    assert subscribed == [("SUBSCRIBE", STREAM)]
