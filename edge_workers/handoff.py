@@ -32,10 +32,13 @@ from redis.exceptions import RedisError
 
 from edge_workers.runner import Claimed
 from shared import keyspace
+from shared.arq_compat import WORKER_STATE_TTL_S
 from shared.queue import TICKET_RENEW_S
 from shared.resp import LeanRedis
 
 log = logging.getLogger("edge.worker")
+
+Commands = tuple[tuple[Any, ...], ...]
 
 
 class Ticket:
@@ -49,17 +52,24 @@ class Ticket:
         self.listening = False  # the inbox is subscribed: a ticket may go out
         self._renewed = 0.0  # time.monotonic() of the last renewal
 
-    def renewal(self, free: int) -> tuple[Any, ...] | None:
-        """The command that puts the ticket out (or renews it) when that is due and the worker
+    def renewal(self, free: int) -> Commands:
+        """The commands that put the ticket out (or renew it) when that is due and the worker
         has `free` slots for it: two, one kept for the job it brings and one for the wake
-        stream's; else None. The ticket counts as out from here."""
+        stream's; else none. The ticket counts as out from here.
+
+        The set gets its expiry with each ticket: the miss that takes the last ticket deletes
+        it, and the heartbeat's expiry may come too late (a worker that dies in between would
+        leave the set without one)."""
         if self.closed or not self.listening or free < 2:
-            return None
+            return ()
         if self.out and time.monotonic() - self._renewed < TICKET_RENEW_S:
-            return None
+            return ()
         self.out = True
         self._renewed = time.monotonic()
-        return ("ZADD", self.key, int(time.time() * 1000), self.worker_id)
+        return (
+            ("ZADD", self.key, int(time.time() * 1000), self.worker_id),
+            ("EXPIRE", self.key, WORKER_STATE_TTL_S),
+        )
 
     def withdraw(self) -> tuple[Any, ...]:
         """The command that takes the ticket back; none goes out after it."""

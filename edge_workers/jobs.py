@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from edge_workers import ahead, metrics
 from edge_workers import tracing as worker_tracing
 from edge_workers.embeddings import call_embeddings
+from edge_workers.handoff import Commands
 from edge_workers.joblog import job_fields, log_failure
 from edge_workers.messages import shape_of
 from edge_workers.providers import Adapter
@@ -63,8 +64,8 @@ class WorkerState:
     # takes out of Redis's running set whatever a job's end left here).
     held: set[str] = field(default_factory=set)
     # The worker's hand-off ticket (edge_workers/handoff.py): the command that puts it out again,
-    # given the slots about to be freed, when it is due; None when not.
-    renew_ticket: Callable[[int], tuple[Any, ...] | None] = lambda _: None
+    # given the slots about to be freed, when it is due; none when not.
+    renew_ticket: Callable[[int], Commands] = lambda _: ()
     # Upstream calls in flight by job id, so a front's cancel can stop one (see `cancel_listener`).
     running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
     cache_redis: Redis | None = None  # CACHE_REDIS_URL: the L2 cache's own Redis

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +66,7 @@ async def publish(
     breaker: BreakerSettings,
     usage_key: str | None = None,  # set when the deployment has a tpm limit
     cache_redis: Redis | None = None,  # CACHE_REDIS_URL's client; None: L2 is in `lean`'s Redis
-    then: tuple[Any, ...] | None = None,  # one more command for the round trip (its reply ignored)
+    then: Sequence[tuple[Any, ...]] = (),  # more commands for the round trip (replies ignored)
     ledger: Ledger | None = None,  # where a successful attempt's records wait; None: written now
 ) -> None:
     """One round trip on `lean`, every answer's: redis-py's pipeline only collects the commands."""
@@ -109,7 +109,7 @@ async def publish(
             if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
                 release_slot(pipe, job.key_id, job.slot)
         commands = [args for args, _ in pipe.command_stack]
-        sent = lean.execute_many(commands if then is None else [*commands, then])
+        sent = lean.execute_many([*commands, *then])
         if cache_write is None:
             results = await sent
         else:

@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge_workers import ahead, metrics, runner
-from edge_workers.handoff import Inbox, Ticket
+from edge_workers.handoff import Commands, Inbox, Ticket
 from edge_workers.jobs import MAX_RUNS, WorkerState, cancel_listener, chat_completion
 from edge_workers.ledger import Ledger
 from edge_workers.providers.bedrock_auth import keep_fresh, missing_credentials
@@ -132,9 +132,7 @@ class EdgeWorker(Worker):
                 # The ticket goes out (or is renewed) with this read; once a second, the read
                 # also checks that the inbox is subscribed where the ticket is.
                 commands: list[tuple[Any, ...]] = []
-                renewal = self.ticket_renewal()
-                if renewal is not None:
-                    commands.append(renewal)
+                commands.extend(self.ticket_renewal())
                 check = time.monotonic() - checked >= TICKET_RENEW_S
                 if check:
                     commands.append(self._inbox.numsub())
@@ -235,9 +233,9 @@ class EdgeWorker(Worker):
         finally:
             self._job_done(None)
 
-    def ticket_renewal(self, freeing: int = 0) -> tuple[Any, ...] | None:
-        """The command that puts this worker's ticket out when due (`freeing`: slots a job that
-        is answering is about to free); None when not."""
+    def ticket_renewal(self, freeing: int = 0) -> Commands:
+        """The commands that put this worker's ticket out when due (`freeing`: slots a job that
+        is answering is about to free); none when not."""
         ticket: Ticket = self.ctx["ticket"]
         return ticket.renewal(arq_compat.free_slots(self) + freeing)
 
