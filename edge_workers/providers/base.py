@@ -3,6 +3,7 @@ and the provider's answer back to an OpenAI chat.completion (or to an OpenAI err
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -11,6 +12,12 @@ from yarl import URL
 
 from shared.config import Deployment
 from shared.wire import ChatCompletionChunk, ErrorDetail, Usage
+
+
+def completion_id() -> str:
+    """An OpenAI-looking completion id for a provider whose answer names none (Bedrock, and
+    Gemini without a response id). secrets.token_hex: a tenth of random.choices' CPU."""
+    return "chatcmpl-" + secrets.token_hex(12)
 
 
 class StreamError(Exception):

@@ -34,10 +34,10 @@ import msgspec
 
 from edge_workers.providers import bedrock_wire as bw
 from edge_workers.providers.anthropic_wire import is_response_tool
-from edge_workers.providers.base import UpstreamRequest
+from edge_workers.providers.base import UpstreamRequest, completion_id
 from edge_workers.providers.bedrock_auth import sign
 from edge_workers.providers.bedrock_request import to_converse_request
-from edge_workers.providers.bedrock_stream import BedrockChunkStream, EventStreamParser, chunk_id
+from edge_workers.providers.bedrock_stream import BedrockChunkStream, EventStreamParser
 from shared.config import Deployment
 from shared.errors import EdgeError
 from shared.wire import ChatCompletion, Choice, ErrorDetail, FunctionCall, ResponseMessage, ToolCall, Usage
@@ -82,7 +82,7 @@ def to_chat_completion(response: bw.ConverseResponse, model: str, created: int) 
             finish = "stop"
     message_out = ResponseMessage(content=content, tool_calls=calls or None)
     usage = bw.map_usage(response.usage) if response.usage is not None else None
-    return ChatCompletion(chunk_id(), created, model, [Choice(0, message_out, finish)], usage)
+    return ChatCompletion(completion_id(), created, model, [Choice(0, message_out, finish)], usage)
 
 
 class BedrockAdapter:

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import botocore.session
@@ -36,7 +37,44 @@ log = logging.getLogger("edge.worker")
 SIGNING_NAME = "bedrock"
 
 _sources: dict[AwsCredentials | None, Credentials | None] = {}
-_signers: dict[tuple[ReadOnlyCredentials, str], SigV4Auth] = {}
+
+
+class LeanSigV4Auth(SigV4Auth):
+    """botocore's SigV4 without the work it repeats on every request (~7 µs of ~40):
+
+    - the signing key depends only on the secret, the date, the region and the service, yet
+      botocore derives it again for every request (four HMACs of its five): kept for the day;
+    - the headers to sign are gathered twice per request, through email.message headers (the
+      canonical headers, then the signed-header list): gathered once.
+
+    Everything else (the canonical request, the string to sign, the signature) is botocore's."""
+
+    def __init__(self, credentials: ReadOnlyCredentials, service_name: str, region_name: str) -> None:
+        super().__init__(credentials, service_name, region_name)
+        self._day = ""
+        self._day_key = b""
+
+    def signature(self, string_to_sign: str, request: AWSRequest) -> str:
+        day = request.context["timestamp"][0:8]
+        if day != self._day:
+            key = self._sign(f"AWS4{self.credentials.secret_key}".encode(), day)
+            for part in (self._region_name, self._service_name, "aws4_request"):
+                key = self._sign(key, part)
+            self._day, self._day_key = day, key
+        return str(self._sign(self._day_key, string_to_sign, hex=True))
+
+    def headers_to_sign(self, request: AWSRequest) -> Any:
+        # Both calls come after the request's last change (add_auth's own headers).
+        gathered = request.context.get(_GATHERED)
+        if gathered is None:
+            gathered = request.context[_GATHERED] = super().headers_to_sign(request)
+        return gathered
+
+
+_GATHERED = "edge_headers_to_sign"  # where a request's gathered headers wait for the second call
+
+
+_signers: dict[tuple[ReadOnlyCredentials, str], LeanSigV4Auth] = {}
 
 
 def _resolve(source: AwsCredentials | None, env: Mapping[str, str]) -> Credentials | None:
@@ -91,7 +129,7 @@ async def keep_fresh() -> None:
                     log.warning("AWS credentials refresh failed: %s", type(e).__name__)
 
 
-def signer(source: AwsCredentials | None, region: str) -> SigV4Auth:
+def signer(source: AwsCredentials | None, region: str) -> LeanSigV4Auth:
     found = credentials(source)
     if found is None:
         raise EdgeError(502, "the gateway's worker found no AWS credentials for this Bedrock deployment")
@@ -101,7 +139,7 @@ def signer(source: AwsCredentials | None, region: str) -> SigV4Auth:
     if auth is None:
         if len(_signers) > 64:  # old credentials of refreshed sources: drop them all
             _signers.clear()
-        auth = _signers[key] = SigV4Auth(frozen, SIGNING_NAME, region)
+        auth = _signers[key] = LeanSigV4Auth(frozen, SIGNING_NAME, region)
     return auth
 
 

@@ -11,8 +11,6 @@ Anthropic translator's do: tool calls numbered across the client's calls only, t
 
 from __future__ import annotations
 
-import random
-import string
 from collections.abc import Iterator
 
 import msgspec
@@ -20,7 +18,7 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 
 from edge_workers.providers import bedrock_wire as bw
 from edge_workers.providers.anthropic_wire import is_response_tool
-from edge_workers.providers.base import StreamError
+from edge_workers.providers.base import StreamError, completion_id
 from shared.errors import EdgeError
 from shared.sse import EventTooLarge
 from shared.wire import (
@@ -78,14 +76,9 @@ class EventStreamParser:
         return iter(())  # a message cut short is no event: the stream did not finish
 
 
-def chunk_id() -> str:
-    """Bedrock names no answer: an OpenAI-looking id of our own."""
-    return "chatcmpl-" + "".join(random.choices(string.ascii_letters + string.digits, k=24))
-
-
 class BedrockChunkStream:
     def __init__(self, created: int, model: str) -> None:
-        self._id = chunk_id()
+        self._id = completion_id()  # Bedrock names no answer
         self._created = created
         self._model = model
         self._tools: dict[int, int | None] = {}  # block index -> call ordinal (None: response_format)

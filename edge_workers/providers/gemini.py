@@ -38,14 +38,13 @@ Mapping decisions, beyond the one-to-one fields:
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from typing import Any
 
 import msgspec
 
 from edge_workers.providers import gemini_wire as gw
-from edge_workers.providers.base import UpstreamRequest, unreadable_error
+from edge_workers.providers.base import UpstreamRequest, completion_id, unreadable_error
 from edge_workers.providers.gemini_request import to_gemini_request
 from edge_workers.providers.gemini_stream import GeminiChunkStream
 from edge_workers.providers.gemini_wire import (
@@ -88,7 +87,7 @@ def to_chat_completion(answer: gw.GenerateContentResponse, model: str, created: 
         )
         choices.append(Choice(index=candidate.index, message=message, finish_reason=finish))
     return ChatCompletion(
-        id="chatcmpl-" + (answer.response_id or secrets.token_hex(12)),
+        id="chatcmpl-" + answer.response_id if answer.response_id else completion_id(),
         created=created,
         model=answer.model_version or model,
         choices=choices,

@@ -15,12 +15,10 @@ translator is pure (no I/O). Decisions, mirroring the non-streaming `to_chat_com
 
 from __future__ import annotations
 
-import secrets
-
 import msgspec
 
 from edge_workers.providers import gemini_wire as gw
-from edge_workers.providers.base import StreamError
+from edge_workers.providers.base import StreamError, completion_id
 from edge_workers.providers.gemini_wire import (
     blocked_prompt,
     map_error,
@@ -52,7 +50,7 @@ class _Choice:
 class GeminiChunkStream:
     def __init__(self, created: int) -> None:
         self.created = created
-        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.id = completion_id()
         self.model = ""
         self.usage: Usage | None = None
         self._choices: dict[int, _Choice] = {}

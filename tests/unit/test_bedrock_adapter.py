@@ -10,8 +10,11 @@ import json
 import random
 from typing import Any
 
+import botocore.auth
 import msgspec
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, RefreshableCredentials
 from botocore.eventstream import EventStreamBuffer
 from botocore.session import get_session
@@ -400,6 +403,47 @@ def test_requests_are_signed_by_botocore_and_verify() -> None:
     assert stream_url.endswith(
         "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx/converse-stream"
     )
+
+
+def test_the_lean_signer_signs_as_botocore_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LeanSigV4Auth derives the signing key once a day, not per request, and gathers the
+    headers to sign once: its signatures are botocore's own, on the day it derived the key and
+    after the date changes, with and without a session token."""
+    derived: list[str] = []
+    gathered: list[int] = []
+    gather_once = SigV4Auth.headers_to_sign
+    monkeypatch.setattr(
+        SigV4Auth, "headers_to_sign", lambda self, r: gathered.append(1) or gather_once(self, r)
+    )
+    for token in (None, "a-session-token"):
+        creds = Credentials("AKIDDAY", "day-secret", token).get_frozen_credentials()
+        ours = bedrock_auth.LeanSigV4Auth(creds, "bedrock", "eu-west-3")
+        theirs = SigV4Auth(creds, "bedrock", "eu-west-3")
+        derive_once = ours._sign
+        monkeypatch.setattr(
+            ours, "_sign", lambda key, msg, hex=False, f=derive_once: derived.append(msg) or f(key, msg, hex)
+        )
+        for day in ("20261205", "20261205", "20261206"):
+            monkeypatch.setattr(
+                botocore.auth,
+                "get_current_datetime",
+                lambda day=day: datetime.datetime.strptime(day + "T235959", "%Y%m%dT%H%M%S"),
+            )
+            signed = []
+            for auth in (ours, theirs):
+                request = AWSRequest(
+                    method="POST",
+                    url="https://h.example/model/m/converse",
+                    data=b"{}",
+                    headers={"Host": "h.example", "Content-Type": "application/json"},
+                )
+                gathered.clear()
+                auth.add_auth(request)
+                signed.append((request.headers["Authorization"], request.headers.get("X-Amz-Security-Token")))
+                assert len(gathered) == (1 if auth is ours else 2)
+            assert signed[0] == signed[1] and day in signed[0][0] and signed[0][1] == token
+    # Four HMACs derive a day's key, one signs: 5 + 1 + 5 for three requests over two days.
+    assert derived.count("aws4_request") == 4 and len(derived) == 22
 
 
 def test_signed_host_is_botocores() -> None:
