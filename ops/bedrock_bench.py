@@ -2,8 +2,8 @@
 
     .venv/bin/python ops/bedrock_bench.py [--pairs 15] [--sign-only]
 
-- SigV4 signing per request, in-process: µs per `bedrock_auth.sign` (botocore's AWSRequest +
-  SigV4Auth.add_auth on a ~1 KB Converse body), per whole `build_request` (mapping, encoding,
+- SigV4 signing per request, in-process: µs per `bedrock_auth.sign` (awscrt's signer on a
+  ~1 KB Converse body), per whole `build_request` (mapping, encoding,
   signing), and the OpenAI adapter's `build_request` for comparison;
 - the miss path at 1 connection, round by round: each provider's added latency is its gateway
   miss minus a request sent straight to the same fake API (a Converse body to
@@ -85,7 +85,7 @@ def signing() -> None:
     payload = b"x" * 1100
     rows = [
         (
-            "sign (AWSRequest + SigV4Auth.add_auth)",
+            "sign (awscrt's SigV4 signer)",
             lambda: sign(bedrock, url, payload, {"Content-Type": "x"}),
         ),
         (

@@ -234,6 +234,8 @@ def test_answer_usage_stop_reasons_and_structured_output() -> None:
     body, usage = ADAPTER.parse_response(json.dumps(answer).encode(), "model-x")
     completion = json.loads(body)
     assert completion["model"] == "model-x" and completion["id"].startswith("chatcmpl-")
+    again = json.loads(ADAPTER.parse_response(json.dumps(answer).encode(), "model-x")[0])
+    assert again["id"] != completion["id"]  # Bedrock names no answer: each gets an id of its own
     assert completion["choices"][0]["message"]["content"] == "Hi there"
     assert completion["choices"][0]["finish_reason"] == "length"
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
@@ -365,7 +367,7 @@ def test_stream_exceptions_and_broken_frames() -> None:
         list(EventStreamParser(64).feed_bytes(_stream_frames(TEXT_STREAM[1:2])[:-10]))
 
 
-def test_requests_are_signed_by_botocore_and_verify() -> None:
+def test_requests_are_signed_and_verify() -> None:
     deployment = _deployment()
     request = ADAPTER.build_request(
         {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, deployment.model, deployment, ""
@@ -405,45 +407,41 @@ def test_requests_are_signed_by_botocore_and_verify() -> None:
     )
 
 
-def test_the_lean_signer_signs_as_botocore_does(monkeypatch: pytest.MonkeyPatch) -> None:
-    """LeanSigV4Auth derives the signing key once a day, not per request, and gathers the
-    headers to sign once: its signatures are botocore's own, on the day it derived the key and
-    after the date changes, with and without a session token."""
-    derived: list[str] = []
-    gathered: list[int] = []
-    gather_once = SigV4Auth.headers_to_sign
-    monkeypatch.setattr(
-        SigV4Auth, "headers_to_sign", lambda self, r: gathered.append(1) or gather_once(self, r)
+def test_awscrt_signs_as_botocore_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CRT's signature is botocore's, byte for byte: over a date change, with and without a
+    session token, for a path that is already percent-encoded (Bedrock's model ids: SigV4
+    encodes it once more in the canonical request) and one with a query."""
+    urls = (
+        "http://127.0.0.1:9/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse",
+        "https://bedrock-runtime.eu-west-3.amazonaws.com/model/m/invoke?x=1&a=b%20c",
     )
     for token in (None, "a-session-token"):
-        creds = Credentials("AKIDDAY", "day-secret", token).get_frozen_credentials()
-        ours = bedrock_auth.LeanSigV4Auth(creds, "bedrock", "eu-west-3")
-        theirs = SigV4Auth(creds, "bedrock", "eu-west-3")
-        derive_once = ours._sign
-        monkeypatch.setattr(
-            ours, "_sign", lambda key, msg, hex=False, f=derive_once: derived.append(msg) or f(key, msg, hex)
+        source = AwsCredentials(
+            access_key_id="AKIDCRT", secret_access_key="crt-secret", session_token=token or ""
         )
-        for day in ("20261205", "20261205", "20261206"):
-            monkeypatch.setattr(
-                botocore.auth,
-                "get_current_datetime",
-                lambda day=day: datetime.datetime.strptime(day + "T235959", "%Y%m%dT%H%M%S"),
-            )
-            signed = []
-            for auth in (ours, theirs):
-                request = AWSRequest(
+        deployment = _deployment(aws=source)
+        for day in ("2026-12-05T23:59:59", "2026-12-06T00:00:01"):
+            when = datetime.datetime.fromisoformat(day)
+            monkeypatch.setattr(bedrock_auth, "utc_now", lambda when=when: when.replace(tzinfo=datetime.UTC))
+            monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda when=when: when)
+            for url in urls:
+                body = b'{"messages": []}'
+                ours = bedrock_auth.sign(deployment, url, body, {"Content-Type": "application/json"})
+                theirs = AWSRequest(
                     method="POST",
-                    url="https://h.example/model/m/converse",
-                    data=b"{}",
-                    headers={"Host": "h.example", "Content-Type": "application/json"},
+                    url=url,
+                    data=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        "Host": ours["Host"],
+                        "X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest(),
+                    },
                 )
-                gathered.clear()
-                auth.add_auth(request)
-                signed.append((request.headers["Authorization"], request.headers.get("X-Amz-Security-Token")))
-                assert len(gathered) == (1 if auth is ours else 2)
-            assert signed[0] == signed[1] and day in signed[0][0] and signed[0][1] == token
-    # Four HMACs derive a day's key, one signs: 5 + 1 + 5 for three requests over two days.
-    assert derived.count("aws4_request") == 4 and len(derived) == 22
+                frozen = Credentials("AKIDCRT", "crt-secret", token).get_frozen_credentials()
+                SigV4Auth(frozen, "bedrock", bedrock_auth.region_of(deployment)).add_auth(theirs)
+                assert ours["Authorization"] == theirs.headers["Authorization"]
+                assert ours["X-Amz-Date"] == theirs.headers["X-Amz-Date"] == when.strftime("%Y%m%dT%H%M%SZ")
+                assert ours.get("X-Amz-Security-Token") == token
 
 
 def test_signed_host_is_botocores() -> None:
@@ -471,7 +469,7 @@ class _Headers(dict[str, str]):
         return isinstance(key, str) and super().__contains__(key.lower())
 
 
-def test_refreshable_credentials_get_a_new_signer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refreshable_credentials_get_a_new_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     serial = iter(range(100))
 
     def refresh() -> dict[str, str]:
@@ -486,14 +484,14 @@ def test_refreshable_credentials_get_a_new_signer(monkeypatch: pytest.MonkeyPatc
     source = AwsCredentials(profile="refreshing")
     creds = RefreshableCredentials.create_from_metadata(refresh(), refresh, "test")
     monkeypatch.setitem(bedrock_auth._sources, source, creds)
-    first = bedrock_auth.signer(source, "us-east-1")
-    assert bedrock_auth.signer(source, "us-east-1") is not first  # refreshed: signs with the new keys
+    first = bedrock_auth.provider(source)
+    assert bedrock_auth.provider(source) is not first  # refreshed: signs with the new keys
     fixed = AwsCredentials(profile="fixed")
     monkeypatch.setitem(bedrock_auth._sources, fixed, Credentials("AKIDX", "s"))
-    assert bedrock_auth.signer(fixed, "us-east-1") is bedrock_auth.signer(fixed, "us-east-1")  # cached
+    assert bedrock_auth.provider(fixed) is bedrock_auth.provider(fixed)  # cached
     monkeypatch.setitem(bedrock_auth._sources, AwsCredentials(profile="none"), None)
     with pytest.raises(EdgeError):
-        bedrock_auth.signer(AwsCredentials(profile="none"), "us-east-1")
+        bedrock_auth.provider(AwsCredentials(profile="none"))
 
 
 def test_default_chain_and_explicit_variables(monkeypatch: pytest.MonkeyPatch) -> None:

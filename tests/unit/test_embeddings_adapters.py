@@ -193,7 +193,7 @@ def fresh_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     from edge_workers.providers import bedrock_auth
 
     monkeypatch.setattr(bedrock_auth, "_sources", {})
-    monkeypatch.setattr(bedrock_auth, "_signers", {})
+    monkeypatch.setattr(bedrock_auth, "_providers", {})
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
