@@ -23,7 +23,7 @@ from shared.breaker import RECORD_LUA, Outcome, record_args
 from shared.costs import with_cost
 from shared.flights import FANOUT_LUA, fan_out
 from shared.queue import USAGE_TTL_S, Job, Reply, release_slot
-from shared.resp import LeanRedis
+from shared.resp import PUSH_FIRST, LeanRedis
 from shared.routing import BreakerSettings
 
 if TYPE_CHECKING:
@@ -109,12 +109,13 @@ async def publish(
             if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
                 release_slot(pipe, job.key_id, job.slot)
         commands = [args for args, _ in pipe.command_stack]
-        sent = lean.execute_many([*commands, *then])
+        # PUSH_FIRST: the answer's push to the waiting front leaves Redis before this reply.
+        sent = lean.execute_many([PUSH_FIRST, *commands, *then])
         if cache_write is None:
             results = await sent
         else:
             results, _ = await asyncio.gather(sent, cache_write)
-        await calls.after(redis, results[: len(commands)])
+        await calls.after(redis, results[1 : 1 + len(commands)])
 
 
 class ScriptCalls:

@@ -193,7 +193,7 @@ class MissResult:
     leader_deadline: float = 0.0  # unix time
 
 
-_MISS = LeanScript(MISS_LUA)
+_MISS = LeanScript(MISS_LUA, push_first=True)  # the job's push to a worker leaves before the reply
 
 
 class MissScript:

@@ -135,6 +135,35 @@ async def test_a_script_redis_lacks_is_loaded_and_run(r: Redis) -> None:
         await lean.aclose()
 
 
+async def test_a_push_first_script_sends_its_ping_in_the_same_call_and_answers_as_any(r: Redis) -> None:
+    """push_first: a PING rides ahead of every EVALSHA (so that what the script publishes leaves
+    Redis before the reply: the order ops/miss_timeline.py measures); the caller still gets the
+    script's own reply, its error, and a script Redis lost is loaded and run."""
+    lean = LeanRedis(r)
+    script = LeanScript(
+        "redis.call('PUBLISH', KEYS[1], ARGV[1]) "
+        "if ARGV[1] == 'bad' then return redis.error_reply('ERR bad') end "
+        "return redis.call('INCR', KEYS[2])",
+        push_first=True,
+    )
+    subscriber = r.pubsub()
+    await subscriber.subscribe("inbox")
+    await subscriber.get_message(timeout=1)  # the subscription's confirmation
+    pings = (await r.info("commandstats")).get("cmdstat_ping", {}).get("calls", 0)
+    try:
+        assert await script(lean, ["inbox", "n"], ["job"]) == 1
+        message = await subscriber.get_message(timeout=1)
+        assert message is not None and message["data"] == b"job"
+        assert (await r.info("commandstats"))["cmdstat_ping"]["calls"] == pings + 1
+        with pytest.raises(ResponseError, match="bad"):
+            await script(lean, ["inbox", "n"], ["bad"])
+        await r.script_flush()
+        assert await script(lean, ["inbox", "n"], ["again"]) == 2
+    finally:
+        await subscriber.aclose()
+        await lean.aclose()
+
+
 async def test_it_connects_as_its_client_would_password_database_and_name(
     server: RedisServer, r: Redis
 ) -> None:
