@@ -86,7 +86,7 @@ def take(state: WorkerState, job: Job) -> Ahead | None:
     """The job's request built ahead, if it was (counted: the metric says how often it helps)."""
     built = state.built_ahead.pop(job.job_id, None)
     if built is not None:
-        metrics.BUILT_AHEAD.labels(state.provider).inc()
+        metrics.of(state.provider).built_ahead.inc()
     return built
 
 

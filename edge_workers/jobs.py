@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import msgspec
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -32,6 +31,7 @@ from edge_workers.streaming import AnswerStream, stream_answer
 from edge_workers.upstream import Outcome, call_upstream
 from shared import arq_compat, keyspace, tracing
 from shared.breaker import outcome_of
+from shared.commands import CommandSink
 from shared.config import Deployment, ModelTable, Settings
 from shared.embeddings_wire import EMBEDDINGS_API
 from shared.errors import error_body
@@ -66,8 +66,10 @@ class WorkerState:
     # The worker's hand-off ticket (edge_workers/handoff.py): the command that puts it out again,
     # given the slots about to be freed, when it is due; none when not.
     renew_ticket: Callable[[int], Commands] = lambda _: ()
-    # Upstream calls in flight by job id, so a front's cancel can stop one (see `cancel_listener`).
-    running: dict[str, asyncio.Task[str]] = field(default_factory=dict)
+    # The tasks of the jobs calling upstream, by job id, so a front's cancel can stop one (see
+    # `cancel_listener`), and the ids of those a cancel stopped (not the worker's shutdown).
+    running: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    cancelled: set[str] = field(default_factory=set)
     cache_redis: Redis | None = None  # CACHE_REDIS_URL: the L2 cache's own Redis
     # Upstream requests built while their jobs were being claimed, by job id (edge_workers/ahead.py).
     built_ahead: dict[str, ahead.Ahead] = field(default_factory=dict)
@@ -167,11 +169,11 @@ async def chat_completion(ctx: dict[str, Any], payload: bytes) -> None:
         log.warning(
             "request %s: Redis failed mid-job (%s)", job.request_id, type(e).__name__, extra=job_fields(job)
         )
-        metrics.JOBS.labels(state.provider, "error").inc()
+        metrics.of(state.provider).jobs("error").inc()
         await _publish_failure(state, job, "The gateway's queue failed while answering this request.", 503)
     except Exception:
         log.exception("request %s: the job failed", job.request_id, extra=job_fields(job, status=502))
-        metrics.JOBS.labels(state.provider, "error").inc()
+        metrics.of(state.provider).jobs("error").inc()
         await _publish_failure(state, job, "The gateway's worker failed while answering this request.")
 
 
@@ -193,12 +195,12 @@ async def _publish_failure(state: WorkerState, job: Job, message: str, status: i
 
 async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
     started = time.time()
-    metrics.QUEUE_WAIT.labels(state.provider).observe(
+    metrics.of(state.provider).queue_wait.observe(
         max(0.0, (started - ctx["enqueue_time"].timestamp()) * 1000)
     )
     if started >= job.deadline:
         # The front already answered 504; calling upstream now would only cost money.
-        metrics.JOBS.labels(state.provider, "expired").inc()
+        metrics.of(state.provider).jobs("expired").inc()
         log.info("request %s: deadline passed in the queue, dropped", job.request_id, extra=job_fields(job))
         await state.release(job)
         return
@@ -237,23 +239,25 @@ async def _run(ctx: dict[str, Any], state: WorkerState, job: Job) -> None:
         reply = Reply(job.job_id, kind="error", status=502, body=body)
         await state.publish(job, Publication([reply], attempt=Attempt("neutral")))
         return
-    call = asyncio.create_task(_answer(state, job, deployment))
-    state.running[job.job_id] = call
+    # The call runs in the job's own task (a task of its own would cost a loop turn on the
+    # miss's path): a client's cancel cancels this task, and `cancelled` tells it from a stop.
+    task = asyncio.current_task()
+    assert task is not None
+    state.running[job.job_id] = task
     try:
-        result = await call
+        result = await _answer(state, job, deployment)
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            call.cancel()
-            raise  # the worker is shutting down: let arq handle it
+        if job.job_id not in state.cancelled or task.uncancel() > 0:
+            raise  # the worker is stopping (or the job's timeout): let arq handle it
         result = "cancelled"  # the client went away: nothing to publish, nothing to cache
         log.info("request %s: cancelled by the client", job.request_id, extra=job_fields(job))
         await state.release(job)
     finally:
         state.running.pop(job.job_id, None)
+        state.cancelled.discard(job.job_id)
     if result != "hit-semantic":  # answered without an upstream call
-        metrics.UPSTREAM_DURATION.labels(state.provider).observe((time.time() - started) * 1000)
-    metrics.JOBS.labels(state.provider, result).inc()
+        metrics.of(state.provider).upstream_duration.observe((time.time() - started) * 1000)
+    metrics.of(state.provider).jobs(result).inc()
 
 
 async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
@@ -268,7 +272,7 @@ async def _answer(state: WorkerState, job: Job, deployment: Deployment) -> str:
     else:
         body = _decode_json(job.body)
         adapter, answer_stream = (None, None) if embeddings else shape_of(job, deployment)
-    index_entry: Callable[[Pipeline], None] | None = None
+    index_entry: Callable[[CommandSink], None] | None = None
     if state.semantic is not None and cache and job.api == "chat":  # chat completions only
         probe = state.semantic.probe(job, body)
         if probe is not None:
@@ -359,8 +363,10 @@ async def cancel_listener(state: WorkerState) -> None:
             async with state.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.subscribe(keyspace.cancels(state.provider))
                 async for message in pubsub.listen():
-                    task = state.running.get(message["data"].decode())
-                    if task is not None:
+                    job_id = message["data"].decode()
+                    task = state.running.get(job_id)
+                    if task is not None and job_id not in state.cancelled:
+                        state.cancelled.add(job_id)
                         task.cancel()
         except asyncio.CancelledError:
             raise

@@ -19,6 +19,7 @@ import logging
 from redis.exceptions import RedisError
 
 from edge_workers.publishing import Record, ScriptCalls
+from shared.commands import CommandList
 from shared.resp import LeanRedis
 
 log = logging.getLogger("edge.worker")
@@ -57,17 +58,16 @@ class Ledger:
         records = self.take()
         if not records:
             return
-        redis = self._lean.client
-        async with redis.pipeline(transaction=False) as pipe:
-            calls = ScriptCalls(pipe)
-            for script, rest in records:
-                calls.add(script)
-                rest(pipe)
-            try:
-                results = await self._lean.execute_many([args for args, _ in pipe.command_stack])
-                await calls.after(redis, results)
-            except (RedisError, OSError) as e:  # records only: the answers went out already
-                log.warning("%d attempt record(s) not written (%s)", len(records), type(e).__name__)
+        pipe = CommandList()
+        calls = ScriptCalls(pipe)
+        for script, rest in records:
+            calls.add(script)
+            rest(pipe)
+        try:
+            results = await self._lean.execute_many(pipe.commands)
+            await calls.after(self._lean.client, results)
+        except (RedisError, OSError) as e:  # records only: the answers went out already
+            log.warning("%d attempt record(s) not written (%s)", len(records), type(e).__name__)
 
     def _flush_soon(self) -> None:
         self._timer = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Histogram, disable_created_metrics
 
 disable_created_metrics()  # no `_created` twin of every series
@@ -39,3 +41,27 @@ COST = Counter(
     ["provider", "model"],
 )
 # Tokens are counted once, by the front (`llm_edge_tokens_total`, labelled like its requests).
+
+
+class ProviderSeries:
+    """The series of one provider, bound once: a worker serves one provider, and `labels()` on
+    every job looks its series up again (five times per job, two on the miss's path)."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.queue_wait = QUEUE_WAIT.labels(provider)
+        self.upstream_duration = UPSTREAM_DURATION.labels(provider)
+        self.built_ahead = BUILT_AHEAD.labels(provider)
+        self.handed = HANDED.labels(provider)
+        self._jobs: dict[str, Counter] = {}
+
+    def jobs(self, status: str) -> Counter:
+        series = self._jobs.get(status)
+        if series is None:
+            series = self._jobs[status] = JOBS.labels(self.provider, status)
+        return series
+
+
+@functools.cache
+def of(provider: str) -> ProviderSeries:
+    return ProviderSeries(provider)

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
 
 from shared import arq_compat, keyspace, outcomes
 from shared.admission import window_bounds
 from shared.breaker import RECORD_LUA, Outcome, record_args
+from shared.commands import CommandList, CommandSink
 from shared.costs import with_cost
 from shared.flights import FANOUT_LUA, fan_out
 from shared.queue import USAGE_TTL_S, Job, Reply, release_slot
@@ -52,7 +52,7 @@ class Publication:
     cache_cost: float = 0.0  # stored in front of it, so a hit knows what it saved
     attempt: Attempt | None = None  # set on a job's last publication only
     first_chunks: bool = False  # a stream's first chunks: a re-run must not repeat them
-    also: Callable[[Pipeline], None] | None = None  # more writes for the same round trip (semantic index)
+    also: Callable[[CommandSink], None] | None = None  # more writes for the same round trip (semantic index)
 
 
 Publish = Callable[[Publication], Awaitable[None]]
@@ -69,53 +69,50 @@ async def publish(
     then: Sequence[tuple[Any, ...]] = (),  # more commands for the round trip (replies ignored)
     ledger: Ledger | None = None,  # where a successful attempt's records wait; None: written now
 ) -> None:
-    """One round trip on `lean`, every answer's: redis-py's pipeline only collects the commands."""
-    redis = lean.client
-    async with redis.pipeline(transaction=False) as pipe:
-        tokens = sum(r.prompt_tokens + r.completion_tokens for r in pub.replies)
-        if usage_key is not None and tokens:
-            pipe.hincrby(usage_key, "t", tokens)
-            pipe.expire(usage_key, USAGE_TTL_S)
-        calls = ScriptCalls(pipe)
-        # To its front (and, for a flight, to every request that joined it), streamed and pushed.
-        calls.add(lambda p: fan_out(p, job, pub.replies, last=pub.attempt is not None))
-        cache_write: Awaitable[None] | None = None
-        if pub.cache_body is not None and job.cache_key is not None:
-            entry = with_cost(pub.cache_cost, pub.cache_body, job.cache_ttl_s)
-            if cache_redis is None:
-                pipe.set(keyspace.cache_entry(job.cache_key), entry, ex=job.cache_ttl_s)
-            else:  # the cache's own Redis: written alongside, in parallel
-                cache_write = _write_cache(
-                    cache_redis, keyspace.cache_entry(job.cache_key), entry, job.cache_ttl_s
-                )
-        if job.key_id is not None and job.charge is not None:
-            _book_key_usage(calls, job, pub, job.key_id)
-        if pub.also is not None:
-            pub.also(pipe)
-        if pub.first_chunks:
-            pipe.set(
-                keyspace.stream_started(job.job_id), b"1", ex=max(1, int(job.deadline - time.time()) + 60)
+    """One round trip on `lean`, every answer's."""
+    pipe = CommandList()
+    tokens = sum(r.prompt_tokens + r.completion_tokens for r in pub.replies)
+    if usage_key is not None and tokens:
+        pipe.hincrby(usage_key, "t", tokens)
+        pipe.expire(usage_key, USAGE_TTL_S)
+    calls = ScriptCalls(pipe)
+    # To its front (and, for a flight, to every request that joined it), streamed and pushed.
+    calls.add(lambda p: fan_out(p, job, pub.replies, last=pub.attempt is not None))
+    cache_write: Awaitable[None] | None = None
+    if pub.cache_body is not None and job.cache_key is not None:
+        entry = with_cost(pub.cache_cost, pub.cache_body, job.cache_ttl_s)
+        if cache_redis is None:
+            pipe.set(keyspace.cache_entry(job.cache_key), entry, ex=job.cache_ttl_s)
+        else:  # the cache's own Redis: written alongside, in parallel
+            cache_write = _write_cache(
+                cache_redis, keyspace.cache_entry(job.cache_key), entry, job.cache_ttl_s
             )
-        if pub.attempt is not None:
-            record = _attempt_record(job, pub, pub.attempt, breaker)
-            if ledger is not None and pub.attempt.outcome == "ok" and not job.record_now:
-                ledger.add(record)  # written in a later batch (edge_workers/ledger.py)
-            else:  # now, and what waited before it
-                for script, rest in [*(ledger.take() if ledger is not None else ()), record]:
-                    calls.add(script)
-                    rest(pipe)
-            pipe.srem(keyspace.running(worker_id), job.job_id)
-            arq_compat.finish_job(pipe, keyspace.queue(job.provider), job.job_id)  # (edge_workers/runner.py)
-            if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
-                release_slot(pipe, job.key_id, job.slot)
-        commands = [args for args, _ in pipe.command_stack]
-        # PUSH_FIRST: the answer's push to the waiting front leaves Redis before this reply.
-        sent = lean.execute_many([PUSH_FIRST, *commands, *then])
-        if cache_write is None:
-            results = await sent
-        else:
-            results, _ = await asyncio.gather(sent, cache_write)
-        await calls.after(redis, results[1 : 1 + len(commands)])
+    if job.key_id is not None and job.charge is not None:
+        _book_key_usage(calls, job, pub, job.key_id)
+    if pub.also is not None:
+        pub.also(pipe)
+    if pub.first_chunks:
+        pipe.set(keyspace.stream_started(job.job_id), b"1", ex=max(1, int(job.deadline - time.time()) + 60))
+    if pub.attempt is not None:
+        record = _attempt_record(job, pub, pub.attempt, breaker)
+        if ledger is not None and pub.attempt.outcome == "ok" and not job.record_now:
+            ledger.add(record)  # written in a later batch (edge_workers/ledger.py)
+        else:  # now, and what waited before it
+            for script, rest in [*(ledger.take() if ledger is not None else ()), record]:
+                calls.add(script)
+                rest(pipe)
+        pipe.srem(keyspace.running(worker_id), job.job_id)
+        arq_compat.finish_job(pipe, keyspace.queue(job.provider), job.job_id)  # (edge_workers/runner.py)
+        if job.slot is not None and job.key_id is not None:  # the key's slot and reservation
+            release_slot(pipe, job.key_id, job.slot)
+    commands = pipe.commands
+    # PUSH_FIRST: the answer's push to the waiting front leaves Redis before this reply.
+    sent = lean.execute_many([PUSH_FIRST, *commands, *then])
+    if cache_write is None:
+        results = await sent
+    else:
+        results, _ = await asyncio.gather(sent, cache_write)
+    await calls.after(lean.client, results[1 : 1 + len(commands)])
 
 
 class ScriptCalls:
@@ -124,11 +121,11 @@ class ScriptCalls:
     flushed they fail with NOSCRIPT: `after` loads them and runs those calls alone again (the
     rest of the pipeline ran; running it all again would send the replies twice)."""
 
-    def __init__(self, pipe: Pipeline) -> None:
+    def __init__(self, pipe: CommandSink) -> None:
         self.pipe = pipe
-        self._at: dict[int, Callable[[Pipeline], object]] = {}
+        self._at: dict[int, Callable[[CommandSink], object]] = {}
 
-    def add(self, call: Callable[[Pipeline], object]) -> None:
+    def add(self, call: Callable[[CommandSink], object]) -> None:
         self._at[len(self.pipe)] = call
         call(self.pipe)
 
@@ -156,25 +153,25 @@ async def load_scripts(redis: Redis) -> None:
 
 # What one attempt's records add to a pipeline: the breaker's script call (run again after
 # NOSCRIPT), then the rest.
-Record = tuple[Callable[[Pipeline], object], Callable[[Pipeline], None]]
+Record = tuple[Callable[[CommandSink], object], Callable[[CommandSink], None]]
 
 
 def _attempt_record(job: Job, pub: Publication, attempt: Attempt, breaker: BreakerSettings) -> Record:
     """The attempt's breaker record, the served counter and its outcome line, as of now."""
     now_ms = int(time.time() * 1000)
 
-    def script(pipe: Pipeline) -> object:
+    def script(pipe: CommandSink) -> object:
         args = record_args(now_ms, attempt.outcome, breaker, attempt.latency_ms)
         return pipe.evalsha(RECORD_SHA, 1, keyspace.breaker(job.deployment_id), *args)
 
-    def rest(pipe: Pipeline) -> None:
+    def rest(pipe: CommandSink) -> None:
         pipe.incr(keyspace.served(job.provider))
         _record_outcome(pipe, job, pub, attempt, now_ms)
 
     return script, rest
 
 
-def _record_outcome(pipe: Pipeline, job: Job, pub: Publication, attempt: Attempt, now_ms: int) -> None:
+def _record_outcome(pipe: CommandSink, job: Job, pub: Publication, attempt: Attempt, now_ms: int) -> None:
     """The job's line in its provider's recent outcomes (the operator dashboard's numbers)."""
     final = pub.replies[-1] if pub.replies else None
     status = final.status if final is not None else 502
@@ -187,7 +184,7 @@ def _record_outcome(pipe: Pipeline, job: Job, pub: Publication, attempt: Attempt
         attempt.latency_ms,
         final.body if final is not None else b"",
     )
-    pipe.xadd(keyspace.outcomes(job.provider), fields, maxlen=outcomes.OUTCOMES_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    pipe.xadd(keyspace.outcomes(job.provider), fields, maxlen=outcomes.OUTCOMES_MAXLEN, approximate=True)
 
 
 # KEYS: the key's spend hash, its tpm window counter ('' none). ARGV: cost USD, prompt tokens,
@@ -226,7 +223,7 @@ def _book_key_usage(calls: ScriptCalls, job: Job, pub: Publication, key_id: str)
         tpm, tpm_ends = keyspace.key_tpm(key_id, window), int(ends) + 1
     spend_ends = int(job.charge.period_ends) + SPEND_GRACE_S if job.charge.period_ends else 0
     args: list[str | int] = [repr(cost), prompt, completion, "1" if answered else "0", spend_ends, tpm_ends]
-    calls.add(lambda pipe: pipe.evalsha(BOOK_SHA, 2, spend, tpm, *args))  # type: ignore[arg-type]
+    calls.add(lambda pipe: pipe.evalsha(BOOK_SHA, 2, spend, tpm, *args))
 
 
 async def _write_cache(cache_redis: Redis, key: str, entry: bytes, ttl_s: int) -> None:

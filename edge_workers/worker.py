@@ -217,7 +217,7 @@ class EdgeWorker(Worker):
 
     def _run_handed(self, job: Claimed) -> None:
         """Start a job handed to this worker (its inbox's message), in the slot its ticket kept."""
-        metrics.HANDED.labels(self.ctx["provider"]).inc()
+        metrics.of(self.ctx["provider"]).handed.inc()
         self.ctx["held"].add(job.job_id)
         self.tasks[job.job_id] = self.loop.create_task(self._handed(job))
 

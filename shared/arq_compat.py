@@ -19,7 +19,8 @@ import arq
 from arq import constants
 from arq.jobs import deserialize_job_raw, serialize_job
 from arq.worker import Worker
-from redis.asyncio.client import Pipeline
+
+from shared.commands import CommandSink
 
 # arq's key layout, from arq's own constants (never spelled out again elsewhere).
 JOB_KEY_PREFIX: str = constants.job_key_prefix
@@ -102,7 +103,7 @@ def deserialize_job_data(
     return function_name, args, enqueue_time_ms
 
 
-def finish_job(pipe: Pipeline, queue: str, job_id: str) -> None:
+def finish_job(pipe: CommandSink, queue: str, job_id: str) -> None:
     """Queue on `pipe` what arq's `finish_job` does for a finished job kept without a result:
     its keys deleted (job, try count, in-progress lease) and its id off the queue."""
     pipe.delete(JOB_KEY_PREFIX + job_id, RETRY_KEY_PREFIX + job_id, IN_PROGRESS_KEY_PREFIX + job_id)

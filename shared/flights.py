@@ -30,10 +30,10 @@ import hashlib
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from shared import keyspace
 from shared.arq_compat import JOB_KEY_PREFIX
+from shared.commands import CommandSink
 from shared.queue import REPLY_STREAM_MAXLEN, Job, Reply, encode_reply
 
 # A reply stream outlives its last write by this long; a front that went away leaves no litter.
@@ -99,7 +99,7 @@ def follower_member(reply_stream: str, wait_id: str) -> str:
     return f"{reply_stream} {wait_id}"
 
 
-def fan_out(pipe: Pipeline, job: Job, replies: list[Reply], last: bool) -> None:
+def fan_out(pipe: CommandSink, job: Job, replies: list[Reply], last: bool) -> None:
     """Queue on `pipe` the publication of `replies` of a job, to its front and, when it leads a
     flight, to every follower (EVALSHA: the worker loads the script at start and again after a
     NOSCRIPT)."""
@@ -116,7 +116,7 @@ def fan_out(pipe: Pipeline, job: Job, replies: list[Reply], last: bool) -> None:
             keyspace.flight_followers(job.cache_key),
             keyspace.flight_log(job.cache_key),
         ]
-    pipe.evalsha(FANOUT_SHA, len(keys), *keys, *args)  # type: ignore[arg-type]
+    pipe.evalsha(FANOUT_SHA, len(keys), *keys, *args)
 
 
 def reply_message(payload: bytes) -> tuple[bytes, bytes | None, bytes]:

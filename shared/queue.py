@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from shared import keyspace
 from shared.arq_compat import JOB_KEY_PREFIX
+from shared.commands import CommandSink
 
 JOB_FUNCTION = "chat_completion"
 WAKE_STREAM_MAXLEN = 10_000
@@ -154,7 +154,7 @@ async def cancel(
         await pipe.execute()
 
 
-def release_slot(pipe: Pipeline, key_id: str, slot: str) -> None:
+def release_slot(pipe: CommandSink, key_id: str, slot: str) -> None:
     """Queue on `pipe` the release of a key's in-flight slot, and with it what it reserved."""
     pipe.zrem(keyspace.key_parallel(key_id), slot)
 

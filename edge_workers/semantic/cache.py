@@ -24,7 +24,6 @@ from typing import Any
 import msgspec
 import numpy as np
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from edge_workers.semantic import metrics, stream
@@ -33,6 +32,7 @@ from edge_workers.semantic.guard import Features, agree, decode_features, encode
 from edge_workers.semantic.index import Entry, Index
 from shared import keyspace
 from shared.cache_keys import answer_fields, digest_of, namespace_of
+from shared.commands import CommandSink
 from shared.costs import split_cost
 from shared.queue import Job
 from shared.semantic_config import SemanticSettings
@@ -154,7 +154,7 @@ class SemanticCache:
             metrics.GUARD_REFUSALS.labels(*labels).inc()
         return None
 
-    def append(self, pipe: Pipeline, *, job: Job, probe: Probe) -> None:
+    def append(self, pipe: CommandSink, *, job: Job, probe: Probe) -> None:
         """Queue on `pipe` the index entry of the answer `job` is about to cache."""
         if probe.vector is None or job.cache_key is None:
             return

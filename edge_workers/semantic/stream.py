@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 import numpy as np
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from edge_workers.semantic.embedder import DIMENSIONS
 from edge_workers.semantic.index import Entry, Index
 from shared import keyspace
+from shared.commands import CommandSink
 
 log = logging.getLogger("edge.semantic")
 
@@ -28,7 +28,7 @@ BATCH = 1000
 BLOCK_MS = 5000
 
 
-def append(pipe: Pipeline, partition: bytes, vector: np.ndarray, entry: Entry, ttl_s: int) -> None:
+def append(pipe: CommandSink, partition: bytes, vector: np.ndarray, entry: Entry, ttl_s: int) -> None:
     """Queue on `pipe` the entry for one cached answer (vector as float16: 768 bytes)."""
     fields: dict[bytes, bytes] = {
         b"p": partition,
@@ -39,7 +39,7 @@ def append(pipe: Pipeline, partition: bytes, vector: np.ndarray, entry: Entry, t
         b"r": entry.request_id.encode(),
     }
     oldest = int(time.time() * 1000) - ttl_s * 1000
-    pipe.xadd(keyspace.semantic_vectors(), fields, minid=max(oldest, 0), approximate=True)  # type: ignore[arg-type]
+    pipe.xadd(keyspace.semantic_vectors(), fields, minid=max(oldest, 0), approximate=True)
 
 
 def decode(fields: dict[bytes, bytes]) -> tuple[bytes, np.ndarray, Entry]:

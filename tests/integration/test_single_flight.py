@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 import redis
-from conftest import fake_stats, wait_until
+from conftest import fake_stats, sample, scrape, wait_until
 
 from edge_agent.devstack import MASTER_KEY, DevStack, Front
 from shared import keyspace
@@ -197,10 +197,17 @@ def test_a_leader_whose_client_leaves_keeps_the_call_for_its_followers(stack: De
     del other
 
 
+def cancelled_jobs(stack: DevStack) -> float:
+    """Jobs the workers ended as cancelled by their clients."""
+    counts = [scrape(w.metrics_url) for w in stack.workers]
+    return sum(sample(c, "llm_edge_worker_jobs_total", provider="openai", status="cancelled") for c in counts)
+
+
 def test_a_lone_client_that_leaves_cancels_its_upstream_call(stack: DevStack) -> None:
     assert stack.redis is not None
     front = fronts(stack)[0]
     cancelled = fake_stats(stack.upstream_url)["cancelled"]
+    jobs_cancelled = cancelled_jobs(stack)
     body = {"model": MODEL, "messages": prompt("[[fake:delay_ms=3000]]")}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
@@ -216,6 +223,8 @@ def test_a_lone_client_that_leaves_cancels_its_upstream_call(stack: DevStack) ->
     )
     r = redis.Redis.from_url(stack.redis.url)
     assert not r.keys(keyspace.flight("*"))  # the flight ended with its job
+    # Its worker ended it as cancelled by its client, not as a stop that leaves it for another.
+    wait_until(lambda: cancelled_jobs(stack) == jobs_cancelled + 1, "the worker to count the job cancelled")
 
 
 def test_no_store_and_no_cache_requests_take_no_part(stack: DevStack) -> None:
