@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 
 from shared.config import Settings
 
@@ -20,13 +21,26 @@ log = logging.getLogger("edge.access")
 class RequestFacts:
     """What the metrics and the access line of one request say, filled in as it is understood."""
 
-    __slots__ = ("attempts", "cache", "cost_usd", "deployment", "model", "provider", "tokens")
+    __slots__ = (
+        "attempts",
+        "cache",
+        "completion_tokens",
+        "cost_usd",
+        "deployment",
+        "model",
+        "prompt_tokens",
+        "provider",
+        "then",
+        "tokens",
+    )
 
     def __init__(self) -> None:
         self.provider = self.model = self.deployment = ""
         self.cache = "none"
-        self.attempts = self.tokens = 0
+        self.attempts = self.tokens = self.prompt_tokens = self.completion_tokens = 0
         self.cost_usd = 0.0
+        # Work the response need not wait for (the L1 write), done once it is written.
+        self.then: Callable[[], object] | None = None
 
 
 def configure(settings: Settings) -> None:

@@ -9,6 +9,7 @@ the same reader."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -140,7 +141,12 @@ async def chat_completions(
         if building is not None:
             building.end()
     elapsed_ms = (time.perf_counter() - started) * 1000
+    if labels.then is not None:
+        labels.then()
     model = metrics.model_label(labels.model)
+    if labels.tokens:
+        metrics.TOKENS.labels(labels.provider, model, "prompt").inc(labels.prompt_tokens)
+        metrics.TOKENS.labels(labels.provider, model, "completion").inc(labels.completion_tokens)
     metrics.REQUESTS.labels(labels.provider, model, str(status)).inc()
     metrics.DURATION.labels(labels.provider, model, labels.cache).observe(elapsed_ms)
     if state.settings.access_log:  # off, this check is all the access log costs
@@ -261,11 +267,13 @@ async def _handle(
     if not served.joined:
         labels.cache = reply.cache  # "hit-semantic" when a worker's semantic cache answered
     if reply.status == 200:
-        if write_key is not None:
-            if tracing.ON:
-                front_tracing.cache_write(state.l1, write_key, reply.body, reply.cost_usd, decision.ttl_s)
-            else:
-                state.l1.set(write_key, reply.body, reply.cost_usd, ttl_s=decision.ttl_s)
+        if write_key is not None:  # once the response is written: it need not wait for this
+            args = (write_key, reply.body, reply.cost_usd)
+            labels.then = (
+                functools.partial(front_tracing.cache_write, state.l1, *args, decision.ttl_s)
+                if tracing.ON
+                else functools.partial(state.l1.set, *args, ttl_s=decision.ttl_s)
+            )
         if served.joined:  # another request's upstream call: its tokens and cost are counted there
             if stream:
                 return Replay(api.replay(reply.body, include_usage), [_JOINED, *served_headers], "joined")
@@ -372,11 +380,8 @@ def _tier_header(tier: str) -> tuple[bytes, bytes]:
 
 
 def _count_tokens(labels: RequestFacts, prompt: int, completion: int) -> None:
-    if prompt or completion:
-        labels.tokens = prompt + completion
-        model = metrics.model_label(labels.model)
-        metrics.TOKENS.labels(labels.provider, model, "prompt").inc(prompt)
-        metrics.TOKENS.labels(labels.provider, model, "completion").inc(completion)
+    """Counted in the metrics once the response is written (`chat_completions`)."""
+    labels.tokens, labels.prompt_tokens, labels.completion_tokens = prompt + completion, prompt, completion
 
 
 def _error(error: EdgeError, request_id: str, labels: RequestFacts) -> Answer:
