@@ -22,7 +22,9 @@ row per provider (ops/provider_bench.py).
 `--messages` measures instead Anthropic's Messages API's miss at c=1 (to an Anthropic upstream,
 passed through, and to an OpenAI one, translated) next to chat completions'. `--embeddings`
 measures the miss at c=1 of POST /v1/embeddings (one short text, base64, the openai SDK's
-default, of text-embedding-3-small's 1,536 dimensions) next to chat completions'.
+default, of text-embedding-3-small's 1,536 dimensions) next to chat completions'. `--portkey`
+measures instead the miss at c=1 and c=64 next to Portkey's direct proxying against the same fake
+upstream, rounds alternating (ops/peer_bench.py; needs node and npm).
 `--front-processes N` runs the front as a group of N processes on the one port (`edge-agent front
 --processes N`); `--multiprocess-metrics` keeps one front process but with prometheus-client's
 multiprocess mode on (what a group's children pay on the hot path); `--only` runs some scenarios
@@ -192,6 +194,12 @@ def main() -> None:
         action="store_true",
         help="only the miss at c=1 of /v1/embeddings next to chat completions', runs alternating",
     )
+    parser.add_argument(
+        "--portkey",
+        action="store_true",
+        help="only the miss at c=1 and c=64 next to Portkey's direct proxying, rounds alternating "
+        "(installs Portkey with npm on first use: ops/peer_bench.py)",
+    )
     parser.add_argument("--front-processes", type=int, default=1, help="front processes on the port")
     parser.add_argument(
         "--multiprocess-metrics",
@@ -222,6 +230,11 @@ def main() -> None:
         from ops.endpoint_bench import messages_bench
 
         messages_bench(args.runs, args.duration)
+        return
+    if args.portkey:
+        from ops.peer_bench import portkey_bench
+
+        portkey_bench(args.runs, args.duration)
         return
     if args.embeddings:
         from ops.endpoint_bench import embeddings_bench
