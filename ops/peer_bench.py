@@ -123,6 +123,8 @@ def _print(results: dict[str, list[Run]], runs: int, duration: int) -> None:
     gw, pk = added("gw1"), added("pk1")
     print(f"| miss, c=1: added p50 ms | {statistics.median(gw):.2f} | {statistics.median(pk):.2f} |")
     print(f"| miss, c=1: added p50 ms, range | {min(gw):.2f}-{max(gw):.2f} | {min(pk):.2f}-{max(pk):.2f} |")
+    lower = sum(g < p for g, p in zip(gw, pk, strict=True))
+    print(f"| miss, c=1: rounds with the lower added p50 | {lower} of {runs} | {runs - lower} of {runs} |")
     print(f"| miss, c=64: requests/s | {med('gw64', 'rps'):,.0f} | {med('pk64', 'rps'):,.0f} |")
     print(f"| miss, c=64: p50 ms | {med('gw64', 'p50_ms'):.2f} | {med('pk64', 'p50_ms'):.2f} |")
     print(f"\ndirect to the fake upstream, c=1: p50 {med('direct1', 'p50_ms'):.3f} ms")
